@@ -1,0 +1,100 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// DefaultTimeout bounds a call whose context has no deadline.
+const DefaultTimeout = 10 * time.Second
+
+// Client makes federated calls from a local component: it publishes a
+// contract request to fed.out.<component>.<rpc>.<target> and waits for the
+// federator's reply.
+type Client struct {
+	nc       *nats.Conn
+	subjects Subjects
+	source   string
+	// Timeout bounds calls whose context has no deadline (DefaultTimeout).
+	Timeout time.Duration
+}
+
+// NewClient returns a client that publishes on nc with the given subjects;
+// source is the CloudEvents source of its requests, e.g. "/brig".
+func NewClient(nc *nats.Conn, subjects Subjects, source string) *Client {
+	return &Client{nc: nc, subjects: subjects, source: source, Timeout: DefaultTimeout}
+}
+
+// CallOptions are the optional parts of a request.
+type CallOptions struct {
+	ID          string // ce-id; a new one when empty
+	TraceParent string
+}
+
+// Call sends body to rpc of component on the backend of targetDomain and
+// returns the remote response body, or a *Error of the contract.
+func (c *Client) Call(ctx context.Context, targetDomain, component, rpc string, body []byte) ([]byte, error) {
+	return c.CallWith(ctx, targetDomain, component, rpc, body, CallOptions{})
+}
+
+// CallWith is Call with options.
+func (c *Client) CallWith(ctx context.Context, targetDomain, component, rpc string, body []byte, opts CallOptions) ([]byte, error) {
+	subject, err := c.subjects.Out(component, rpc, targetDomain)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	ev := Event{ID: opts.ID, Source: c.source, Type: TypeRequest, TraceParent: opts.TraceParent, Data: body}
+	if ev.ID == "" {
+		ev.ID = NewID()
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		ev.TimeoutMs = max(time.Until(dl).Milliseconds(), 1)
+	}
+	return Exchange(ctx, c.nc, ev.Message(subject))
+}
+
+// Exchange sends a request message and decodes the reply: the body of a
+// fedbus.response, or the *Error of a fedbus.error. NATS failures map to the
+// contract: no responders is component-unavailable, a deadline is
+// federation-timeout.
+func Exchange(ctx context.Context, nc *nats.Conn, msg *nats.Msg) ([]byte, error) {
+	reply, err := nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		return nil, natsError(msg.Subject, err)
+	}
+	ev, err := Decode(reply)
+	if err != nil {
+		return nil, Errorf(LabelServerError, "reply on %s is not a CloudEvent: %v", msg.Subject, err)
+	}
+	if ev.Type == TypeError {
+		e := ParseError(StatusOf(LabelServerError), ev.Data)
+		return nil, e
+	}
+	return ev.Data, nil
+}
+
+// natsError maps a NATS request error to a contract error.
+func natsError(subject string, err error) *Error {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return Errorf(LabelComponentUnavailable, "nothing serves %s", subject)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return Errorf(LabelTimeout, "no reply on %s in time", subject)
+	case errors.Is(err, context.Canceled):
+		return Errorf(LabelTimeout, "request on %s cancelled", subject)
+	default:
+		return Errorf(LabelComponentUnavailable, "request on %s: %v", subject, err)
+	}
+}
+
+// NATSError maps an error of a NATS request-reply to the contract's error;
+// it is exported for the federator and ingress, which make the same calls.
+func NATSError(subject string, err error) *Error { return natsError(subject, err) }

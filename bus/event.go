@@ -1,0 +1,223 @@
+package bus
+
+import (
+	"mime"
+	"net/url"
+	"strconv"
+	"strings"
+
+	ce "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+)
+
+// Event is a fedbus message: a CloudEvents 1.0 event carried by NATS in
+// binary content mode (attributes in ce- headers, data in the body) or in
+// structured content mode (the whole event as JSON in the body).
+type Event struct {
+	ID              string
+	Source          string
+	Type            string
+	DataContentType string // empty means application/json
+	TraceParent     string // W3C traceparent, optional
+	OriginDomain    string // extension origindomain, set by the ingress
+	TimeoutMs       int64  // extension timeoutms, 0 when absent
+	Data            []byte
+	// Structured reports (on decode) or selects (on encode) structured mode.
+	Structured bool
+}
+
+// NewID returns a new unique event id.
+func NewID() string { return nuid.Next() }
+
+// Decode reads an event from a NATS message. Anything that is not a valid
+// CloudEvent fails with a *Error labelled invalid-request.
+func Decode(msg *nats.Msg) (Event, error) {
+	if ct := msg.Header.Get(HeaderContentType); isStructured(ct) {
+		return decodeStructured(msg.Data)
+	}
+	return decodeBinary(msg)
+}
+
+func isStructured(contentType string) bool {
+	if contentType == "" {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == ContentTypeCEJSON
+}
+
+func decodeBinary(msg *nats.Msg) (Event, error) {
+	h := msg.Header
+	ev := Event{
+		ID:              h.Get(HeaderID),
+		Source:          h.Get(HeaderSource),
+		Type:            h.Get(HeaderType),
+		DataContentType: h.Get(HeaderDataContentType),
+		TraceParent:     h.Get(HeaderTraceParent),
+		OriginDomain:    h.Get(HeaderOriginDomain),
+		Data:            msg.Data,
+	}
+	if v := h.Get(HeaderSpecVersion); v != SpecVersion {
+		if v == "" {
+			return Event{}, Errorf(LabelInvalidRequest, "not a CloudEvent: header %s is missing", HeaderSpecVersion)
+		}
+		return Event{}, Errorf(LabelInvalidRequest, "unsupported CloudEvents %s %q (want %s)", HeaderSpecVersion, truncate(v, 16), SpecVersion)
+	}
+	if ms := h.Get(HeaderTimeoutMs); ms != "" {
+		n, err := strconv.ParseInt(ms, 10, 64)
+		if err != nil || n <= 0 {
+			return Event{}, Errorf(LabelInvalidRequest, "header %s %q is not a positive integer", HeaderTimeoutMs, truncate(ms, 32))
+		}
+		ev.TimeoutMs = n
+	}
+	if err := ev.validate(); err != nil {
+		return Event{}, err
+	}
+	return ev, nil
+}
+
+// validate checks the required attributes.
+func (e Event) validate() error {
+	switch {
+	case e.ID == "":
+		return Errorf(LabelInvalidRequest, "CloudEvent attribute id is missing")
+	case e.Type == "":
+		return Errorf(LabelInvalidRequest, "CloudEvent attribute type is missing")
+	case e.Source == "":
+		return Errorf(LabelInvalidRequest, "CloudEvent attribute source is missing")
+	}
+	if _, err := url.Parse(e.Source); err != nil {
+		return Errorf(LabelInvalidRequest, "CloudEvent attribute source %q is not a URI reference", truncate(e.Source, 64))
+	}
+	return nil
+}
+
+func decodeStructured(body []byte) (Event, error) {
+	var ev ce.Event
+	if err := ev.UnmarshalJSON(body); err != nil {
+		return Event{}, Errorf(LabelInvalidRequest, "structured CloudEvent is not valid JSON event: %v", err)
+	}
+	if err := ev.Validate(); err != nil {
+		return Event{}, Errorf(LabelInvalidRequest, "structured CloudEvent is invalid: %v", err)
+	}
+	if ev.SpecVersion() != SpecVersion {
+		return Event{}, Errorf(LabelInvalidRequest, "unsupported CloudEvents specversion %q (want %s)", truncate(ev.SpecVersion(), 16), SpecVersion)
+	}
+	out := Event{
+		ID:              ev.ID(),
+		Source:          ev.Source(),
+		Type:            ev.Type(),
+		DataContentType: ev.DataContentType(),
+		Data:            ev.Data(),
+		Structured:      true,
+	}
+	ext := ev.Extensions()
+	out.TraceParent = extString(ext, "traceparent")
+	out.OriginDomain = extString(ext, "origindomain")
+	if v, ok := ext["timeoutms"]; ok {
+		n, err := strconv.ParseInt(strings.TrimSpace(toString(v)), 10, 64)
+		if err != nil || n <= 0 {
+			return Event{}, Errorf(LabelInvalidRequest, "extension timeoutms is not a positive integer")
+		}
+		out.TimeoutMs = n
+	}
+	return out, nil
+}
+
+func extString(ext map[string]any, name string) string {
+	if v, ok := ext[name]; ok {
+		return toString(v)
+	}
+	return ""
+}
+
+func toString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case int32:
+		return strconv.FormatInt(int64(x), 10)
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	default:
+		return ""
+	}
+}
+
+// Message encodes the event as a NATS message for subject (which may be a
+// reply inbox). Binary mode unless e.Structured.
+func (e Event) Message(subject string) *nats.Msg {
+	if e.Structured {
+		return e.structuredMessage(subject)
+	}
+	h := make(nats.Header, 8)
+	h[HeaderSpecVersion] = []string{SpecVersion}
+	h[HeaderID] = []string{e.ID}
+	h[HeaderSource] = []string{e.Source}
+	h[HeaderType] = []string{e.Type}
+	if e.DataContentType != "" {
+		h[HeaderDataContentType] = []string{e.DataContentType}
+	}
+	if e.TraceParent != "" {
+		h[HeaderTraceParent] = []string{e.TraceParent}
+	}
+	if e.OriginDomain != "" {
+		h[HeaderOriginDomain] = []string{e.OriginDomain}
+	}
+	if e.TimeoutMs > 0 {
+		h[HeaderTimeoutMs] = []string{strconv.FormatInt(e.TimeoutMs, 10)}
+	}
+	return &nats.Msg{Subject: subject, Header: h, Data: e.Data}
+}
+
+func (e Event) structuredMessage(subject string) *nats.Msg {
+	ev := ce.New(SpecVersion)
+	ev.SetID(e.ID)
+	ev.SetSource(e.Source)
+	ev.SetType(e.Type)
+	ct := e.DataContentType
+	if ct == "" {
+		ct = ContentTypeJSON
+	}
+	if e.TraceParent != "" {
+		ev.SetExtension("traceparent", e.TraceParent)
+	}
+	if e.OriginDomain != "" {
+		ev.SetExtension("origindomain", e.OriginDomain)
+	}
+	if e.TimeoutMs > 0 {
+		ev.SetExtension("timeoutms", strconv.FormatInt(e.TimeoutMs, 10))
+	}
+	// SetData with []byte stores the bytes as they are (no re-encoding).
+	_ = ev.SetData(ct, e.Data)
+	body, err := ev.MarshalJSON()
+	if err != nil {
+		// Data that is declared JSON but is not: fall back to base64 data.
+		ev.SetDataContentType("application/octet-stream")
+		_ = ev.SetData("application/octet-stream", e.Data)
+		body, _ = ev.MarshalJSON()
+	}
+	h := nats.Header{HeaderContentType: []string{ContentTypeCEJSON}}
+	return &nats.Msg{Subject: subject, Header: h, Data: body}
+}
+
+// Reply builds the reply event to a request: fedbus.response with body, in
+// the request's content mode.
+func Reply(req Event, source string, body []byte) Event {
+	return Event{ID: NewID(), Source: source, Type: TypeResponse, DataContentType: ContentTypeJSON, Data: body, Structured: req.Structured}
+}
+
+// ErrorReply builds the fedbus.error reply to a request, in its content mode.
+func ErrorReply(structured bool, source string, e *Error) Event {
+	return Event{ID: NewID(), Source: source, Type: TypeError, DataContentType: ContentTypeJSON, Data: e.JSON(), Structured: structured}
+}
+
+// WantsStructured reports whether a raw request message is in structured
+// mode, for choosing the mode of an error reply to a message that could not
+// be decoded.
+func WantsStructured(msg *nats.Msg) bool {
+	return isStructured(msg.Header.Get(HeaderContentType))
+}

@@ -1,0 +1,196 @@
+// Command demo runs two fedbus backends, a.example.com and b.example.com, in
+// one process, each with its own embedded NATS server, federator and
+// ingress, plus an in-process DNS server and a throwaway CA. It performs the
+// seed's exact handle search (user 1 on A looks up "alice" on B), prints
+// every hop and the profile found, and exits 0. With -serve it keeps
+// running and prints how to send requests with the nats CLI.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/internal/stack"
+	"github.com/fedbus/fedbus/internal/testbed"
+)
+
+// profile is what the stand-in brig knows of a user.
+type profile struct {
+	ID     qualifiedID `json:"id"`
+	Name   string      `json:"name"`
+	Handle string      `json:"handle"`
+	Accent int         `json:"accent_id"`
+}
+
+type qualifiedID struct {
+	ID     string `json:"id"`
+	Domain string `json:"domain"`
+}
+
+// printer prints hops in order with the time since the start.
+type printer struct {
+	mu    sync.Mutex
+	start time.Time
+}
+
+func (p *printer) hop(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Printf("%8.2fms  %s\n", float64(time.Since(p.start).Microseconds())/1000, fmt.Sprintf(format, args...))
+}
+
+func main() {
+	serve := flag.Bool("serve", false, "keep running after the example and print how to send requests with the nats CLI")
+	handle := flag.String("handle", "alice", "handle to search on b.example.com")
+	verbose := flag.Bool("v", false, "print the services' logs (JSON) to stderr")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *handle, *serve, *verbose); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, handle string, serve, verbose bool) error {
+	p := &printer{start: time.Now()}
+	log := slog.New(slog.DiscardHandler)
+	if verbose {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	dir, err := os.MkdirTemp("", "fedbus-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ca, err := testbed.NewCA("fedbus demo CA")
+	if err != nil {
+		return err
+	}
+	dns, err := testbed.NewDNS()
+	if err != nil {
+		return err
+	}
+	if err := dns.Start(); err != nil {
+		return err
+	}
+	defer dns.Stop()
+	fmt.Printf("fedbus demo: DNS on %s, CA %q\n", dns.Addr(), ca.Cert.Subject.CommonName)
+
+	hook := func(id, step string) { p.hop("[A] %s", step) }
+	a, err := stack.StartBackend(stack.BackendOptions{Domain: "a.example.com", InfraHost: "federator.a-infra.example.net",
+		CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", AllowList: []string{"b.example.com"}, Logger: log, FederatorHook: hook})
+	if err != nil {
+		return err
+	}
+	defer closeBackend(a)
+	b, err := stack.StartBackend(stack.BackendOptions{Domain: "b.example.com", InfraHost: "federator.b-infra.example.net",
+		CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", AllowList: []string{"a.example.com"}, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer closeBackend(b)
+	for _, be := range []*stack.Backend{a, b} {
+		fmt.Printf("backend %s: NATS %s, ingress https://%s (SRV _wire-server-federator._tcp.%s)\n", be.Domain, be.NATSURL, be.IngressAddr, be.Domain)
+	}
+
+	// Watchers show the messages on each bus (plain subscribers, outside
+	// the queue groups).
+	watch := func(be *stack.Backend, tag, subject, what string) error {
+		_, err := be.NATS.Subscribe(subject, func(m *nats.Msg) {
+			extra := ""
+			if o := m.Header.Get(bus.HeaderOriginDomain); o != "" {
+				extra = ", origin " + o + " verified by ingress"
+			}
+			p.hop("[%s] NATS: %s %s (ce-id %s%s)", tag, what, m.Subject, m.Header.Get(bus.HeaderID), extra)
+		})
+		return err
+	}
+	if err := watch(a, "A", a.Subjects.OutAll(), "brig → federator on"); err != nil {
+		return err
+	}
+	inAll, _ := b.Subjects.InComponent("brig")
+	if err := watch(b, "B", inAll, "ingress → brig on"); err != nil {
+		return err
+	}
+
+	users := map[string]profile{
+		"alice": {ID: qualifiedID{ID: "7a1c5e2b-4f0d-4c39-9d5e-0b1f6a2c9e11", Domain: "b.example.com"}, Name: "Alice", Handle: "alice", Accent: 3},
+		"bob":   {ID: qualifiedID{ID: "1f3d9a77-2c4e-4b8a-8e6f-5d2c7b0a4f22", Domain: "b.example.com"}, Name: "Bob", Handle: "bob", Accent: 1},
+	}
+	brigB, err := bus.Serve(ctx, b.NATS, b.Subjects, "brig", func(_ context.Context, req *bus.Request) ([]byte, error) {
+		var h string
+		if err := json.Unmarshal(req.Body, &h); err != nil {
+			return nil, bus.Errorf(bus.LabelInvalidRequest, "body is not a JSON string handle")
+		}
+		u, ok := users[h]
+		p.hop("[B] brig: get-user-by-handle %q from %s → found=%v", h, req.Origin, ok)
+		if !ok {
+			return []byte("null"), nil
+		}
+		return json.Marshal(u)
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer brigB.Shutdown(context.Background())
+	if err := b.NATS.Flush(); err != nil {
+		return err
+	}
+	if err := a.NATS.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Printf("\nuser 1 on a.example.com searches the exact handle %q on b.example.com:\n\n", handle)
+	p.start = time.Now()
+	body, _ := json.Marshal(handle)
+	p.hop("[A] brig: request get-user-by-handle %s to b.example.com", body)
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := a.Client("/brig").Call(cctx, "b.example.com", "brig", "get-user-by-handle", body)
+	if err != nil {
+		var fe *bus.Error
+		if errors.As(err, &fe) {
+			return fmt.Errorf("search failed: %s", fe.JSON())
+		}
+		return fmt.Errorf("search failed: %w", err)
+	}
+	p.hop("[A] brig: reply received (%d bytes)", len(resp))
+	fmt.Printf("\nfound profile: %s\n", resp)
+	if string(resp) == "null" {
+		return fmt.Errorf("no user with handle %q", handle)
+	}
+	if !serve {
+		return nil
+	}
+	fmt.Printf(`
+serving until interrupted (Ctrl-C). Try, with the nats CLI (go install github.com/nats-io/natscli/nats@v0.5.0):
+
+  nats --server %s request fed.out.brig.get-user-by-handle.b.example.com '"bob"' \
+    -H ce-specversion:1.0 -H ce-id:req-1 -H ce-source:/cli -H ce-type:fedbus.request
+
+  # an error: target not on the allow list
+  nats --server %s request fed.out.brig.get-user-by-handle.c.example.com '"bob"' \
+    -H ce-specversion:1.0 -H ce-id:req-2 -H ce-source:/cli -H ce-type:fedbus.request
+`, a.NATSURL, a.NATSURL)
+	<-ctx.Done()
+	return nil
+}
+
+func closeBackend(b *stack.Backend) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = b.Close(ctx)
+}

@@ -1,0 +1,398 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/fedbus/fedbus/bus"
+)
+
+// ServicePrefix is the owner-name prefix of a domain's federation SRV
+// record: the record of b.example.com is
+// _wire-server-federator._tcp.b.example.com.
+const ServicePrefix = "_wire-server-federator._tcp."
+
+// Sentinel errors. Errors returned by the Resolver wrap one of them (or a
+// context error, or the *bus.Error of an invalid domain); match them with
+// errors.Is.
+var (
+	// ErrNotFound: the domain has no federation SRV record (NXDOMAIN or an
+	// empty answer). Contract label invalid-domain.
+	ErrNotFound = errors.New("no federation SRV record")
+	// ErrServiceUnavailable: the SRV record is the single target ".", the
+	// domain decidedly does not federate (RFC 2782). Contract label
+	// invalid-domain.
+	ErrServiceUnavailable = errors.New("federation service decidedly not available (SRV target \".\")")
+	// ErrLookup: any other DNS failure (SERVFAIL, REFUSED, every server
+	// timed out or unreachable, a malformed answer) with no usable stale
+	// answer. Contract label discovery-failure.
+	ErrLookup = errors.New("DNS lookup failed")
+	// ErrPrivateTarget: the host has addresses, but all of them are in a
+	// refused class (see RefusedAddr) and AllowPrivate is off. Contract
+	// label federation-denied.
+	ErrPrivateTarget = errors.New("all addresses are loopback, private, link-local or otherwise refused")
+	// ErrNoAddress: the host has no A or AAAA record, or is not a valid
+	// host name.
+	ErrNoAddress = errors.New("host has no address")
+)
+
+// errClosed is returned for lookups that need DNS after Close.
+var errClosed = fmt.Errorf("%w: resolver closed", ErrLookup)
+
+// ednsSize is the UDP payload size advertised in EDNS0 (DNS flag day 2020).
+const ednsSize = 1232
+
+// Defaults of Config.
+const (
+	DefaultQueryTimeout   = 2 * time.Second
+	DefaultMinTTL         = 5 * time.Second
+	DefaultMaxTTL         = time.Hour
+	DefaultNegativeMinTTL = 5 * time.Second
+	DefaultNegativeMaxTTL = 5 * time.Minute
+	DefaultStaleFor       = time.Hour
+	DefaultStaleRetry     = 30 * time.Second
+	DefaultDownMin        = time.Second
+	DefaultDownMax        = time.Minute
+)
+
+// Target is one SRV record of a domain: the federation endpoint
+// Host:Port. Host is lower case without the trailing dot.
+type Target struct {
+	Host     string
+	Port     uint16
+	Priority uint16
+	Weight   uint16
+}
+
+// Config configures a Resolver. The zero value of a field selects its
+// default.
+type Config struct {
+	// Servers are the DNS servers ("host:port"; a bare host means port 53)
+	// tried in order. Empty: the nameservers of /etc/resolv.conf.
+	Servers []string
+	// QueryTimeout bounds one query to one server (default 2s). A
+	// truncated UDP answer's TCP retry gets its own QueryTimeout.
+	QueryTimeout time.Duration
+	// MinTTL and MaxTTL clamp the TTL of positive answers (default 5s and
+	// 1h).
+	MinTTL, MaxTTL time.Duration
+	// NegativeMinTTL and NegativeMaxTTL clamp how long negative answers
+	// (NXDOMAIN, empty answer) are cached: the smaller of the SOA's TTL and
+	// its MINIMUM field (RFC 2308), 5s and 5m by default.
+	NegativeMinTTL, NegativeMaxTTL time.Duration
+	// StaleFor is how long after its expiry a positive answer may still be
+	// served while the DNS servers fail (RFC 8767), default 1h; negative
+	// disables serve-stale.
+	StaleFor time.Duration
+	// StaleRetry is how often the DNS servers are asked again while a
+	// stale answer is served (RFC 8767 failure recheck), default 30s.
+	StaleRetry time.Duration
+	// DownMin and DownMax bound how long a target reported with
+	// ReportFailure stays down: DownMin after the first failure, doubling
+	// with each further failure up to DownMax, jittered by ±25% (defaults
+	// 1s and 60s).
+	DownMin, DownMax time.Duration
+	// AllowPrivate keeps addresses of refused classes (loopback, private,
+	// link-local, ...) in Addrs' results: FED_ALLOW_PRIVATE_TARGETS.
+	AllowPrivate bool
+	// Logger receives the serve-stale warnings; nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock of TTLs, serve-stale and down marking; nil means
+	// time.Now. Tests use a fake clock. It must be safe for concurrent use.
+	Now func() time.Time
+}
+
+// Resolver discovers federation endpoints. It is safe for concurrent use.
+// Close stops its background refreshes.
+type Resolver struct {
+	cfg     Config
+	servers []string
+	log     *slog.Logger
+	now     func() time.Time
+	udp     *dns.Client
+	tcp     *dns.Client
+
+	srv  cache // key: normalized domain
+	addr cache // key: normalized host name
+
+	ctx    context.Context // cancelled by Close; parent of every query
+	cancel context.CancelFunc
+	mu     sync.Mutex // guards closed and wg.Add
+	closed bool
+	wg     sync.WaitGroup // every goroutine started by the Resolver
+
+	downMu sync.RWMutex
+	down   map[downKey]*downState
+	downN  atomic.Int32 // len(down), read without the lock by the hot path
+}
+
+// New returns a Resolver for cfg. It fails when a server address is
+// invalid, or when Servers is empty and /etc/resolv.conf cannot be read.
+func New(cfg Config) (*Resolver, error) {
+	setDefault(&cfg.QueryTimeout, DefaultQueryTimeout)
+	setDefault(&cfg.MinTTL, DefaultMinTTL)
+	setDefault(&cfg.MaxTTL, DefaultMaxTTL)
+	setDefault(&cfg.NegativeMinTTL, DefaultNegativeMinTTL)
+	setDefault(&cfg.NegativeMaxTTL, DefaultNegativeMaxTTL)
+	setDefault(&cfg.StaleFor, DefaultStaleFor)
+	setDefault(&cfg.StaleRetry, DefaultStaleRetry)
+	setDefault(&cfg.DownMin, DefaultDownMin)
+	setDefault(&cfg.DownMax, DefaultDownMax)
+	if cfg.StaleFor < 0 {
+		cfg.StaleFor = 0
+	}
+	for _, c := range []struct {
+		name     string
+		min, max time.Duration
+	}{
+		{"MinTTL/MaxTTL", cfg.MinTTL, cfg.MaxTTL},
+		{"NegativeMinTTL/NegativeMaxTTL", cfg.NegativeMinTTL, cfg.NegativeMaxTTL},
+		{"DownMin/DownMax", cfg.DownMin, cfg.DownMax},
+	} {
+		if c.min < 0 || c.max < c.min {
+			return nil, fmt.Errorf("discovery: invalid %s: %v > %v", c.name, c.min, c.max)
+		}
+	}
+	if cfg.QueryTimeout < 0 || cfg.StaleRetry < 0 {
+		return nil, errors.New("discovery: negative QueryTimeout or StaleRetry")
+	}
+
+	servers, err := serverList(cfg.Servers)
+	if err != nil {
+		return nil, err
+	}
+	r := &Resolver{
+		cfg:     cfg,
+		servers: servers,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		udp:     &dns.Client{Net: "udp", Timeout: cfg.QueryTimeout, UDPSize: ednsSize},
+		tcp:     &dns.Client{Net: "tcp", Timeout: cfg.QueryTimeout},
+		srv:     newCache(kindSRV),
+		addr:    newCache(kindAddr),
+		down:    make(map[downKey]*downState),
+	}
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	return r, nil
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}
+
+// serverList returns the "host:port" addresses of the DNS servers: cfg's,
+// or /etc/resolv.conf's when cfg has none.
+func serverList(cfg []string) ([]string, error) {
+	if len(cfg) == 0 {
+		cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+		if err != nil {
+			return nil, fmt.Errorf("discovery: no DNS server configured and /etc/resolv.conf unusable: %w", err)
+		}
+		out := make([]string, 0, len(cc.Servers))
+		for _, s := range cc.Servers {
+			out = append(out, net.JoinHostPort(s, cc.Port))
+		}
+		if len(out) == 0 {
+			return nil, errors.New("discovery: no DNS server configured and none in /etc/resolv.conf")
+		}
+		return out, nil
+	}
+	out := make([]string, 0, len(cfg))
+	for _, s := range cfg {
+		s = strings.TrimSpace(s)
+		host, port, err := net.SplitHostPort(s)
+		if err != nil {
+			// A bare host or IP address (IPv6 possibly in brackets).
+			host, port = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"), "53"
+		}
+		if p, perr := strconv.ParseUint(port, 10, 16); host == "" || perr != nil || p == 0 {
+			return nil, fmt.Errorf("discovery: invalid DNS server address %q", s)
+		}
+		out = append(out, net.JoinHostPort(host, port))
+	}
+	return out, nil
+}
+
+// Close stops the background refreshes and in-flight queries and waits for
+// their goroutines. Cached answers are still served afterwards; lookups
+// that need DNS fail with ErrLookup. Close is idempotent.
+func (r *Resolver) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.mu.Unlock()
+	r.cancel()
+	r.wg.Wait()
+	return nil
+}
+
+// SRV returns the targets of _wire-server-federator._tcp.<domain> in RFC
+// 2782 order: lowest priority first, within one priority a weighted random
+// order (weight 0 records get a very small chance to come first). Targets
+// currently marked down (ReportFailure) are moved after the healthy ones,
+// never dropped.
+func (r *Resolver) SRV(ctx context.Context, domain string) ([]Target, error) {
+	ts, err := r.AppendSRV(ctx, nil, domain)
+	if err != nil {
+		return nil, err
+	}
+	return ts, nil
+}
+
+// AppendSRV is SRV appending the targets to dst. On a cache hit it does not
+// allocate when dst has the capacity. On error dst is returned unchanged.
+func (r *Resolver) AppendSRV(ctx context.Context, dst []Target, domain string) ([]Target, error) {
+	d, err := bus.NormalizeDomain(domain)
+	if err != nil {
+		return dst, err
+	}
+	e, err := r.lookup(ctx, &r.srv, d)
+	if err != nil {
+		return dst, fmt.Errorf("discover %s: %w", d, err)
+	}
+	if e.neg != nil {
+		return dst, fmt.Errorf("discover %s: %w", d, e.neg)
+	}
+	return r.appendTargets(dst, e), nil
+}
+
+// HasTarget reports whether sanName, a DNS name of a client certificate,
+// is one of the SRV targets of domain: compared case-insensitively, a
+// trailing dot ignored, and a left-most label "*" matching exactly one
+// left-most label of a target ("*.b-infra.test" matches "fed.b-infra.test",
+// not "x.fed.b-infra.test" nor "b-infra.test"). A discovery failure is
+// returned as the error (with false). It does not allocate on a cache hit.
+func (r *Resolver) HasTarget(ctx context.Context, domain, sanName string) (bool, error) {
+	d, err := bus.NormalizeDomain(domain)
+	if err != nil {
+		return false, err
+	}
+	e, err := r.lookup(ctx, &r.srv, d)
+	if err != nil {
+		return false, fmt.Errorf("discover %s: %w", d, err)
+	}
+	if e.neg != nil {
+		return false, fmt.Errorf("discover %s: %w", d, e.neg)
+	}
+	name := strings.TrimSuffix(sanName, ".")
+	for i := range e.targets {
+		if matchName(name, e.targets[i].Host) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// matchName reports whether the certificate name pattern matches host
+// (see HasTarget).
+func matchName(pattern, host string) bool {
+	if rest, ok := strings.CutPrefix(pattern, "*."); ok {
+		if rest == "" || len(host) <= len(rest)+1 {
+			return false
+		}
+		cut := len(host) - len(rest) - 1 // index of the dot after the left-most label
+		return host[cut] == '.' &&
+			strings.IndexByte(host[:cut], '.') < 0 &&
+			strings.EqualFold(host[cut+1:], rest)
+	}
+	return pattern != "" && strings.EqualFold(pattern, host)
+}
+
+// Addrs returns the addresses of host (A and AAAA records through the same
+// servers and cache rules as SRV), without those of refused classes (see
+// RefusedAddr) unless AllowPrivate. An IP address literal is returned as
+// it is (or refused). The error wraps ErrPrivateTarget when every address
+// was refused, ErrNoAddress when host has none.
+func (r *Resolver) Addrs(ctx context.Context, host string) ([]netip.Addr, error) {
+	as, err := r.AppendAddrs(ctx, nil, host)
+	if err != nil {
+		return nil, err
+	}
+	return as, nil
+}
+
+// AppendAddrs is Addrs appending to dst. On a cache hit it does not
+// allocate when dst has the capacity. On error dst is returned unchanged.
+func (r *Resolver) AppendAddrs(ctx context.Context, dst []netip.Addr, host string) ([]netip.Addr, error) {
+	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); err == nil {
+		a = a.WithZone("")
+		if !r.cfg.AllowPrivate && RefusedAddr(a) {
+			return dst, fmt.Errorf("resolve %s: %w", host, ErrPrivateTarget)
+		}
+		return append(dst, a), nil
+	}
+	h, ok := normalizeHost(host)
+	if !ok {
+		return dst, fmt.Errorf("resolve %q: invalid host name: %w", host, ErrNoAddress)
+	}
+	e, err := r.lookup(ctx, &r.addr, h)
+	if err != nil {
+		return dst, fmt.Errorf("resolve %s: %w", h, err)
+	}
+	if e.neg != nil {
+		return dst, fmt.Errorf("resolve %s: %w", h, e.neg)
+	}
+	if len(e.addrs) == 0 {
+		return dst, fmt.Errorf("resolve %s: %d addresses: %w", h, e.refused, ErrPrivateTarget)
+	}
+	return append(dst, e.addrs...), nil
+}
+
+// normalizeHost returns host lower case without a trailing dot (non-ASCII
+// as IDNA punycode), and whether it is a valid host name: labels of
+// [a-z0-9_-], 1 to 63 characters, at most 253 in all. It does not
+// allocate for an already canonical name.
+func normalizeHost(host string) (string, bool) {
+	h := strings.TrimSuffix(host, ".")
+	for i := 0; i < len(h); i++ {
+		if h[i] >= 0x80 {
+			d, err := bus.NormalizeDomain(h)
+			if err != nil {
+				return "", false
+			}
+			h = d
+			break
+		}
+	}
+	h = strings.ToLower(h) // no allocation when already lower case
+	if len(h) == 0 || len(h) > 253 {
+		return "", false
+	}
+	start := 0
+	for i := 0; i <= len(h); i++ {
+		if i < len(h) && h[i] != '.' {
+			c := h[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return "", false
+			}
+			continue
+		}
+		if n := i - start; n == 0 || n > 63 {
+			return "", false
+		}
+		start = i + 1
+	}
+	return h, true
+}

@@ -1,0 +1,31 @@
+// Package discovery finds the federation endpoint of a backend domain with
+// DNS SRV records (_wire-server-federator._tcp.<domain>, RFC 2782) and
+// resolves the endpoint's addresses, for both the outbound federator and
+// the inbound ingress (contract sections 2.1, 2.3 and 3.5-3.6).
+//
+// A Resolver talks to the configured DNS servers directly (EDNS0 with a
+// 1232-byte UDP size, TCP retry of truncated answers, servers tried in
+// order with a per-query timeout) and keeps its own cache:
+//
+//   - positive answers are kept for their TTL, clamped to [MinTTL, MaxTTL];
+//     negative answers (NXDOMAIN, empty answer) for the SOA minimum, clamped
+//     to [NegativeMinTTL, NegativeMaxTTL];
+//   - concurrent lookups of one name share one query;
+//   - a name that is used in the last 20% of its TTL is refreshed in the
+//     background, so names in use do not expire;
+//   - when the DNS servers fail, an expired positive answer is served for up
+//     to StaleFor (RFC 8767); the failure is logged once per name, and the
+//     servers are asked again at most every StaleRetry.
+//
+// Errors wrap the sentinels of this package, which callers map to the
+// contract's labels:
+//
+//	ErrNotFound, ErrServiceUnavailable  invalid-domain
+//	ErrLookup                           discovery-failure
+//	ErrPrivateTarget                    federation-denied
+//	ErrNoAddress                        federation-connection-refused (no target reachable)
+//	context.DeadlineExceeded            federation-timeout
+//
+// An invalid domain returns the *bus.Error of bus.NormalizeDomain
+// (domain-parse-error).
+package discovery

@@ -1,0 +1,178 @@
+package federator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/federator/certs"
+	"github.com/fedbus/fedbus/federator/discovery"
+	"github.com/fedbus/fedbus/federator/policy"
+)
+
+// ErrNotStarted is returned by Shutdown before Start.
+var ErrNotStarted = errors.New("federator not started")
+
+// Deps are the shared services a Federator uses.
+type Deps struct {
+	NATS     *nats.Conn
+	Resolver *discovery.Resolver
+	Policy   *policy.Policy
+	Certs    *certs.Store
+	Logger   *slog.Logger
+	// Hook, when set, is told of each step of a request (used by the demo
+	// to print the hops). It must be fast and safe for concurrent use.
+	Hook func(requestID, step string)
+}
+
+// Federator is one outbound worker process.
+type Federator struct {
+	cfg        Config
+	deps       Deps
+	subjects   bus.Subjects
+	components []string
+	log        *slog.Logger
+	source     string
+	remote     *remoteClient
+	sub        *nats.Subscription
+	sem        chan struct{}
+	wg         sync.WaitGroup
+}
+
+// New builds a federator; Start subscribes it.
+func New(cfg Config, deps Deps) (*Federator, error) {
+	subjects, err := bus.NewSubjects(cfg.SubjectPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("new federator: %w", err)
+	}
+	if deps.NATS == nil || deps.Resolver == nil || deps.Policy == nil || deps.Certs == nil {
+		return nil, fmt.Errorf("new federator: NATS, Resolver, Policy and Certs are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	log := deps.Logger.With("component", "federator", "domain", cfg.Domain)
+	return &Federator{
+		cfg: cfg, deps: deps, subjects: subjects,
+		components: slices.Clone(cfg.Components),
+		log:        log,
+		source:     "//" + cfg.Domain + "/federator",
+		remote:     newRemoteClient(cfg, deps.Resolver, deps.Certs),
+		sem:        make(chan struct{}, cfg.MaxInFlight),
+	}, nil
+}
+
+// Start subscribes to fed.out.> in the queue group "federator". Request
+// handling derives its contexts from ctx: cancelling it aborts requests in
+// flight (each still gets its reply, federation-timeout).
+func (f *Federator) Start(ctx context.Context) error {
+	subject := f.subjects.OutAll()
+	sub, err := f.deps.NATS.QueueSubscribe(subject, bus.FederatorQueueGroup, func(msg *nats.Msg) {
+		f.sem <- struct{}{}
+		f.wg.Add(1)
+		go func() {
+			defer func() { <-f.sem; f.wg.Done() }()
+			f.handle(ctx, msg)
+		}()
+	})
+	if err != nil {
+		return fmt.Errorf("start federator: subscribe %s: %w", subject, err)
+	}
+	if err := sub.SetPendingLimits(-1, 256<<20); err != nil {
+		return fmt.Errorf("start federator: pending limits: %w", err)
+	}
+	f.sub = sub
+	f.log.Info("federator started", "subject", subject, "queue", bus.FederatorQueueGroup)
+	return nil
+}
+
+// Shutdown stops taking requests, finishes the ones in flight (bounded by
+// ctx) and closes idle connections.
+func (f *Federator) Shutdown(ctx context.Context) error {
+	if f.sub == nil {
+		return ErrNotStarted
+	}
+	if err := f.sub.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("shutdown federator: drain: %w", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for f.sub.IsValid() && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		f.wg.Wait()
+	}()
+	defer f.remote.closeIdle()
+	select {
+	case <-done:
+		f.log.Info("federator stopped")
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("shutdown federator: %w", ctx.Err())
+	}
+}
+
+// handle serves one request and replies exactly once.
+func (f *Federator) handle(ctx context.Context, msg *nats.Msg) {
+	structured := bus.WantsStructured(msg)
+	if msg.Reply == "" {
+		f.log.Warn("request without reply subject dropped", "subject", msg.Subject)
+		return
+	}
+	ev, err := bus.Decode(msg)
+	if err != nil {
+		f.reply(msg, bus.ErrorReply(structured, f.source, bus.AsError(err)), f.log)
+		return
+	}
+	log := f.log.With("request_id", ev.ID)
+	body, err := f.call(ctx, msg.Subject, ev, log)
+	if err != nil {
+		e := bus.AsError(err)
+		log.Info("request failed", "subject", msg.Subject, "label", e.Label, "err", e.Message)
+		f.reply(msg, bus.ErrorReply(ev.Structured, f.source, e), log)
+		return
+	}
+	f.reply(msg, bus.Reply(ev, f.source, body), log)
+}
+
+func (f *Federator) hook(id, step string) {
+	if f.deps.Hook != nil {
+		f.deps.Hook(id, step)
+	}
+}
+
+// call validates the request and performs it; errors are *bus.Error.
+func (f *Federator) call(ctx context.Context, subject string, ev bus.Event, log *slog.Logger) ([]byte, error) {
+	route, err := f.subjects.ParseOut(subject)
+	if err != nil {
+		return nil, err
+	}
+	f.hook(ev.ID, "federator: request for "+route.Component+"."+route.RPC+" on "+route.Domain)
+	if !slices.Contains(f.components, route.Component) {
+		return nil, bus.Errorf(bus.LabelUnknownComponent, "component %s is not federated (FED_COMPONENTS)", route.Component)
+	}
+	if err := f.deps.Policy.Check(route.Domain); err != nil {
+		return nil, err
+	}
+	timeout := f.cfg.RequestTimeout
+	if ev.TimeoutMs > 0 {
+		timeout = min(timeout, time.Duration(ev.TimeoutMs)*time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return f.remote.do(ctx, route, ev, func(step string) { f.hook(ev.ID, step) }, log)
+}
+
+func (f *Federator) reply(msg *nats.Msg, ev bus.Event, log *slog.Logger) {
+	if err := msg.RespondMsg(ev.Message(msg.Reply)); err != nil {
+		log.Warn("reply failed", "subject", msg.Subject, "err", err)
+	}
+}

@@ -1,0 +1,218 @@
+package federator
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/federator/certs"
+	"github.com/fedbus/fedbus/federator/discovery"
+)
+
+// connectError marks a failure to reach a target before any request byte
+// was sent: the next target may be tried.
+type connectError struct {
+	tls    bool // the TLS handshake failed
+	denied bool // every address was refused by the private-address rule
+	err    error
+}
+
+func (e *connectError) Error() string { return e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+// remoteClient calls remote ingresses over mutual TLS with pooled HTTP/2
+// connections. The transport dials through the discovery resolver so that
+// address lookups and the private-address rule use FED_DNS_SERVER.
+type remoteClient struct {
+	origin      string // this backend's domain
+	resolver    *discovery.Resolver
+	certs       *certs.Store
+	client      *http.Client
+	transport   *http.Transport
+	maxResponse int64
+	dialer      net.Dialer
+}
+
+func newRemoteClient(cfg Config, resolver *discovery.Resolver, store *certs.Store) *remoteClient {
+	rc := &remoteClient{origin: cfg.Domain, resolver: resolver, certs: store, maxResponse: cfg.MaxResponseBytes}
+	rc.dialer = net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	rc.transport = &http.Transport{
+		DialTLSContext:        rc.dialTLS,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          0,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       cfg.IdleConnTimeout,
+		ResponseHeaderTimeout: 0, // bounded by the request context
+		DisableCompression:    true,
+	}
+	rc.client = &http.Client{Transport: rc.transport}
+	return rc
+}
+
+func (rc *remoteClient) closeIdle() { rc.transport.CloseIdleConnections() }
+
+// dialTLS resolves host through the resolver, connects to the first
+// reachable address and completes the TLS handshake, verifying the server
+// certificate for host against FED_TLS_CA.
+func (rc *remoteClient) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, &connectError{err: fmt.Errorf("dial %s: %w", addr, err)}
+	}
+	addrs, err := rc.resolver.Addrs(ctx, host)
+	if err != nil {
+		return nil, &connectError{denied: errors.Is(err, discovery.ErrPrivateTarget), err: fmt.Errorf("dial %s: %w", addr, err)}
+	}
+	var lastErr error
+	for _, ip := range addrs {
+		raw, err := rc.dialer.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		conn := tls.Client(raw, rc.certs.ClientConfigFor(host))
+		if err := conn.HandshakeContext(ctx); err != nil {
+			_ = raw.Close()
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("tls handshake with %s: %w", addr, ctx.Err())
+			}
+			return nil, &connectError{tls: true, err: fmt.Errorf("tls handshake with %s: %w", addr, err)}
+		}
+		return conn, nil
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, ctx.Err())
+	}
+	return nil, &connectError{err: fmt.Errorf("dial %s: %w", addr, lastErr)}
+}
+
+// do performs the request against the SRV targets of the route's domain in
+// RFC 2782 order, falling back to the next target on connection failures.
+func (rc *remoteClient) do(ctx context.Context, route bus.Route, ev bus.Event, step func(string), log *slog.Logger) ([]byte, error) {
+	targets, err := rc.resolver.SRV(ctx, route.Domain)
+	if err != nil {
+		return nil, discoveryError(ctx, route.Domain, err)
+	}
+	step(fmt.Sprintf("dns: _wire-server-federator._tcp.%s → %d target(s), first %s:%d", route.Domain, len(targets), targets[0].Host, targets[0].Port))
+	var failures []error
+	allTLS, allDenied := true, true
+	for _, t := range targets {
+		body, err := rc.post(ctx, t, route, ev)
+		var ce *connectError
+		if err == nil {
+			rc.resolver.ReportSuccess(t)
+			return body, nil
+		}
+		if !errors.As(err, &ce) || ctx.Err() != nil {
+			return nil, requestError(ctx, t, err)
+		}
+		log.Info("target unreachable, trying next", "target", t.Host, "port", t.Port, "err", err)
+		if !ce.denied {
+			rc.resolver.ReportFailure(t)
+		}
+		failures = append(failures, err)
+		allTLS = allTLS && ce.tls
+		allDenied = allDenied && ce.denied
+	}
+	joined := errors.Join(failures...)
+	switch {
+	case allDenied:
+		return nil, bus.Errorf(bus.LabelFederationDenied, "every target of %s resolves to a refused address (FED_ALLOW_PRIVATE_TARGETS is false): %v", route.Domain, joined)
+	case allTLS:
+		return nil, bus.Errorf(bus.LabelTLSError, "TLS handshake failed with every target of %s: %v", route.Domain, joined)
+	default:
+		return nil, bus.Errorf(bus.LabelConnectionRefused, "no target of %s could be connected to: %v", route.Domain, joined)
+	}
+}
+
+// post sends one HTTP request to one target.
+func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route bus.Route, ev bus.Event) ([]byte, error) {
+	url := "https://" + net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))) + "/federation/" + route.Component + "/" + route.RPC
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(ev.Data))
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	h := req.Header
+	h[bus.HTTPOriginDomain] = []string{rc.origin}
+	h[bus.HTTPContentType] = []string{bus.ContentTypeJSON}
+	h[bus.HTTPRequestID] = []string{ev.ID}
+	if ev.TraceParent != "" {
+		h[bus.HTTPTraceParent] = []string{ev.TraceParent}
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		h[bus.HTTPRequestTimeout] = []string{strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10)}
+	}
+	resp, err := rc.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, rc.maxResponse+1))
+	if err != nil {
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	if int64(len(body)) > rc.maxResponse {
+		return nil, bus.Errorf(bus.LabelRemoteError, "response of %s is larger than %d bytes", t.Host, rc.maxResponse)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, bus.RemoteError(bus.ParseError(resp.StatusCode, body))
+	}
+	return body, nil
+}
+
+// discoveryError maps a discovery failure to the contract.
+func discoveryError(ctx context.Context, domain string, err error) error {
+	var be *bus.Error
+	switch {
+	case errors.As(err, &be):
+		return be
+	case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
+		return bus.Errorf(bus.LabelTimeout, "deadline ran out during discovery of %s", domain)
+	case errors.Is(err, discovery.ErrNotFound), errors.Is(err, discovery.ErrServiceUnavailable):
+		return bus.Errorf(bus.LabelInvalidDomain, "%v", err)
+	case errors.Is(err, discovery.ErrPrivateTarget):
+		return bus.Errorf(bus.LabelFederationDenied, "%v", err)
+	default:
+		return bus.Errorf(bus.LabelDiscoveryFailure, "%v", err)
+	}
+}
+
+// requestError maps a failure after the connection was made.
+func requestError(ctx context.Context, t discovery.Target, err error) error {
+	var be *bus.Error
+	switch {
+	case errors.As(err, &be):
+		return be
+	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
+		return bus.Errorf(bus.LabelTimeout, "no answer from %s:%d in time", t.Host, t.Port)
+	case isTLSError(err):
+		return bus.Errorf(bus.LabelTLSError, "TLS with %s:%d: %v", t.Host, t.Port, err)
+	default:
+		return bus.Errorf(bus.LabelConnectionRefused, "request to %s:%d failed: %v", t.Host, t.Port, err)
+	}
+}
+
+func isTLSError(err error) bool {
+	var (
+		alert  tls.AlertError
+		verify *tls.CertificateVerificationError
+		ua     x509.UnknownAuthorityError
+		hn     x509.HostnameError
+		rh     tls.RecordHeaderError
+		op     *net.OpError
+	)
+	if errors.As(err, &op) && op.Op == "remote error" { // a TLS alert from the peer
+		return true
+	}
+	return errors.As(err, &alert) || errors.As(err, &verify) || errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &rh)
+}

@@ -1,0 +1,344 @@
+package ingress
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/federator/discovery"
+)
+
+// request is the state of one inbound request, filled as the checks pass.
+type request struct {
+	id        string // ce-id and request_id of the log lines
+	start     time.Time
+	deadline  time.Time
+	component string
+	rpc       string
+	origin    string
+	san       string // the certificate name that matched an SRV target
+}
+
+// ServeHTTP handles one federated request: it runs the contract's checks
+// in order (see the package documentation), publishes the request to the
+// local component and writes its answer. Every request gets exactly one
+// response; a failure is the contract's JSON error body with the error's
+// status. The client certificate is read from r.TLS.
+func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req := &request{start: time.Now()}
+	req.id = r.Header.Get(bus.HTTPRequestID)
+	if !bus.ValidRequestID(req.id) {
+		req.id = bus.NewID()
+	}
+	req.deadline = in.deadlineOf(req.start, r.Header.Get(bus.HTTPRequestTimeout))
+	log := in.log.With("request_id", req.id)
+
+	body, err := in.safeHandle(w, r, req, log)
+	if err != nil {
+		in.writeError(w, req, log, err)
+		return
+	}
+	w.Header().Set(bus.HTTPContentType, bus.ContentTypeJSON)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if _, werr := w.Write(body); werr != nil {
+		log.Info("writing response failed", "err", werr)
+	}
+	log.Info("request served", "status", http.StatusOK,
+		"component", req.component, "rpc", req.rpc, "origin", req.origin, "san", req.san,
+		"duration_ms", time.Since(req.start).Milliseconds())
+}
+
+// safeHandle runs handle and turns a panic into a server error, so that
+// the request still gets its one response.
+func (in *Ingress) safeHandle(w http.ResponseWriter, r *http.Request, req *request, log *slog.Logger) (body []byte, err *bus.Error) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("handler panicked", "panic", fmt.Sprint(p))
+			body, err = nil, bus.Errorf(bus.LabelServerError, "internal error")
+		}
+	}()
+	return in.handle(w, r, req)
+}
+
+// writeError writes the contract error body with its status.
+func (in *Ingress) writeError(w http.ResponseWriter, req *request, log *slog.Logger, e *bus.Error) {
+	if e.Code < 400 || e.Code > 599 {
+		c := *e
+		c.Code = http.StatusInternalServerError
+		e = &c
+	}
+	body := e.JSON()
+	h := w.Header()
+	h.Set(bus.HTTPContentType, bus.ContentTypeJSON)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(e.Code)
+	if _, err := w.Write(body); err != nil {
+		log.Info("writing error response failed", "err", err)
+	}
+	level := slog.LevelInfo
+	if e.Code >= 500 {
+		level = slog.LevelWarn
+	}
+	log.Log(context.Background(), level, "request refused",
+		"status", e.Code, "label", e.Label, "message", e.Message,
+		"component", req.component, "rpc", req.rpc, "origin", req.origin,
+		"duration_ms", time.Since(req.start).Milliseconds())
+}
+
+// handle runs the checks and the NATS exchange and returns the response
+// body or the contract error to answer with. It writes nothing.
+func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) ([]byte, *bus.Error) {
+	// 1. Client certificate.
+	leaf, err := clientCertificate(r.TLS)
+	if err != nil {
+		return nil, err
+	}
+	// 2. Method, query string, path.
+	if r.Method != http.MethodPost {
+		return nil, bus.Errorf(bus.LabelInvalidEndpoint, "method %s is not POST", quote(r.Method))
+	}
+	if r.URL == nil {
+		return nil, bus.Errorf(bus.LabelInvalidEndpoint, "request without URL")
+	}
+	if r.URL.RawQuery != "" || r.URL.ForceQuery {
+		return nil, bus.Errorf(bus.LabelInvalidEndpoint, "a query string is not allowed")
+	}
+	if r.URL.Opaque != "" {
+		return nil, bus.Errorf(bus.LabelInvalidEndpoint, "path %s is not %s<component>/<rpc>", quote(r.URL.Opaque), pathPrefix)
+	}
+	req.component, req.rpc, err = parsePath(r.URL.EscapedPath(), in.components)
+	if err != nil {
+		return nil, err
+	}
+	// 3. Origin domain.
+	req.origin, err = originDomain(r.Header)
+	if err != nil {
+		return nil, err
+	}
+	// 4. Federation strategy.
+	if perr := in.policy.Check(req.origin); perr != nil {
+		return nil, asBusError(perr)
+	}
+	ctx, cancel := context.WithDeadline(r.Context(), req.deadline)
+	defer cancel()
+	// 5 and 6. Discovery, and the certificate's names against the targets.
+	req.san, err = in.authorize(ctx, req.origin, leaf)
+	if err != nil {
+		return nil, err
+	}
+	// 7. Body.
+	body, err := in.readBody(w, r)
+	if err != nil {
+		return nil, err
+	}
+	return in.publish(ctx, req, traceParent(r.Header), body)
+}
+
+// clientCertificate returns the verified leaf certificate of the peer, or
+// the contract's error: no-client-certificate without one,
+// authentication-failure when it was not verified against the trusted CAs
+// or may not be used for client authentication.
+func clientCertificate(cs *tls.ConnectionState) (*x509.Certificate, *bus.Error) {
+	if cs == nil || len(cs.PeerCertificates) == 0 || cs.PeerCertificates[0] == nil {
+		return nil, bus.Errorf(bus.LabelNoClientCertificate, "a client certificate is required")
+	}
+	if len(cs.VerifiedChains) == 0 {
+		return nil, bus.Errorf(bus.LabelAuthenticationFailure, "the client certificate is not trusted")
+	}
+	leaf := cs.PeerCertificates[0]
+	if !clientAuthAllowed(leaf) {
+		return nil, bus.Errorf(bus.LabelAuthenticationFailure, "the client certificate is not valid for client authentication")
+	}
+	return leaf, nil
+}
+
+// clientAuthAllowed reports whether the certificate's extended key usage
+// allows TLS client authentication (no EKU extension means no restriction).
+func clientAuthAllowed(c *x509.Certificate) bool {
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+		return true
+	}
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
+			return true
+		}
+	}
+	return false
+}
+
+// originDomain returns the canonical origin domain of the request headers.
+// Wire-Origin-Domain and Wire-Domain are both accepted. A header given
+// more than once, no (or an empty) header, or two headers that do not name
+// the same domain are no-origin-domain; the domain is then checked
+// (domain-parse-error).
+func originDomain(h http.Header) (string, *bus.Error) {
+	cur := h.Values(bus.HTTPOriginDomain)
+	old := h.Values(bus.HTTPOriginDomainOld)
+	if len(cur) > 1 || len(old) > 1 {
+		return "", bus.Errorf(bus.LabelNoOriginDomain, "the origin domain header is given more than once")
+	}
+	var a, b string
+	if len(cur) == 1 {
+		a = cur[0]
+	}
+	if len(old) == 1 {
+		b = old[0]
+	}
+	switch {
+	case a == "" && b == "":
+		return "", bus.Errorf(bus.LabelNoOriginDomain, "header %s is missing", bus.HTTPOriginDomain)
+	case a == "":
+		a = b
+	case b != "" && !sameDomain(a, b):
+		return "", bus.Errorf(bus.LabelNoOriginDomain, "headers %s %s and %s %s disagree",
+			bus.HTTPOriginDomain, quote(a), bus.HTTPOriginDomainOld, quote(b))
+	}
+	d, err := bus.NormalizeDomain(a)
+	if err != nil {
+		return "", asBusError(err)
+	}
+	return d, nil
+}
+
+// sameDomain reports whether two origin header values name the same
+// domain: equal, or equal once normalised.
+func sameDomain(a, b string) bool {
+	if a == b {
+		return true
+	}
+	na, errA := bus.NormalizeDomain(a)
+	nb, errB := bus.NormalizeDomain(b)
+	return errA == nil && errB == nil && na == nb
+}
+
+// authorize discovers the origin's SRV targets and returns the first DNS
+// name of the certificate that is one of them. A certificate without DNS
+// names still gets the discovery (the contract's order: discovery errors
+// first), then authentication-failure.
+func (in *Ingress) authorize(ctx context.Context, origin string, leaf *x509.Certificate) (string, *bus.Error) {
+	if len(leaf.DNSNames) == 0 {
+		// "" never matches a target; the call only runs the discovery.
+		if _, err := in.resolver.HasTarget(ctx, origin, ""); err != nil {
+			return "", discoveryError(ctx, origin, err)
+		}
+		return "", bus.Errorf(bus.LabelAuthenticationFailure, "the client certificate has no DNS name to match the SRV targets of %s", origin)
+	}
+	for _, san := range leaf.DNSNames {
+		ok, err := in.resolver.HasTarget(ctx, origin, san)
+		if err != nil {
+			return "", discoveryError(ctx, origin, err)
+		}
+		if ok {
+			return san, nil
+		}
+	}
+	return "", bus.Errorf(bus.LabelAuthenticationFailure, "no DNS name of the client certificate is an SRV target of %s", origin)
+}
+
+// discoveryError maps a discovery failure to the contract.
+func discoveryError(ctx context.Context, origin string, err error) *bus.Error {
+	var be *bus.Error
+	switch {
+	case errors.As(err, &be):
+		return be
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return bus.Errorf(bus.LabelTimeout, "discovery of %s ran out of time", origin)
+	case errors.Is(err, discovery.ErrNotFound):
+		return bus.Errorf(bus.LabelInvalidDomain, "%s has no federation SRV record", origin)
+	case errors.Is(err, discovery.ErrServiceUnavailable):
+		return bus.Errorf(bus.LabelInvalidDomain, "%s does not federate (SRV target \".\")", origin)
+	case ctx.Err() != nil:
+		// The lookup failed because the request's deadline ran out.
+		return bus.Errorf(bus.LabelTimeout, "discovery of %s ran out of time", origin)
+	default:
+		return bus.Errorf(bus.LabelDiscoveryFailure, "discovery of %s failed: %v", origin, err)
+	}
+}
+
+// readBody reads the request body, at most MaxBodyBytes (w is told when
+// the limit is hit, so that the server closes the connection).
+func (in *Ingress) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *bus.Error) {
+	limit := in.cfg.MaxBodyBytes
+	if r.ContentLength > limit {
+		return nil, bus.Errorf(bus.LabelPayloadTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, limit)
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return []byte{}, nil
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, bus.Errorf(bus.LabelPayloadTooLarge, "body is over the limit of %d bytes", limit)
+		}
+		return nil, bus.Errorf(bus.LabelInvalidRequest, "reading the body failed: %v", err)
+	}
+	return body, nil
+}
+
+// publish sends the request to the local component and returns its answer.
+func (in *Ingress) publish(ctx context.Context, req *request, traceParent string, body []byte) ([]byte, *bus.Error) {
+	subject, err := in.subjects.In(req.component, req.rpc, req.origin)
+	if err != nil { // cannot happen: every token was checked
+		return nil, asBusError(err)
+	}
+	remaining := time.Until(req.deadline)
+	if remaining <= 0 || ctx.Err() != nil {
+		return nil, bus.Errorf(bus.LabelTimeout, "the request deadline passed before it was published")
+	}
+	ev := bus.Event{
+		ID:              req.id,
+		Source:          "//" + req.origin + "/" + req.component,
+		Type:            bus.TypeRequest,
+		DataContentType: bus.ContentTypeJSON,
+		TraceParent:     traceParent,
+		OriginDomain:    req.origin,
+		TimeoutMs:       max(remaining.Milliseconds(), 1),
+		Data:            body,
+	}
+	reply, xerr := in.exchange(ctx, ev.Message(subject))
+	if xerr != nil {
+		return nil, asBusError(xerr)
+	}
+	return reply, nil
+}
+
+// maxTraceParent bounds the traceparent header passed on (the W3C format
+// has 55 characters; later versions may append fields).
+const maxTraceParent = 512
+
+// traceParent returns the request's traceparent header when it is 1 to
+// 512 printable ASCII characters without spaces, else "" (the trace is not
+// continued).
+func traceParent(h http.Header) string {
+	v := h.Get(bus.HTTPTraceParent)
+	if len(v) > maxTraceParent {
+		return ""
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] <= ' ' || v[i] > '~' {
+			return ""
+		}
+	}
+	return v
+}
+
+// asBusError returns err as a contract error (server-error when it is not
+// one).
+func asBusError(err error) *bus.Error {
+	var be *bus.Error
+	if errors.As(err, &be) {
+		return be
+	}
+	return bus.AsError(err)
+}

@@ -1,0 +1,198 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/federator"
+	"github.com/fedbus/fedbus/ingress"
+	"github.com/fedbus/fedbus/internal/testbed"
+)
+
+// BackendOptions describe one in-process backend.
+type BackendOptions struct {
+	Domain    string // e.g. a.example.com
+	InfraHost string // SRV target and certificate SAN, e.g. fed.a-infra.example.net
+	CA        *testbed.CA
+	DNS       *testbed.DNS
+	Dir       string // where certificate files are written
+	Strategy  string // default allow-all
+	AllowList []string
+	// Components defaults to brig, galley, cargohold.
+	Components     []string
+	RequestTimeout time.Duration // default 10s
+	MaxBodyBytes   int64         // default 1 MiB
+	Federators     int           // workers, default 1
+	Logger         *slog.Logger
+	FederatorHook  func(requestID, step string)
+	// CertNames overrides the certificate's DNS SANs (default InfraHost).
+	CertNames []string
+}
+
+// Backend is a whole backend in one process: an embedded NATS server, a
+// federator (or several) and an ingress on 127.0.0.1, registered in DNS.
+type Backend struct {
+	Domain      string
+	NATSServer  *server.Server
+	NATSURL     string
+	NATS        *nats.Conn // a connection for local components
+	Subjects    bus.Subjects
+	Federators  []*federator.Federator
+	Ingress     *ingress.Ingress
+	IngressAddr string
+	Files       testbed.Files
+	Common      config.Common
+
+	shared  []*Shared
+	cancel  context.CancelFunc
+	serveCh chan error
+}
+
+// StartBackend starts a backend. Close stops it.
+func StartBackend(opts BackendOptions) (_ *Backend, err error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Strategy == "" {
+		opts.Strategy = "allow-all"
+	}
+	if len(opts.Components) == 0 {
+		opts.Components = []string{"brig", "galley", "cargohold"}
+	}
+	if opts.RequestTimeout == 0 {
+		opts.RequestTimeout = 10 * time.Second
+	}
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = 1 << 20
+	}
+	if opts.Federators == 0 {
+		opts.Federators = 1
+	}
+	names := opts.CertNames
+	if names == nil {
+		names = []string{opts.InfraHost}
+	}
+	leaf, err := opts.CA.Issue(testbed.LeafOptions{}, names...)
+	if err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
+	files, err := leaf.WriteFiles(opts.Dir, opts.Domain, opts.CA.CertPEM)
+	if err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
+	ns, err := testbed.StartNATS("")
+	if err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Backend{Domain: opts.Domain, NATSServer: ns, NATSURL: ns.ClientURL(), Files: files, cancel: cancel, serveCh: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			cctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+			defer c()
+			_ = b.Close(cctx)
+		}
+	}()
+	b.Common = config.Common{
+		Domain: opts.Domain, NATSURL: b.NATSURL, SubjectPrefix: bus.DefaultPrefix,
+		DNSServer: opts.DNS.Addr(), Strategy: opts.Strategy, AllowList: opts.AllowList,
+		TLSCert: files.Cert, TLSKey: files.Key, TLSCA: files.CA,
+		Components: opts.Components, RequestTimeout: opts.RequestTimeout,
+		AllowPrivateTargets: true, ShutdownTimeout: 10 * time.Second, LogFormat: "json", LogLevel: "info",
+	}
+	if err := b.Common.Validate(); err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
+	if b.Subjects, err = bus.NewSubjects(bus.DefaultPrefix); err != nil {
+		return nil, err
+	}
+	if b.NATS, err = bus.Connect(b.NATSURL, "components "+opts.Domain, opts.Logger); err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
+	for i := range opts.Federators {
+		sh, err := Open(b.Common, "federator "+strconv.Itoa(i), opts.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+		}
+		b.shared = append(b.shared, sh)
+		fcfg := federator.Config{Common: b.Common, MaxInFlight: 2048, IdleConnTimeout: 90 * time.Second, MaxResponseBytes: 16 << 20}
+		f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Hook: opts.FederatorHook})
+		if err != nil {
+			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+		}
+		if err := f.Start(ctx); err != nil {
+			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+		}
+		b.Federators = append(b.Federators, f)
+	}
+	sh, err := Open(b.Common, "ingress", opts.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
+	b.shared = append(b.shared, sh)
+	icfg := ingress.Config{Common: b.Common, Addr: "127.0.0.1:0", MaxBodyBytes: opts.MaxBodyBytes}
+	in, err := ingress.New(icfg, ingress.Deps{NATS: sh.NATS, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
+	b.Ingress = in
+	b.IngressAddr = ln.Addr().String()
+	go func() { b.serveCh <- in.Serve(ln) }()
+	port := ln.Addr().(*net.TCPAddr).Port
+	opts.DNS.SetSRV(opts.Domain, 60, testbed.SRVRecord{Target: opts.InfraHost, Port: uint16(port), Priority: 10, Weight: 5})
+	opts.DNS.SetA(opts.InfraHost, 60, "127.0.0.1")
+	return b, nil
+}
+
+// Client returns a component client of this backend.
+func (b *Backend) Client(source string) *bus.Client {
+	return bus.NewClient(b.NATS, b.Subjects, source)
+}
+
+// Close stops the ingress, the federators, the connections and the NATS
+// server, bounded by ctx.
+func (b *Backend) Close(ctx context.Context) error {
+	var errs []error
+	if b.Ingress != nil {
+		if err := b.Ingress.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		if err := <-b.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	for _, f := range b.Federators {
+		if err := f.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	b.cancel()
+	for _, sh := range b.shared {
+		if err := sh.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if b.NATS != nil {
+		b.NATS.Close()
+	}
+	if b.NATSServer != nil {
+		b.NATSServer.Shutdown()
+		b.NATSServer.WaitForShutdown()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,35 @@
+package testbed
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// StartNATS starts an embedded NATS server on 127.0.0.1 with a random port
+// (JetStream enabled when storeDir is not empty). Shut it down with
+// Shutdown and WaitForShutdown.
+func StartNATS(storeDir string) (*server.Server, error) {
+	opts := &server.Options{
+		Host:       "127.0.0.1",
+		Port:       -1,
+		NoLog:      true,
+		NoSigs:     true,
+		MaxPayload: 8 << 20,
+	}
+	if storeDir != "" {
+		opts.JetStream = true
+		opts.StoreDir = storeDir
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("start nats: %w", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("start nats: not ready after 10s")
+	}
+	return s, nil
+}
