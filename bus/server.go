@@ -64,6 +64,9 @@ func Serve(ctx context.Context, nc *nats.Conn, subjects Subjects, component stri
 		return nil, fmt.Errorf("serve %s: pending limits: %w", component, err)
 	}
 	s.sub = sub
+	if err := nc.Flush(); err != nil {
+		return nil, fmt.Errorf("serve %s: flush: %w", component, err)
+	}
 	return s, nil
 }
 

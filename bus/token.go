@@ -2,6 +2,7 @@ package bus
 
 import (
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -72,6 +73,11 @@ func NormalizeDomain(s string) (string, error) {
 	case !ascii:
 		if len(s) > 4*maxDomainLen {
 			return "", domainError(s, "domain too long")
+		}
+		// idna maps invalid UTF-8 to U+FFFD without an error and encodes it
+		// as punycode: refuse it here.
+		if !utf8.ValidString(s) {
+			return "", domainError(s, "domain is not valid UTF-8")
 		}
 		p, err := idnaProfile.ToASCII(s)
 		if err != nil {

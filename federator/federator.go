@@ -89,6 +89,10 @@ func (f *Federator) Start(ctx context.Context) error {
 		return fmt.Errorf("start federator: pending limits: %w", err)
 	}
 	f.sub = sub
+	// Make sure the server has the subscription before we report ready.
+	if err := f.deps.NATS.Flush(); err != nil {
+		return fmt.Errorf("start federator: flush: %w", err)
+	}
 	f.log.Info("federator started", "subject", subject, "queue", bus.FederatorQueueGroup)
 	return nil
 }

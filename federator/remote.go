@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/federator/certs"
 	"github.com/fedbus/fedbus/federator/discovery"
@@ -38,7 +40,7 @@ type remoteClient struct {
 	resolver    *discovery.Resolver
 	certs       *certs.Store
 	client      *http.Client
-	transport   *http.Transport
+	transport   *http2.Transport
 	maxResponse int64
 	dialer      net.Dialer
 }
@@ -46,14 +48,14 @@ type remoteClient struct {
 func newRemoteClient(cfg Config, resolver *discovery.Resolver, store *certs.Store) *remoteClient {
 	rc := &remoteClient{origin: cfg.Domain, resolver: resolver, certs: store, maxResponse: cfg.MaxResponseBytes}
 	rc.dialer = net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	rc.transport = &http.Transport{
-		DialTLSContext:        rc.dialTLS,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       cfg.IdleConnTimeout,
-		ResponseHeaderTimeout: 0, // bounded by the request context
-		DisableCompression:    true,
+	rc.transport = &http2.Transport{
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return rc.dialTLS(ctx, network, addr)
+		},
+		IdleConnTimeout:    cfg.IdleConnTimeout,
+		DisableCompression: true,
+		ReadIdleTimeout:    30 * time.Second, // health-check pings on quiet connections
+		PingTimeout:        5 * time.Second,
 	}
 	rc.client = &http.Client{Transport: rc.transport}
 	return rc
@@ -88,12 +90,71 @@ func (rc *remoteClient) dialTLS(ctx context.Context, network, addr string) (net.
 			}
 			return nil, &connectError{tls: true, err: fmt.Errorf("tls handshake with %s: %w", addr, err)}
 		}
-		return conn, nil
+		if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
+			_ = conn.Close()
+			return nil, &connectError{tls: true, err: fmt.Errorf("tls handshake with %s: negotiated %q, not h2", addr, p)}
+		}
+		pc, err := prime(ctx, conn)
+		if err != nil {
+			_ = conn.Close()
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("tls handshake with %s: %w", addr, ctx.Err())
+			}
+			return nil, &connectError{tls: isTLSError(err), err: fmt.Errorf("tls handshake with %s: %w", addr, err)}
+		}
+		return pc, nil
 	}
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, ctx.Err())
 	}
 	return nil, &connectError{err: fmt.Errorf("dial %s: %w", addr, lastErr)}
+}
+
+// primeWait bounds how long prime waits for the server's first bytes.
+const primeWait = time.Second
+
+// primedConn is a TLS connection whose first bytes were read by prime; they
+// are returned before the rest.
+type primedConn struct {
+	*tls.Conn
+	pending []byte
+}
+
+func (c *primedConn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// prime waits briefly for the server's first bytes (its HTTP/2 SETTINGS).
+// In TLS 1.3 the server judges our client certificate after the client's
+// handshake is complete, so a refusal arrives as an alert on the first
+// read: reading here turns it into a connection failure that can fall back
+// to the next target and be reported as federation-tls-error, before any
+// request byte was sent. A server that stays silent is not an error.
+func prime(ctx context.Context, conn *tls.Conn) (net.Conn, error) {
+	deadline := time.Now().Add(primeWait)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	if err := conn.SetReadDeadline(deadline); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 512)
+	n, err := conn.Read(buf)
+	if err != nil {
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return nil, err
+		}
+	}
+	if err := conn.SetReadDeadline(time.Time{}); err != nil {
+		return nil, err
+	}
+	return &primedConn{Conn: conn, pending: buf[:n]}, nil
 }
 
 // do performs the request against the SRV targets of the route's domain in

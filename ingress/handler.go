@@ -25,6 +25,7 @@ type request struct {
 	rpc       string
 	origin    string
 	san       string // the certificate name that matched an SRV target
+	cause     error  // detail of a failure, logged but not sent to the peer
 }
 
 // ServeHTTP handles one federated request: it runs the contract's checks
@@ -53,7 +54,7 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log.Info("writing response failed", "err", werr)
 	}
 	log.Info("request served", "status", http.StatusOK,
-		"component", req.component, "rpc", req.rpc, "origin", req.origin, "san", req.san,
+		"fed_component", req.component, "rpc", req.rpc, "origin", req.origin, "san", req.san,
 		"duration_ms", time.Since(req.start).Milliseconds())
 }
 
@@ -89,10 +90,13 @@ func (in *Ingress) writeError(w http.ResponseWriter, req *request, log *slog.Log
 	if e.Code >= 500 {
 		level = slog.LevelWarn
 	}
-	log.Log(context.Background(), level, "request refused",
-		"status", e.Code, "label", e.Label, "message", e.Message,
-		"component", req.component, "rpc", req.rpc, "origin", req.origin,
-		"duration_ms", time.Since(req.start).Milliseconds())
+	attrs := []any{"status", e.Code, "label", e.Label, "message", e.Message,
+		"fed_component", req.component, "rpc", req.rpc, "origin", req.origin,
+		"duration_ms", time.Since(req.start).Milliseconds()}
+	if req.cause != nil {
+		attrs = append(attrs, "cause", req.cause.Error())
+	}
+	log.Log(context.Background(), level, "request failed", attrs...)
 }
 
 // handle runs the checks and the NATS exchange and returns the response
@@ -132,12 +136,12 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	ctx, cancel := context.WithDeadline(r.Context(), req.deadline)
 	defer cancel()
 	// 5 and 6. Discovery, and the certificate's names against the targets.
-	req.san, err = in.authorize(ctx, req.origin, leaf)
+	req.san, err = in.authorize(ctx, req, leaf)
 	if err != nil {
 		return nil, err
 	}
 	// 7. Body.
-	body, err := in.readBody(w, r)
+	body, err := in.readBody(w, r, req)
 	if err != nil {
 		return nil, err
 	}
@@ -225,10 +229,12 @@ func sameDomain(a, b string) bool {
 // name of the certificate that is one of them. A certificate without DNS
 // names still gets the discovery (the contract's order: discovery errors
 // first), then authentication-failure.
-func (in *Ingress) authorize(ctx context.Context, origin string, leaf *x509.Certificate) (string, *bus.Error) {
+func (in *Ingress) authorize(ctx context.Context, req *request, leaf *x509.Certificate) (string, *bus.Error) {
+	origin := req.origin
 	if len(leaf.DNSNames) == 0 {
 		// "" never matches a target; the call only runs the discovery.
 		if _, err := in.resolver.HasTarget(ctx, origin, ""); err != nil {
+			req.cause = err
 			return "", discoveryError(ctx, origin, err)
 		}
 		return "", bus.Errorf(bus.LabelAuthenticationFailure, "the client certificate has no DNS name to match the SRV targets of %s", origin)
@@ -236,6 +242,7 @@ func (in *Ingress) authorize(ctx context.Context, origin string, leaf *x509.Cert
 	for _, san := range leaf.DNSNames {
 		ok, err := in.resolver.HasTarget(ctx, origin, san)
 		if err != nil {
+			req.cause = err
 			return "", discoveryError(ctx, origin, err)
 		}
 		if ok {
@@ -245,7 +252,9 @@ func (in *Ingress) authorize(ctx context.Context, origin string, leaf *x509.Cert
 	return "", bus.Errorf(bus.LabelAuthenticationFailure, "no DNS name of the client certificate is an SRV target of %s", origin)
 }
 
-// discoveryError maps a discovery failure to the contract.
+// discoveryError maps a discovery failure to the contract. The message
+// does not carry the lookup's detail (it names this backend's DNS
+// servers); the caller logs it.
 func discoveryError(ctx context.Context, origin string, err error) *bus.Error {
 	var be *bus.Error
 	switch {
@@ -261,13 +270,13 @@ func discoveryError(ctx context.Context, origin string, err error) *bus.Error {
 		// The lookup failed because the request's deadline ran out.
 		return bus.Errorf(bus.LabelTimeout, "discovery of %s ran out of time", origin)
 	default:
-		return bus.Errorf(bus.LabelDiscoveryFailure, "discovery of %s failed: %v", origin, err)
+		return bus.Errorf(bus.LabelDiscoveryFailure, "discovery of %s failed", origin)
 	}
 }
 
 // readBody reads the request body, at most MaxBodyBytes (w is told when
 // the limit is hit, so that the server closes the connection).
-func (in *Ingress) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *bus.Error) {
+func (in *Ingress) readBody(w http.ResponseWriter, r *http.Request, req *request) ([]byte, *bus.Error) {
 	limit := in.cfg.MaxBodyBytes
 	if r.ContentLength > limit {
 		return nil, bus.Errorf(bus.LabelPayloadTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, limit)
@@ -281,7 +290,8 @@ func (in *Ingress) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *bu
 		if errors.As(err, &tooLarge) {
 			return nil, bus.Errorf(bus.LabelPayloadTooLarge, "body is over the limit of %d bytes", limit)
 		}
-		return nil, bus.Errorf(bus.LabelInvalidRequest, "reading the body failed: %v", err)
+		req.cause = err
+		return nil, bus.Errorf(bus.LabelInvalidRequest, "reading the body failed")
 	}
 	return body, nil
 }

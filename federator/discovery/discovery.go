@@ -336,12 +336,14 @@ func (r *Resolver) Addrs(ctx context.Context, host string) ([]netip.Addr, error)
 // AppendAddrs is Addrs appending to dst. On a cache hit it does not
 // allocate when dst has the capacity. On error dst is returned unchanged.
 func (r *Resolver) AppendAddrs(ctx context.Context, dst []netip.Addr, host string) ([]netip.Addr, error) {
-	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); err == nil {
-		a = a.WithZone("")
-		if !r.cfg.AllowPrivate && RefusedAddr(a) {
-			return dst, fmt.Errorf("resolve %s: %w", host, ErrPrivateTarget)
+	if mayBeIP(host) {
+		if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); err == nil {
+			a = a.WithZone("")
+			if !r.cfg.AllowPrivate && RefusedAddr(a) {
+				return dst, fmt.Errorf("resolve %s: %w", host, ErrPrivateTarget)
+			}
+			return append(dst, a), nil
 		}
-		return append(dst, a), nil
 	}
 	h, ok := normalizeHost(host)
 	if !ok {
@@ -358,6 +360,17 @@ func (r *Resolver) AppendAddrs(ctx context.Context, dst []netip.Addr, host strin
 		return dst, fmt.Errorf("resolve %s: %d addresses: %w", h, e.refused, ErrPrivateTarget)
 	}
 	return append(dst, e.addrs...), nil
+}
+
+// mayBeIP reports whether host may be an IP address literal: it has a
+// colon or ends with a digit (no top-level domain is numeric). It keeps
+// the failing (allocating) netip.ParseAddr off the path of host names.
+func mayBeIP(host string) bool {
+	if host == "" {
+		return false
+	}
+	last := host[len(host)-1]
+	return strings.IndexByte(host, ':') >= 0 || last >= '0' && last <= '9' || last == ']'
 }
 
 // normalizeHost returns host lower case without a trailing dot (non-ASCII

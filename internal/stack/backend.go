@@ -36,6 +36,9 @@ type BackendOptions struct {
 	Federators     int           // workers, default 1
 	Logger         *slog.Logger
 	FederatorHook  func(requestID, step string)
+	// TrustPEM is the CA bundle trusted for remote backends (default: CA's
+	// certificate).
+	TrustPEM []byte
 	// CertNames overrides the certificate's DNS SANs (default InfraHost).
 	CertNames []string
 }
@@ -87,7 +90,11 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
-	files, err := leaf.WriteFiles(opts.Dir, opts.Domain, opts.CA.CertPEM)
+	trust := opts.TrustPEM
+	if trust == nil {
+		trust = opts.CA.CertPEM
+	}
+	files, err := leaf.WriteFiles(opts.Dir, opts.Domain, trust)
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
@@ -155,7 +162,9 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	go func() { b.serveCh <- in.Serve(ln) }()
 	port := ln.Addr().(*net.TCPAddr).Port
 	opts.DNS.SetSRV(opts.Domain, 60, testbed.SRVRecord{Target: opts.InfraHost, Port: uint16(port), Priority: 10, Weight: 5})
-	opts.DNS.SetA(opts.InfraHost, 60, "127.0.0.1")
+	if err := opts.DNS.SetA(opts.InfraHost, 60, "127.0.0.1"); err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
 	return b, nil
 }
 

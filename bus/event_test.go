@@ -1,0 +1,322 @@
+package bus_test
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/fedbus/fedbus/bus"
+	"github.com/nats-io/nats.go"
+)
+
+const testTraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+// decodeOK decodes msg, failing the test on error.
+func decodeOK(tb testing.TB, msg *nats.Msg) bus.Event {
+	tb.Helper()
+	ev, err := bus.Decode(msg)
+	if err != nil {
+		tb.Fatalf("Decode: %v", err)
+	}
+	return ev
+}
+
+// binaryMsg builds a binary-mode message from header pairs.
+func binaryMsg(tb testing.TB, body string, kv ...string) *nats.Msg {
+	tb.Helper()
+	if len(kv)%2 != 0 {
+		tb.Fatalf("binaryMsg: odd number of header arguments")
+	}
+	h := nats.Header{}
+	for i := 0; i < len(kv); i += 2 {
+		h.Set(kv[i], kv[i+1])
+	}
+	return &nats.Msg{Subject: "s", Header: h, Data: []byte(body)}
+}
+
+// structuredMsg builds a structured-mode message with body.
+func structuredMsg(tb testing.TB, body string) *nats.Msg {
+	tb.Helper()
+	return &nats.Msg{Subject: "s", Header: nats.Header{bus.HeaderContentType: []string{bus.ContentTypeCEJSON}}, Data: []byte(body)}
+}
+
+func TestBinaryRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		ev   bus.Event
+		want map[string]string // headers of the encoded message
+	}{
+		{
+			name: "every attribute",
+			ev: bus.Event{
+				ID: "req-1", Source: "/brig", Type: bus.TypeRequest, DataContentType: "application/json",
+				TraceParent: testTraceParent, OriginDomain: "a.example.com", TimeoutMs: 1500,
+				Data: []byte(`{"handle":"alice"}`),
+			},
+			want: map[string]string{
+				"ce-specversion": "1.0", "ce-id": "req-1", "ce-source": "/brig", "ce-type": "fedbus.request",
+				"ce-datacontenttype": "application/json", "ce-traceparent": testTraceParent,
+				"ce-origindomain": "a.example.com", "ce-timeoutms": "1500",
+			},
+		},
+		{
+			name: "required only",
+			ev:   bus.Event{ID: "req-2", Source: "//a.example.com/brig", Type: bus.TypeResponse},
+			want: map[string]string{"ce-specversion": "1.0", "ce-id": "req-2", "ce-source": "//a.example.com/brig", "ce-type": "fedbus.response"},
+		},
+		{
+			name: "non-JSON data is untouched",
+			ev:   bus.Event{ID: "3", Source: "/cargohold", Type: bus.TypeRequest, DataContentType: "application/octet-stream", Data: []byte{0, 1, 2, 0xff}},
+			want: map[string]string{"ce-specversion": "1.0", "ce-id": "3", "ce-source": "/cargohold", "ce-type": "fedbus.request", "ce-datacontenttype": "application/octet-stream"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := tc.ev.Message("fed.out.brig.rpc.b.example.com")
+			if msg.Subject != "fed.out.brig.rpc.b.example.com" {
+				t.Errorf("Subject = %q", msg.Subject)
+			}
+			got := map[string]string{}
+			for k, v := range msg.Header {
+				if len(v) != 1 {
+					t.Errorf("header %s has %d values", k, len(v))
+				}
+				got[k] = v[0]
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("headers = %v\nwant      %v", got, tc.want)
+			}
+			if string(msg.Data) != string(tc.ev.Data) {
+				t.Errorf("body = %q, want %q", msg.Data, tc.ev.Data)
+			}
+			if bus.WantsStructured(msg) {
+				t.Error("binary message reported as structured")
+			}
+			back := decodeOK(t, msg)
+			if !reflect.DeepEqual(back, tc.ev) {
+				t.Errorf("round trip = %+v\nwant         %+v", back, tc.ev)
+			}
+		})
+	}
+}
+
+func TestStructuredRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		ev   bus.Event
+	}{
+		{"every attribute", bus.Event{
+			ID: "req-1", Source: "/brig", Type: bus.TypeRequest, DataContentType: "application/json",
+			TraceParent: testTraceParent, OriginDomain: "a.example.com", TimeoutMs: 1500,
+			Data: []byte(`{"handle":"alice"}`), Structured: true,
+		}},
+		{"text data", bus.Event{ID: "2", Source: "/brig", Type: bus.TypeResponse, DataContentType: "text/plain", Data: []byte("hello, <world>"), Structured: true}},
+		{"binary data", bus.Event{ID: "3", Source: "/cargohold", Type: bus.TypeResponse, DataContentType: "application/octet-stream", Data: []byte{0, 1, 0xfe, 0xff}, Structured: true}},
+		{"declared JSON but is not", bus.Event{ID: "4", Source: "/brig", Type: bus.TypeRequest, DataContentType: "application/json", Data: []byte("{not json"), Structured: true}},
+		{"no data", bus.Event{ID: "5", Source: "/brig", Type: bus.TypeRequest, DataContentType: "application/json", Structured: true}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := tc.ev.Message("_INBOX.x")
+			if ct := msg.Header.Get(bus.HeaderContentType); ct != bus.ContentTypeCEJSON {
+				t.Errorf("content-type = %q, want %q", ct, bus.ContentTypeCEJSON)
+			}
+			if msg.Header.Get(bus.HeaderID) != "" || msg.Header.Get(bus.HeaderSpecVersion) != "" {
+				t.Errorf("structured message has binary-mode headers: %v", msg.Header)
+			}
+			if !bus.WantsStructured(msg) {
+				t.Error("WantsStructured = false")
+			}
+			var body map[string]any
+			if err := json.Unmarshal(msg.Data, &body); err != nil {
+				t.Fatalf("body is not JSON: %v\n%s", err, msg.Data)
+			}
+			if body["specversion"] != "1.0" || body["id"] != tc.ev.ID || body["type"] != tc.ev.Type || body["source"] != tc.ev.Source {
+				t.Errorf("body = %s", msg.Data)
+			}
+			back := decodeOK(t, msg)
+			if !back.Structured {
+				t.Error("decoded Structured = false")
+			}
+			if string(back.Data) != string(tc.ev.Data) {
+				t.Errorf("Data = %q, want %q", back.Data, tc.ev.Data)
+			}
+			back.Data, tc.ev.Data = nil, nil
+			if back.DataContentType != tc.ev.DataContentType {
+				t.Logf("datacontenttype %q became %q", tc.ev.DataContentType, back.DataContentType)
+			}
+			back.DataContentType, tc.ev.DataContentType = "", ""
+			if !reflect.DeepEqual(back, tc.ev) {
+				t.Errorf("round trip = %+v\nwant         %+v", back, tc.ev)
+			}
+		})
+	}
+	t.Run("empty datacontenttype defaults to application/json", func(t *testing.T) {
+		ev := bus.Event{ID: "1", Source: "/brig", Type: bus.TypeRequest, Data: []byte(`{}`), Structured: true}
+		back := decodeOK(t, ev.Message("s"))
+		if back.DataContentType != bus.ContentTypeJSON || string(back.Data) != `{}` {
+			t.Errorf("decoded %q %q", back.DataContentType, back.Data)
+		}
+	})
+}
+
+func TestDecodeStructuredHandWritten(t *testing.T) {
+	tests := []struct {
+		name string
+		ct   string
+		body string
+		want bus.Event
+	}{
+		{"JSON data and extensions",
+			bus.ContentTypeCEJSON,
+			`{"specversion":"1.0","id":"r1","source":"/brig","type":"fedbus.request","datacontenttype":"application/json",` +
+				`"traceparent":"` + testTraceParent + `","origindomain":"a.example.com","timeoutms":"2500","data":{"handle":"alice"}}`,
+			bus.Event{ID: "r1", Source: "/brig", Type: bus.TypeRequest, DataContentType: "application/json", TraceParent: testTraceParent,
+				OriginDomain: "a.example.com", TimeoutMs: 2500, Data: []byte(`{"handle":"alice"}`), Structured: true}},
+		{"numeric timeoutms",
+			bus.ContentTypeCEJSON,
+			`{"specversion":"1.0","id":"r2","source":"/brig","type":"fedbus.request","timeoutms":750}`,
+			bus.Event{ID: "r2", Source: "/brig", Type: bus.TypeRequest, TimeoutMs: 750, Structured: true}},
+		{"content-type with parameter",
+			"application/cloudevents+json; charset=utf-8",
+			`{"specversion":"1.0","id":"r3","source":"/brig","type":"fedbus.request","datacontenttype":"text/plain","data":"hi"}`,
+			bus.Event{ID: "r3", Source: "/brig", Type: bus.TypeRequest, DataContentType: "text/plain", Data: []byte("hi"), Structured: true}},
+		{"base64 data",
+			bus.ContentTypeCEJSON,
+			`{"specversion":"1.0","id":"r4","source":"/brig","type":"fedbus.request","datacontenttype":"application/octet-stream","data_base64":"AAH/"}`,
+			bus.Event{ID: "r4", Source: "/brig", Type: bus.TypeRequest, DataContentType: "application/octet-stream", Data: []byte{0, 1, 0xff}, Structured: true}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := &nats.Msg{Subject: "s", Header: nats.Header{bus.HeaderContentType: []string{tc.ct}}, Data: []byte(tc.body)}
+			got := decodeOK(t, msg)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("Decode = %+v\nwant     %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeInvalid(t *testing.T) {
+	full := []string{"ce-specversion", "1.0", "ce-id", "1", "ce-source", "/brig", "ce-type", bus.TypeRequest}
+	without := func(name string) []string {
+		var kv []string
+		for i := 0; i < len(full); i += 2 {
+			if full[i] != name {
+				kv = append(kv, full[i], full[i+1])
+			}
+		}
+		return kv
+	}
+	with := func(kv ...string) []string { return append(append([]string{}, full...), kv...) }
+	const okStructured = `"specversion":"1.0","id":"1","source":"/brig","type":"fedbus.request"`
+	tests := []struct {
+		name string
+		msg  *nats.Msg
+	}{
+		{"nil header", &nats.Msg{Subject: "s", Data: []byte(`{}`)}},
+		{"zero message", &nats.Msg{}},
+		{"empty header", &nats.Msg{Subject: "s", Header: nats.Header{}}},
+		{"missing specversion", binaryMsg(t, "{}", without("ce-specversion")...)},
+		{"missing id", binaryMsg(t, "{}", without("ce-id")...)},
+		{"missing source", binaryMsg(t, "{}", without("ce-source")...)},
+		{"missing type", binaryMsg(t, "{}", without("ce-type")...)},
+		{"specversion 0.3", binaryMsg(t, "{}", "ce-specversion", "0.3", "ce-id", "1", "ce-source", "/brig", "ce-type", "t")},
+		{"specversion 1.0 with space", binaryMsg(t, "{}", "ce-specversion", " 1.0", "ce-id", "1", "ce-source", "/brig", "ce-type", "t")},
+		{"upper-case header names are not CloudEvents headers", binaryMsg(t, "{}", "Ce-Specversion", "1.0", "Ce-Id", "1", "Ce-Source", "/brig", "Ce-Type", "t")},
+		{"timeoutms not a number", binaryMsg(t, "{}", with("ce-timeoutms", "soon")...)},
+		{"timeoutms zero", binaryMsg(t, "{}", with("ce-timeoutms", "0")...)},
+		{"timeoutms negative", binaryMsg(t, "{}", with("ce-timeoutms", "-5")...)},
+		{"timeoutms fraction", binaryMsg(t, "{}", with("ce-timeoutms", "1.5")...)},
+		{"timeoutms overflow", binaryMsg(t, "{}", with("ce-timeoutms", "99999999999999999999")...)},
+		{"source not a URI reference", binaryMsg(t, "{}", "ce-specversion", "1.0", "ce-id", "1", "ce-source", "%zz", "ce-type", "t")},
+		{"structured body not JSON", structuredMsg(t, "not json")},
+		{"structured empty body", structuredMsg(t, "")},
+		{"structured JSON array", structuredMsg(t, `[]`)},
+		{"structured empty object", structuredMsg(t, `{}`)},
+		{"structured missing id", structuredMsg(t, `{"specversion":"1.0","source":"/brig","type":"fedbus.request"}`)},
+		{"structured missing source", structuredMsg(t, `{"specversion":"1.0","id":"1","type":"fedbus.request"}`)},
+		{"structured missing type", structuredMsg(t, `{"specversion":"1.0","id":"1","source":"/brig"}`)},
+		{"structured missing specversion", structuredMsg(t, `{"id":"1","source":"/brig","type":"fedbus.request"}`)},
+		{"structured specversion 0.3", structuredMsg(t, `{"specversion":"0.3","id":"1","source":"/brig","type":"fedbus.request"}`)},
+		{"structured timeoutms not a number", structuredMsg(t, `{`+okStructured+`,"timeoutms":"soon"}`)},
+		{"structured timeoutms zero", structuredMsg(t, `{`+okStructured+`,"timeoutms":0}`)},
+		{"structured timeoutms fraction", structuredMsg(t, `{`+okStructured+`,"timeoutms":1.5}`)},
+		{"structured timeoutms bool", structuredMsg(t, `{`+okStructured+`,"timeoutms":true}`)},
+		{"structured binary headers ignored", func() *nats.Msg {
+			m := binaryMsg(t, "not json", full...)
+			m.Header.Set(bus.HeaderContentType, bus.ContentTypeCEJSON)
+			return m
+		}()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ev, err := bus.Decode(tc.msg)
+			if !errors.Is(err, bus.ErrInvalidRequest) {
+				t.Fatalf("Decode = %+v, %v; want invalid-request", ev, err)
+			}
+			var e *bus.Error
+			if !errors.As(err, &e) || e.Code != 400 {
+				t.Errorf("error = %#v, want *bus.Error with code 400", err)
+			}
+			if !reflect.DeepEqual(ev, bus.Event{}) {
+				t.Errorf("Decode returned %+v with an error", ev)
+			}
+		})
+	}
+}
+
+func TestDecodeBinaryIgnoresOtherContentType(t *testing.T) {
+	// A content-type header other than application/cloudevents+json (here
+	// the batch format, which fedbus does not accept) leaves binary mode.
+	for _, ct := range []string{"application/json", "application/cloudevents-batch+json", "not a media type;;"} {
+		t.Run(ct, func(t *testing.T) {
+			m := binaryMsg(t, "{}", "ce-specversion", "1.0", "ce-id", "1", "ce-source", "/brig", "ce-type", "t", bus.HeaderContentType, ct)
+			ev := decodeOK(t, m)
+			if ev.Structured || ev.ID != "1" {
+				t.Errorf("Decode = %+v", ev)
+			}
+		})
+	}
+}
+
+func TestReplies(t *testing.T) {
+	for _, structured := range []bool{false, true} {
+		name := "binary"
+		if structured {
+			name = "structured"
+		}
+		t.Run(name, func(t *testing.T) {
+			req := bus.Event{ID: "q", Source: "/brig", Type: bus.TypeRequest, Structured: structured}
+			r := bus.Reply(req, "/federator", []byte(`{"ok":true}`))
+			if r.Type != bus.TypeResponse || r.Source != "/federator" || r.Structured != structured || r.ID == "" || r.ID == req.ID {
+				t.Errorf("Reply = %+v", r)
+			}
+			back := decodeOK(t, r.Message("_INBOX.1"))
+			if string(back.Data) != `{"ok":true}` || back.Type != bus.TypeResponse || back.Structured != structured {
+				t.Errorf("decoded reply = %+v", back)
+			}
+
+			e := bus.RemoteError(bus.Errorf(bus.LabelInvalidDomain, "no SRV"))
+			er := bus.ErrorReply(structured, "/federator", e)
+			if er.Type != bus.TypeError || er.Structured != structured {
+				t.Errorf("ErrorReply = %+v", er)
+			}
+			back = decodeOK(t, er.Message("_INBOX.1"))
+			if got := bus.ParseError(500, back.Data); !reflect.DeepEqual(got, e) {
+				t.Errorf("error reply body = %s, parsed %+v, want %+v", back.Data, got, e)
+			}
+		})
+	}
+	t.Run("NewID unique", func(t *testing.T) {
+		seen := map[string]bool{}
+		for range 1000 {
+			id := bus.NewID()
+			if seen[id] || !bus.ValidRequestID(id) {
+				t.Fatalf("NewID = %q (seen %v)", id, seen[id])
+			}
+			seen[id] = true
+		}
+	})
+}

@@ -1,0 +1,112 @@
+package ingress
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/fedbus/fedbus/bus"
+)
+
+// FuzzIngressRequest runs ServeHTTP on arbitrary methods, paths, origin
+// headers and bodies from a trusted client (a fake verified r.TLS), with a
+// stub resolver and a stub NATS exchange that fails on any message a
+// well-behaved ingress would not publish. Every request must get exactly
+// one response with a status in 200..599, errors as contract JSON, and
+// nothing may panic.
+func FuzzIngressRequest(f *testing.F) {
+	w := newStubWorld(f, 64, nil)
+	cs := w.trusted(w.certA.cert)
+	f.Add("POST", "/federation/brig/get-user", originA, []byte(`{}`))
+	f.Add("GET", "/federation/brig/get-user", originA, []byte(``))
+	f.Add("POST", "/federation/brig/a%2Fb", originA, []byte(`{}`))
+	f.Add("POST", "/federation/brig/../x", "A.EXAMPLE.COM", []byte(`{}`))
+	f.Add("POST", "/federation/galley/fail", originA, []byte(`{}`))
+	f.Add("POST", "/federation/brig/x", "*", []byte(`{}`))
+	f.Add("POST", "/federation/brig/x", noSRV, []byte(`{}`))
+	f.Add("POST", "/federation/brig/x", originA, []byte(strings.Repeat("x", 65)))
+	f.Add("POST", "/federation/brig/x?q", originA, []byte(`{}`))
+	f.Fuzz(func(t *testing.T, method, path, originHeader string, body []byte) {
+		header := http.Header{}
+		if originHeader != "" {
+			header[bus.HTTPOriginDomain] = []string{originHeader}
+		}
+		if _, err := url.ParseRequestURI(path); err != nil {
+			return // net/http refuses the request line before any handler
+		}
+		before := w.published.Load()
+		r := newRequest("POST", path, header, body, cs)
+		r.Method = method
+		res, e := serve(t, w.in, r)
+		published := w.published.Load() != before
+		if e == nil {
+			// Success: the request was valid and published once.
+			if !published {
+				t.Fatalf("200 without a published message: %s", res.Body.Bytes())
+			}
+			var echo map[string]string
+			if err := json.Unmarshal(res.Body.Bytes(), &echo); err != nil || echo["rpc"] == "" {
+				t.Fatalf("success body %s", res.Body.Bytes())
+			}
+			return
+		}
+		if e.Code == http.StatusInternalServerError {
+			t.Fatalf("server error %s", res.Body.Bytes())
+		}
+		if published && e.Label != "not-found" {
+			t.Fatalf("refused with %s after publishing", e.Label)
+		}
+		if !published && method == http.MethodPost {
+			// A refusal before publishing must be one of the checks.
+			switch e.Label {
+			case bus.LabelInvalidEndpoint, bus.LabelUnknownComponent, bus.LabelNoOriginDomain,
+				bus.LabelDomainParseError, bus.LabelInvalidDomain, bus.LabelDiscoveryFailure,
+				bus.LabelTimeout, bus.LabelAuthenticationFailure, bus.LabelPayloadTooLarge:
+			default:
+				t.Fatalf("unexpected refusal %s", res.Body.Bytes())
+			}
+		}
+	})
+}
+
+// FuzzParsePath checks the path parser: whatever it accepts is exactly
+// /federation/<component>/<rpc> with tokens that make a valid subject;
+// whatever it refuses is invalid-endpoint or unknown-component.
+func FuzzParsePath(f *testing.F) {
+	components := map[string]struct{}{"brig": {}, "galley": {}}
+	subjects, err := bus.NewSubjects("fed")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, p := range []string{
+		"/federation/brig/get-user", "/federation/brig/a%2Fb", "/federation/brig/../x",
+		"/federation/BRIG/x", "/federation/brig/x/y", "/federation/brig/x/", "/federation/gundeck/x",
+		"/federation/brig/*", "/federation/brig/>", "/federation/brig/a b", "//federation/brig/x", "",
+	} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		component, rpc, e := parsePath(path, components)
+		if e != nil {
+			if e.Code != http.StatusForbidden || (e.Label != bus.LabelInvalidEndpoint && e.Label != bus.LabelUnknownComponent) {
+				t.Fatalf("refusal %+v", e)
+			}
+			return
+		}
+		if path != "/federation/"+component+"/"+rpc {
+			t.Fatalf("accepted %q as %q/%q", path, component, rpc)
+		}
+		if _, ok := components[component]; !ok {
+			t.Fatalf("accepted unknown component %q", component)
+		}
+		subject, err := subjects.In(component, rpc, originA)
+		if err != nil {
+			t.Fatalf("accepted %q, but no subject: %v", path, err)
+		}
+		if strings.ContainsAny(subject, "*> \t\r\n") || strings.Count(subject, ".") != 6 {
+			t.Fatalf("subject %q", subject)
+		}
+	})
+}

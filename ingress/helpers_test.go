@@ -1,0 +1,604 @@
+package ingress
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/federator/certs"
+	"github.com/fedbus/fedbus/federator/discovery"
+	"github.com/fedbus/fedbus/federator/policy"
+	"github.com/fedbus/fedbus/internal/testbed"
+)
+
+// ---- test CA -------------------------------------------------------------
+
+// testCA is a throw-away certificate authority.
+type testCA struct {
+	cert *x509.Certificate
+	key  crypto.Signer
+	pem  []byte
+}
+
+var serialN atomic.Int64
+
+func nextSerial() *big.Int { return big.NewInt(serialN.Add(1) + time.Now().UnixNano()) }
+
+// newTestCA returns a new self-signed CA.
+func newTestCA(tb testing.TB, name string) *testCA {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatalf("ca key: %v", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          nextSerial(),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		tb.Fatalf("ca certificate: %v", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		tb.Fatalf("ca parse: %v", err)
+	}
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// leafOpts describes a leaf certificate.
+type leafOpts struct {
+	cn  string
+	dns []string
+	ips []net.IP
+	eku []x509.ExtKeyUsage // nil: clientAuth and serverAuth
+}
+
+// leaf is an issued certificate with its key.
+type leaf struct {
+	tls     tls.Certificate
+	cert    *x509.Certificate
+	certPEM []byte
+	keyPEM  []byte
+}
+
+// issue signs a leaf certificate.
+func (ca *testCA) issue(tb testing.TB, o leafOpts) *leaf {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatalf("leaf key: %v", err)
+	}
+	eku := o.eku
+	if eku == nil {
+		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}
+	}
+	cn := o.cn
+	if cn == "" && len(o.dns) > 0 {
+		cn = o.dns[0]
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: nextSerial(),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  eku,
+		DNSNames:     o.dns,
+		IPAddresses:  o.ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		tb.Fatalf("leaf certificate: %v", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		tb.Fatalf("leaf parse: %v", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		tb.Fatalf("leaf key encoding: %v", err)
+	}
+	return &leaf{
+		tls:     tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert},
+		cert:    cert,
+		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	}
+}
+
+// store writes the leaf and the CA to files and loads a certs.Store.
+func (ca *testCA) store(tb testing.TB, l *leaf) *certs.Store {
+	tb.Helper()
+	dir := tb.TempDir()
+	files := certs.Files{
+		Cert: filepath.Join(dir, "cert.pem"),
+		Key:  filepath.Join(dir, "key.pem"),
+		CA:   filepath.Join(dir, "ca.pem"),
+	}
+	for path, data := range map[string][]byte{files.Cert: l.certPEM, files.Key: l.keyPEM, files.CA: ca.pem} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			tb.Fatalf("write %s: %v", path, err)
+		}
+	}
+	s, err := certs.Load(files)
+	if err != nil {
+		tb.Fatalf("load certs: %v", err)
+	}
+	return s
+}
+
+// pool returns a pool holding the CA.
+func (ca *testCA) pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
+}
+
+// ---- NATS ----------------------------------------------------------------
+
+// startNATS runs an in-process NATS server on a random port of 127.0.0.1.
+func startNATS(tb testing.TB) *server.Server {
+	tb.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		tb.Fatalf("nats server: %v", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		tb.Fatalf("nats server not ready")
+	}
+	tb.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}
+
+// connect opens a NATS connection closed at cleanup.
+func connect(tb testing.TB, s *server.Server) *nats.Conn {
+	tb.Helper()
+	nc, err := nats.Connect(s.ClientURL(), nats.NoReconnect())
+	if err != nil {
+		tb.Fatalf("nats connect: %v", err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
+}
+
+// ---- logging ---------------------------------------------------------------
+
+// testLogger sends logs to t.Log when -v, else discards them.
+func testLogger(tb testing.TB) *slog.Logger {
+	tb.Helper()
+	if !testing.Verbose() {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+var logMu sync.Mutex
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	logMu.Lock()
+	defer logMu.Unlock()
+	w.tb.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+// ---- test environment ----------------------------------------------------
+
+// Domains and infra names of the test world. Backend A (a.example.com) is
+// hosted at fed.a-infra.example.net, backend C at fed.c-infra.example.net.
+const (
+	originA   = "a.example.com"
+	infraA    = "fed.a-infra.example.net"
+	originC   = "c.example.com"
+	infraC    = "fed.c-infra.example.net"
+	originW   = "w.example.com" // SRV target x.w-infra.example.net, cert *.w-infra.example.net
+	infraW    = "x.w-infra.example.net"
+	wildcardW = "*.w-infra.example.net"
+	denied    = "denied.example.com" // has an SRV record, not in the allow list
+	noSRV     = "nosrv.example.com"  // NXDOMAIN
+	emptySRV  = "empty.example.com"  // the name exists without SRV records
+	dotSRV    = "dot.example.com"    // SRV target "."
+	servFail  = "servfail.example.com"
+	dropped   = "slow.example.com" // queries never answered
+)
+
+// envOpts tunes newEnv.
+type envOpts struct {
+	maxBody    int64
+	timeout    time.Duration
+	components []string
+	dnsDown    bool // point the resolver at a stopped DNS server
+}
+
+// env is a running ingress with NATS, DNS and certificates.
+type env struct {
+	ca       *testCA
+	dns      *testbed.DNS
+	ns       *server.Server
+	nc       *nats.Conn // the ingress's connection
+	resolver *discovery.Resolver
+	in       *Ingress
+	base     string // https://127.0.0.1:port
+	serveErr chan error
+
+	certA, certC, certW *leaf
+	subjects            bus.Subjects
+}
+
+// newEnv starts an ingress serving on 127.0.0.1 with real TLS.
+func newEnv(tb testing.TB, o envOpts) *env {
+	tb.Helper()
+	e := &env{ca: newTestCA(tb, "fedbus test CA")}
+	e.certA = e.ca.issue(tb, leafOpts{dns: []string{infraA}})
+	e.certC = e.ca.issue(tb, leafOpts{dns: []string{infraC}})
+	e.certW = e.ca.issue(tb, leafOpts{dns: []string{"unrelated.example.net", wildcardW}})
+	serverCert := e.ca.issue(tb, leafOpts{dns: []string{"fed.b-infra.example.net", "localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}})
+
+	e.dns = testbed.StartDNS(tb)
+	for domain, target := range map[string]string{originA: infraA, originC: infraC, originW: infraW, denied: infraA, dotSRV: "."} {
+		e.dns.SetSRV(domain, 60, testbed.SRVRecord{Target: target, Port: 443, Priority: 10, Weight: 5})
+	}
+	e.dns.SetSRV(emptySRV, 60)
+	e.dns.SetFailure(servFail, 2) // SERVFAIL
+	e.dns.SetFailure(dropped, testbed.DropQuery)
+	dnsAddr := e.dns.Addr()
+	if o.dnsDown {
+		if err := e.dns.Stop(); err != nil {
+			tb.Fatalf("stop dns: %v", err)
+		}
+	}
+	log := testLogger(tb)
+	resolver, err := discovery.New(discovery.Config{Servers: []string{dnsAddr}, AllowPrivate: true, Logger: log, QueryTimeout: time.Second})
+	if err != nil {
+		tb.Fatalf("resolver: %v", err)
+	}
+	tb.Cleanup(func() { _ = resolver.Close() })
+	e.resolver = resolver
+
+	e.ns = startNATS(tb)
+	e.nc = connect(tb, e.ns)
+	pol, err := policy.New(policy.AllowList, []string{originA, originC, originW, noSRV, emptySRV, dotSRV, servFail, dropped})
+	if err != nil {
+		tb.Fatalf("policy: %v", err)
+	}
+	cfg := Config{
+		Common: config.Common{
+			Domain:         "b.example.com",
+			SubjectPrefix:  "fed",
+			Components:     o.components,
+			RequestTimeout: o.timeout,
+		},
+		Addr:         "127.0.0.1:0",
+		MaxBodyBytes: o.maxBody,
+	}
+	if cfg.Components == nil {
+		cfg.Components = []string{"brig", "galley", "cargohold", "spar"}
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	e.subjects, err = bus.NewSubjects("fed")
+	if err != nil {
+		tb.Fatalf("subjects: %v", err)
+	}
+	e.in, err = New(cfg, Deps{NATS: e.nc, Resolver: resolver, Policy: pol, Certs: e.ca.store(tb, serverCert), Logger: log})
+	if err != nil {
+		tb.Fatalf("new ingress: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("listen: %v", err)
+	}
+	e.serveErr = make(chan error, 1)
+	go func() { e.serveErr <- e.in.Serve(ln) }()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.in.Shutdown(ctx); err != nil {
+			tb.Errorf("shutdown: %v", err)
+		}
+		if err := <-e.serveErr; !errors.Is(err, http.ErrServerClosed) {
+			tb.Errorf("serve returned %v, want http.ErrServerClosed", err)
+		}
+	})
+	e.base = "https://" + ln.Addr().String()
+	return e
+}
+
+// client returns an HTTP client presenting cert (none when nil) that
+// speaks HTTP/2 (or only HTTP/1.1 when http1 is set) and trusts the CA.
+func (e *env) client(tb testing.TB, cert *leaf, http1 bool) *http.Client {
+	tb.Helper()
+	cfg := &tls.Config{RootCAs: e.ca.pool(), ServerName: "localhost", MinVersion: tls.VersionTLS13}
+	if cert != nil {
+		// Always present the certificate, even when the server's list of
+		// acceptable CAs does not name its issuer.
+		c := cert.tls
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
+	}
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: !http1}
+	if http1 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	tb.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+// call describes one request to the ingress.
+type call struct {
+	method string // POST when empty
+	path   string
+	header http.Header
+	body   io.Reader
+	length int64 // ContentLength; -1 for unknown, 0 for len of a bytes.Reader
+}
+
+// do sends c with client and returns the response and its body.
+func (e *env) do(tb testing.TB, client *http.Client, c call) (*http.Response, []byte, error) {
+	tb.Helper()
+	method := c.method
+	if method == "" {
+		method = http.MethodPost
+	}
+	body := c.body
+	if body == nil && method == http.MethodPost {
+		body = bytes.NewReader([]byte(`{}`))
+	}
+	req, err := http.NewRequest(method, e.base+c.path, body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("new request %s %s: %w", method, c.path, err)
+	}
+	if c.length != 0 {
+		req.ContentLength = c.length
+	}
+	for k, vs := range c.header {
+		req.Header[k] = vs
+	}
+	if req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read response: %w", err)
+	}
+	return resp, b, nil
+}
+
+// mustDo is do failing tb on a transport error.
+func (e *env) mustDo(tb testing.TB, client *http.Client, c call) (*http.Response, []byte) {
+	tb.Helper()
+	resp, body, err := e.do(tb, client, c)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", c.method, c.path, err)
+	}
+	return resp, body
+}
+
+// origin returns a header with Wire-Origin-Domain.
+func origin(domain string) http.Header {
+	return http.Header{bus.HTTPOriginDomain: {domain}}
+}
+
+// with returns h plus one header.
+func with(h http.Header, key string, values ...string) http.Header {
+	out := h.Clone()
+	if out == nil {
+		out = http.Header{}
+	}
+	out[http.CanonicalHeaderKey(key)] = values
+	return out
+}
+
+// wantError checks a contract error response.
+func wantError(tb testing.TB, resp *http.Response, body []byte, status int, label string) *bus.Error {
+	tb.Helper()
+	if resp.StatusCode != status {
+		tb.Errorf("status %d, want %d; body %s", resp.StatusCode, status, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		tb.Errorf("Content-Type %q, want application/json", ct)
+	}
+	var e bus.Error
+	if err := json.Unmarshal(body, &e); err != nil {
+		tb.Fatalf("error body %q is not JSON: %v", body, err)
+	}
+	if e.Label != label || e.Code != status || e.Message == "" {
+		tb.Errorf("error body %s, want label %s code %d and a message", body, label, status)
+	}
+	return &e
+}
+
+// ---- NATS observers and components ----------------------------------------
+
+// busWatch counts the messages published under fed.in.> on the ingress's
+// own connection; a sentinel published on that connection after a request
+// orders them (NATS keeps one connection's messages in order).
+type busWatch struct {
+	nc        *nats.Conn
+	count     atomic.Int64
+	sentinels chan string
+}
+
+const sentinelSubject = "fed.in.zz-sentinel.check.sentinel.test"
+
+// watchBus subscribes to fed.in.> until the end of the test. Note that the
+// subscription makes every fed.in subject have a responder.
+func (e *env) watchBus(tb testing.TB) *busWatch {
+	tb.Helper()
+	w := &busWatch{nc: e.nc, sentinels: make(chan string, 16)}
+	sub, err := e.nc.Subscribe("fed.in.>", func(m *nats.Msg) {
+		if m.Subject == sentinelSubject {
+			w.sentinels <- string(m.Data)
+			return
+		}
+		w.count.Add(1)
+	})
+	if err != nil {
+		tb.Fatalf("subscribe: %v", err)
+	}
+	tb.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := e.nc.Flush(); err != nil {
+		tb.Fatalf("flush: %v", err)
+	}
+	return w
+}
+
+// published returns how many requests reached the bus before now.
+func (w *busWatch) published(tb testing.TB) int64 {
+	tb.Helper()
+	id := bus.NewID()
+	if err := w.nc.Publish(sentinelSubject, []byte(id)); err != nil {
+		tb.Fatalf("publish sentinel: %v", err)
+	}
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case got := <-w.sentinels:
+			if got == id {
+				return w.count.Load()
+			}
+		case <-timeout:
+			tb.Fatalf("sentinel not received")
+		}
+	}
+}
+
+// captured is one request message a raw component received.
+type captured struct {
+	subject string
+	header  nats.Header
+	data    []byte
+}
+
+// serveRaw subscribes a raw component in its queue group; reply decides
+// the answer to each message (nil: no answer at all). The messages are sent
+// to the returned channel.
+func (e *env) serveRaw(tb testing.TB, component string, reply func(m *nats.Msg) *bus.Event) <-chan captured {
+	tb.Helper()
+	nc := connect(tb, e.ns)
+	ch := make(chan captured, 64)
+	subject, err := e.subjects.InComponent(component)
+	if err != nil {
+		tb.Fatalf("subject: %v", err)
+	}
+	_, err = nc.QueueSubscribe(subject, component, func(m *nats.Msg) {
+		select {
+		case ch <- captured{subject: m.Subject, header: m.Header, data: m.Data}:
+		default:
+		}
+		if ev := reply(m); ev != nil {
+			_ = m.RespondMsg(ev.Message(m.Reply))
+		}
+	})
+	if err != nil {
+		tb.Fatalf("subscribe: %v", err)
+	}
+	if err := nc.Flush(); err != nil {
+		tb.Fatalf("flush: %v", err)
+	}
+	return ch
+}
+
+// serveEcho serves brig with bus.Serve: it answers with the request as the
+// component sees it.
+func (e *env) serveEcho(tb testing.TB) {
+	tb.Helper()
+	nc := connect(tb, e.ns)
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := bus.Serve(ctx, nc, e.subjects, "brig", func(_ context.Context, r *bus.Request) ([]byte, error) {
+		return json.Marshal(echo{ID: r.ID, Origin: r.Origin, Component: r.Component, RPC: r.RPC, TraceParent: r.TraceParent, Body: string(r.Body)})
+	}, testLogger(tb))
+	if err != nil {
+		tb.Fatalf("bus.Serve: %v", err)
+	}
+	if err := nc.Flush(); err != nil {
+		tb.Fatalf("flush: %v", err)
+	}
+	tb.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = srv.Shutdown(sctx)
+		cancel()
+	})
+}
+
+// echo is the answer of serveEcho.
+type echo struct {
+	ID          string `json:"id"`
+	Origin      string `json:"origin"`
+	Component   string `json:"component"`
+	RPC         string `json:"rpc"`
+	TraceParent string `json:"traceparent"`
+	Body        string `json:"body"`
+}
+
+// response is a fedbus.response event answering m with body.
+func response(body string) *bus.Event {
+	return &bus.Event{ID: bus.NewID(), Source: "/test", Type: bus.TypeResponse, DataContentType: bus.ContentTypeJSON, Data: []byte(body)}
+}
+
+// errorReply is a fedbus.error event with e's body.
+func errorReply(e *bus.Error) *bus.Event {
+	ev := bus.ErrorReply(false, "/test", e)
+	return &ev
+}
+
+// recv waits for a captured message.
+func recv(tb testing.TB, ch <-chan captured) captured {
+	tb.Helper()
+	select {
+	case c := <-ch:
+		return c
+	case <-time.After(10 * time.Second):
+		tb.Fatalf("no message reached the component")
+		return captured{}
+	}
+}
+
+// describe formats a response for failure messages.
+func describe(resp *http.Response, body []byte) string {
+	return fmt.Sprintf("%d %s", resp.StatusCode, body)
+}

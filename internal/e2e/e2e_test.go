@@ -1,0 +1,308 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/internal/stack"
+	"github.com/fedbus/fedbus/internal/testbed"
+)
+
+func TestRoundTripBothWays(t *testing.T) {
+	w := newWorld(t)
+	serve(t, w.a, "galley", component)
+	serve(t, w.b, "brig", component)
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*n)
+	call := func(from *stack.Backend, target, comp string, i int) {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		body := []byte(fmt.Sprintf(`{"n":%d}`, i))
+		got, err := from.Client("/test").Call(ctx, target, comp, "echo", body)
+		if err != nil {
+			errs <- fmt.Errorf("%s → %s: %w", from.Domain, target, err)
+			return
+		}
+		if !bytes.Equal(got, body) {
+			errs <- fmt.Errorf("%s → %s: got %s, want %s", from.Domain, target, got, body)
+		}
+	}
+	for i := range n {
+		wg.Add(2)
+		go call(w.a, domainB, "brig", i)
+		go call(w.b, domainA, "galley", i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestComponentSeesVerifiedOriginAndRequestID(t *testing.T) {
+	w := newWorld(t)
+	serve(t, w.b, "brig", component)
+	got, err := w.a.Client("/brig").CallWith(context.Background(), domainB, "brig", "whoami", []byte(`{}`), bus.CallOptions{ID: "req-42"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var who map[string]string
+	if err := json.Unmarshal(got, &who); err != nil {
+		t.Fatal(err)
+	}
+	if who["origin"] != domainA || who["id"] != "req-42" {
+		t.Fatalf("component saw %v, want origin %s and id req-42", who, domainA)
+	}
+}
+
+// labelCase is one federated call that must fail with a label (and, for
+// remote errors, an inner label).
+type labelCase struct {
+	name      string
+	target    string
+	comp, rpc string
+	body      []byte
+	timeout   time.Duration
+	label     string
+	inner     string
+}
+
+func TestErrorLabelsThroughTheFederator(t *testing.T) {
+	w := newWorld(t, domainC, "nosrv.example.com", "dot.example.com", "closed.example.com",
+		"untrusted.example.com", "private.example.com", "servfail.example.com")
+	serve(t, w.b, "brig", component)
+
+	// Backend C is trusted and allows everybody, but B does not allow C.
+	c := startBackend(t, stack.BackendOptions{Domain: domainC, InfraHost: infraC, CA: w.ca, DNS: w.dns, Dir: w.dir, Strategy: "allow-all", RequestTimeout: 3 * time.Second})
+	serve(t, c, "brig", component)
+
+	w.dns.SetSRV("dot.example.com", 60, testbed.SRVRecord{Target: ".", Port: 0})
+	w.dns.SetSRV("closed.example.com", 60, testbed.SRVRecord{Target: "closed.infra.test", Port: closedPort(t), Priority: 1, Weight: 1})
+	mustSetA(t, w.dns, "closed.infra.test", "127.0.0.1")
+	w.dns.SetFailure(testbed.SRVName("servfail.example.com"), 2) // SERVFAIL
+
+	// A remote whose server certificate comes from a CA that A does not trust.
+	otherCA, err := testbed.NewCA("untrusted CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	untrusted := tlsServer(t, leaf(t, otherCA, "untrusted.infra.test"))
+	w.dns.SetSRV("untrusted.example.com", 60, testbed.SRVRecord{Target: "untrusted.infra.test", Port: untrusted, Priority: 1, Weight: 1})
+	mustSetA(t, w.dns, "untrusted.infra.test", "127.0.0.1")
+
+	cases := []labelCase{
+		{name: "target not allowed", target: "denied.example.com", comp: "brig", rpc: "echo", label: bus.LabelFederationDenied},
+		{name: "no SRV record", target: "nosrv.example.com", comp: "brig", rpc: "echo", label: bus.LabelInvalidDomain},
+		{name: "SRV target dot", target: "dot.example.com", comp: "brig", rpc: "echo", label: bus.LabelInvalidDomain},
+		{name: "DNS server failure", target: "servfail.example.com", comp: "brig", rpc: "echo", label: bus.LabelDiscoveryFailure},
+		{name: "remote port closed", target: "closed.example.com", comp: "brig", rpc: "echo", label: bus.LabelConnectionRefused},
+		{name: "remote certificate untrusted", target: "untrusted.example.com", comp: "brig", rpc: "echo", label: bus.LabelTLSError},
+		{name: "component not federated", target: domainB, comp: "spar", rpc: "echo", label: bus.LabelUnknownComponent},
+		{name: "remote component not served", target: domainB, comp: "galley", rpc: "echo", label: bus.LabelRemoteError, inner: bus.LabelComponentUnavailable},
+		{name: "remote component too slow", target: domainB, comp: "brig", rpc: "slow", body: []byte("3000"), timeout: 300 * time.Millisecond, label: bus.LabelTimeout},
+		{name: "body too large", target: domainB, comp: "brig", rpc: "echo", body: bytes.Repeat([]byte("x"), 2<<20), label: bus.LabelRemoteError, inner: bus.LabelPayloadTooLarge},
+		{name: "remote component error", target: domainB, comp: "brig", rpc: "fail", label: bus.LabelRemoteError, inner: "not-found"},
+		{name: "star token", target: domainB, comp: "brig", rpc: "*", label: bus.LabelInvalidEndpoint},
+		{name: "gt token", target: domainB, comp: "brig", rpc: ">", label: bus.LabelInvalidEndpoint},
+		{name: "space in rpc", target: domainB, comp: "brig", rpc: "a b", label: bus.LabelInvalidEndpoint},
+		{name: "upper case component", target: domainB, comp: "BRIG", rpc: "echo", label: bus.LabelInvalidEndpoint},
+		{name: "double dot domain", target: "b..example.com", comp: "brig", rpc: "echo", label: bus.LabelDomainParseError},
+		{name: "star domain", target: "*.example.com", comp: "brig", rpc: "echo", label: bus.LabelDomainParseError},
+		{name: "300 character domain", target: strings.Repeat("a", 60) + "." + strings.Repeat("b.", 120) + "com", comp: "brig", rpc: "echo", label: bus.LabelDomainParseError},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			expectLabel(t, w.a, tc)
+		})
+	}
+	t.Run("origin not allowed by the remote", func(t *testing.T) {
+		expectLabel(t, c, labelCase{target: domainB, comp: "brig", rpc: "echo", label: bus.LabelRemoteError, inner: bus.LabelFederationDenied})
+	})
+	t.Run("upper case domain is normalised", func(t *testing.T) {
+		got, err := w.a.Client("/t").Call(context.Background(), "B.Example.COM", "brig", "echo", []byte(`1`))
+		if err != nil || string(got) != "1" {
+			t.Fatalf("got %q, %v", got, err)
+		}
+	})
+}
+
+func TestDNSServerDown(t *testing.T) {
+	ca, err := testbed.NewCA("e2e CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns := testbed.StartDNS(t)
+	a := startBackend(t, stack.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: dns, Dir: t.TempDir(), Strategy: "allow-all", RequestTimeout: 8 * time.Second})
+	if err := dns.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	expectLabel(t, a, labelCase{target: domainB, comp: "brig", rpc: "echo", label: bus.LabelDiscoveryFailure})
+}
+
+func TestUntrustedClientCertificate(t *testing.T) {
+	w := newWorld(t)
+	serve(t, w.b, "brig", component)
+	// Backend E trusts the world's CA but holds a certificate of another CA.
+	otherCA, err := testbed.NewCA("other CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startBackend(t, stack.BackendOptions{Domain: "e.example.com", InfraHost: "fed.e-infra.example.net", CA: otherCA, DNS: w.dns, Dir: t.TempDir(), Strategy: "allow-all",
+		TrustPEM: append(append([]byte{}, w.ca.CertPEM...), otherCA.CertPEM...)})
+	expectLabel(t, e, labelCase{target: domainB, comp: "brig", rpc: "echo", label: bus.LabelTLSError})
+}
+
+func expectLabel(t *testing.T, from *stack.Backend, tc labelCase) {
+	t.Helper()
+	timeout := tc.timeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	body := tc.body
+	if body == nil {
+		body = []byte(`{}`)
+	}
+	_, err := from.Client("/test").Call(ctx, tc.target, tc.comp, tc.rpc, body)
+	var fe *bus.Error
+	if !errors.As(err, &fe) {
+		t.Fatalf("got %v, want a *bus.Error %s", err, tc.label)
+	}
+	if fe.Label != tc.label || fe.Code != bus.StatusOf(tc.label) {
+		t.Fatalf("got %s, want label %s (%d)", fe, tc.label, bus.StatusOf(tc.label))
+	}
+	if tc.inner != "" && (fe.Inner == nil || fe.Inner.Label != tc.inner) {
+		t.Fatalf("got %s, want inner label %s", fe, tc.inner)
+	}
+}
+
+// TestIngressRefusesHostilePeers drives B's ingress directly over HTTPS.
+func TestIngressRefusesHostilePeers(t *testing.T) {
+	w := newWorld(t)
+	var published sync.Map
+	sub, err := w.b.NATS.Subscribe("fed.in.>", func(m *nats.Msg) { published.Store(m.Header.Get(bus.HeaderID), true) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	serve(t, w.b, "brig", component)
+	certA := leaf(t, w.ca, infraA)
+	certC := leaf(t, w.ca, infraC) // valid, trusted, but C's
+	w.dns.SetSRV(domainC, 60, testbed.SRVRecord{Target: infraC, Port: 1, Priority: 1, Weight: 1})
+	url := "https://" + w.b.IngressAddr
+
+	type httpCase struct {
+		name   string
+		cert   *tls.Certificate
+		method string
+		path   string
+		origin string
+		status int
+		label  string
+	}
+	cases := []httpCase{
+		{name: "success", cert: certA, path: "/federation/brig/echo", origin: domainA, status: 200},
+		{name: "no client certificate", cert: nil, path: "/federation/brig/echo", origin: domainA, status: 403, label: bus.LabelNoClientCertificate},
+		{name: "origin spoofing: C's certificate claiming A", cert: certC, path: "/federation/brig/echo", origin: domainA, status: 403, label: bus.LabelAuthenticationFailure},
+		{name: "GET", cert: certA, method: http.MethodGet, path: "/federation/brig/echo", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
+		{name: "query string", cert: certA, path: "/federation/brig/echo?x=1", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
+		{name: "star rpc", cert: certA, path: "/federation/brig/*", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
+		{name: "gt rpc", cert: certA, path: "/federation/brig/%3E", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
+		{name: "space rpc", cert: certA, path: "/federation/brig/a%20b", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
+		{name: "dot dot", cert: certA, path: "/federation/brig/../echo", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
+		{name: "upper case component", cert: certA, path: "/federation/BRIG/echo", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
+		{name: "unknown component", cert: certA, path: "/federation/spar/echo", origin: domainA, status: 403, label: bus.LabelUnknownComponent},
+		{name: "no origin", cert: certA, path: "/federation/brig/echo", origin: "", status: 403, label: bus.LabelNoOriginDomain},
+		{name: "origin star", cert: certA, path: "/federation/brig/echo", origin: "*.example.com", status: 403, label: bus.LabelDomainParseError},
+		{name: "origin gt", cert: certA, path: "/federation/brig/echo", origin: ">", status: 403, label: bus.LabelDomainParseError},
+		{name: "origin double dot", cert: certA, path: "/federation/brig/echo", origin: "a..example.com", status: 403, label: bus.LabelDomainParseError},
+		{name: "origin with space", cert: certA, path: "/federation/brig/echo", origin: "a example.com", status: 403, label: bus.LabelDomainParseError},
+		{name: "origin 300 characters", cert: certA, path: "/federation/brig/echo", origin: strings.Repeat("a.", 150) + "com", status: 403, label: bus.LabelDomainParseError},
+		{name: "origin not allowed", cert: certC, path: "/federation/brig/echo", origin: domainC, status: 400, label: bus.LabelFederationDenied},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			method := tc.method
+			if method == "" {
+				method = http.MethodPost
+			}
+			req, err := http.NewRequest(method, url+tc.path, strings.NewReader(`{"x":1}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.path == "/federation/brig/../echo" {
+				req.URL.Opaque = "//" + w.b.IngressAddr + tc.path // keep the dots
+			}
+			if tc.origin != "" {
+				req.Header.Set(bus.HTTPOriginDomain, tc.origin)
+			}
+			id := "hostile-" + strings.ReplaceAll(tc.name, " ", "-")
+			req.Header.Set(bus.HTTPRequestID, id)
+			resp, err := w.rawClient(t, tc.cert).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d (%s), want %d", resp.StatusCode, body, tc.status)
+			}
+			if resp.ProtoMajor != 2 {
+				t.Errorf("protocol %s, want HTTP/2", resp.Proto)
+			}
+			if tc.label == "" {
+				return
+			}
+			var e bus.Error
+			if err := json.Unmarshal(body, &e); err != nil || e.Label != tc.label {
+				t.Fatalf("body %s, want label %s", body, tc.label)
+			}
+			// Nothing refused may reach the bus: flush both sides and check.
+			if err := w.b.NATS.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := published.Load(id); ok {
+				t.Fatalf("refused request %s reached the bus", id)
+			}
+		})
+	}
+}
+
+// tlsServer serves HTTPS with cert on loopback and returns its port.
+func tlsServer(tb testing.TB, cert *tls.Certificate) uint16 {
+	tb.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{*cert}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(200) }), ReadHeaderTimeout: time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	tb.Cleanup(func() { _ = srv.Close(); <-done })
+	return uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+func mustSetA(tb testing.TB, d *testbed.DNS, host string, ips ...string) {
+	tb.Helper()
+	if err := d.SetA(host, 60, ips...); err != nil {
+		tb.Fatal(err)
+	}
+}

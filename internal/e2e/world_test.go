@@ -1,0 +1,174 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/internal/stack"
+	"github.com/fedbus/fedbus/internal/testbed"
+)
+
+// world is two (or more) backends sharing a DNS server and a CA.
+type world struct {
+	ca   *testbed.CA
+	dns  *testbed.DNS
+	dir  string
+	a, b *stack.Backend
+}
+
+const (
+	domainA = "a.example.com"
+	domainB = "b.example.com"
+	domainC = "c.example.com"
+	infraA  = "fed.a-infra.example.net"
+	infraB  = "fed.b-infra.example.net"
+	infraC  = "fed.c-infra.example.net"
+)
+
+func testLogger(tb testing.TB) *slog.Logger {
+	tb.Helper()
+	if os.Getenv("FEDBUS_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// startBackend starts a backend and closes it with the test.
+func startBackend(tb testing.TB, opts stack.BackendOptions) *stack.Backend {
+	tb.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger(tb)
+	}
+	be, err := stack.StartBackend(opts)
+	if err != nil {
+		tb.Fatalf("start backend %s: %v", opts.Domain, err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := be.Close(ctx); err != nil {
+			tb.Errorf("close backend %s: %v", opts.Domain, err)
+		}
+	})
+	return be
+}
+
+// newWorld starts A and B; A allows B (and the extra domains), B allows A.
+func newWorld(tb testing.TB, extraAllowA ...string) *world {
+	tb.Helper()
+	ca, err := testbed.NewCA("e2e CA")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w := &world{ca: ca, dns: testbed.StartDNS(tb), dir: tb.TempDir()}
+	w.a = startBackend(tb, stack.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: w.dns, Dir: w.dir,
+		Strategy: "allow-list", AllowList: append([]string{domainB}, extraAllowA...)})
+	w.b = startBackend(tb, stack.BackendOptions{Domain: domainB, InfraHost: infraB, CA: ca, DNS: w.dns, Dir: w.dir,
+		Strategy: "allow-list", AllowList: []string{domainA}})
+	return w
+}
+
+// serve runs handler for component on a backend until the test ends.
+func serve(tb testing.TB, be *stack.Backend, component string, h bus.Handler) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := bus.Serve(ctx, be.NATS, be.Subjects, component, h, testLogger(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := be.NATS.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
+		defer c()
+		_ = srv.Shutdown(sctx)
+		cancel()
+	})
+}
+
+// component is the stand-in component: echo, whoami (returns the origin),
+// slow (sleeps the milliseconds in the body, honouring ctx), fail.
+func component(ctx context.Context, req *bus.Request) ([]byte, error) {
+	switch req.RPC {
+	case "echo":
+		return req.Body, nil
+	case "whoami":
+		return json.Marshal(map[string]string{"origin": req.Origin, "id": req.ID, "rpc": req.RPC})
+	case "slow":
+		ms, _ := strconv.Atoi(string(req.Body))
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+			return []byte(`"done"`), nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	case "fail":
+		return nil, &bus.Error{Code: 404, Label: "not-found", Message: "no such thing"}
+	default:
+		return nil, bus.Errorf(bus.LabelInvalidEndpoint, "unknown rpc %s", req.RPC)
+	}
+}
+
+// rawClient is an HTTPS client with a given certificate (nil: none) that
+// trusts the world's CA.
+func (w *world) rawClient(tb testing.TB, cert *tls.Certificate) *http.Client {
+	tb.Helper()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(w.ca.CertPEM)
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13, ServerName: infraB}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	tb.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// leaf issues a certificate from ca for names.
+func leaf(tb testing.TB, ca *testbed.CA, names ...string) *tls.Certificate {
+	tb.Helper()
+	l, err := ca.Issue(testbed.LeafOptions{}, names...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := l.TLSCertificate()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &c
+}
+
+// closedPort returns a loopback port with nothing listening.
+func closedPort(tb testing.TB) uint16 {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return uint16(port)
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
