@@ -18,7 +18,8 @@ type Client struct {
 	nc       *nats.Conn
 	subjects Subjects
 	source   string
-	// Timeout bounds calls whose context has no deadline (DefaultTimeout).
+	// Timeout bounds calls whose context has no deadline (DefaultTimeout);
+	// 0 leaves such calls unbounded.
 	Timeout time.Duration
 }
 
@@ -46,7 +47,7 @@ func (c *Client) CallWith(ctx context.Context, targetDomain, component, rpc stri
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := ctx.Deadline(); !ok {
+	if _, ok := ctx.Deadline(); !ok && c.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
 		defer cancel()

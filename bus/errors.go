@@ -135,7 +135,7 @@ const maxInnerMessage = 200
 // "message": <its first 200 bytes>}, with status the given HTTP status.
 func ParseError(status int, body []byte) *Error {
 	var e Error
-	if err := json.Unmarshal(body, &e); err == nil && e.Label != "" && e.Code != 0 {
+	if err := json.Unmarshal(body, &e); err == nil && e.valid(0) {
 		return &e
 	}
 	msg := body
@@ -143,6 +143,33 @@ func ParseError(status int, body []byte) *Error {
 		msg = msg[:maxInnerMessage]
 	}
 	return &Error{Code: status, Label: LabelUnknownError, Message: string(msg)}
+}
+
+// maxInnerDepth bounds the nesting of inner errors accepted from remotes.
+const maxInnerDepth = 4
+
+// valid reports whether e is a contract error body: code 100-599, label
+// [a-z0-9-]+, and a valid inner error if any.
+func (e *Error) valid(depth int) bool {
+	if e.Code < 100 || e.Code > 599 || e.Label == "" || depth > maxInnerDepth {
+		return false
+	}
+	for i := 0; i < len(e.Label); i++ {
+		c := e.Label[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return e.Inner == nil || e.Inner.valid(depth+1)
+}
+
+// Sanitized returns e if it is a valid contract error body, else a
+// server-error that describes it; used before e is sent to anyone.
+func (e *Error) Sanitized() *Error {
+	if e.valid(0) {
+		return e
+	}
+	return Errorf(LabelServerError, "invalid error (code %d, label %q): %s", e.Code, truncate(e.Label, 64), truncate(e.Message, maxInnerMessage))
 }
 
 // RemoteError wraps an error reported by a remote backend: the label is

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"encoding/json"
 	"mime"
 	"net/url"
 	"strconv"
@@ -125,6 +126,13 @@ func decodeStructured(body []byte) (Event, error) {
 	return out, nil
 }
 
+// isJSONType reports whether a content type is JSON (application/json or
+// a +json suffix).
+func isJSONType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == ContentTypeJSON || strings.HasSuffix(mt, "+json"))
+}
+
 func extString(ext map[string]any, name string) string {
 	if v, ok := ext[name]; ok {
 		return toString(v)
@@ -191,14 +199,16 @@ func (e Event) structuredMessage(subject string) *nats.Msg {
 	if e.TimeoutMs > 0 {
 		ev.SetExtension("timeoutms", strconv.FormatInt(e.TimeoutMs, 10))
 	}
-	// SetData with []byte stores the bytes as they are (no re-encoding).
-	_ = ev.SetData(ct, e.Data)
+	ev.SetDataContentType(ct)
+	if len(e.Data) > 0 {
+		// JSON data is carried as "data" (a JSON value), anything else as
+		// "data_base64".
+		ev.DataEncoded = e.Data
+		ev.DataBase64 = !(isJSONType(ct) && json.Valid(e.Data))
+	}
 	body, err := ev.MarshalJSON()
-	if err != nil {
-		// Data that is declared JSON but is not: fall back to base64 data.
-		ev.SetDataContentType("application/octet-stream")
-		_ = ev.SetData("application/octet-stream", e.Data)
-		body, _ = ev.MarshalJSON()
+	if err != nil { // cannot happen for a valid id/source/type; keep one reply
+		body = []byte(`{"specversion":"1.0","id":"` + NewID() + `","source":"/fedbus","type":"` + TypeError + `"}`)
 	}
 	h := nats.Header{HeaderContentType: []string{ContentTypeCEJSON}}
 	return &nats.Msg{Subject: subject, Header: h, Data: body}

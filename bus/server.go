@@ -127,7 +127,7 @@ func (s *Server) respond(msg *nats.Msg, ev Event) {
 func asError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
-		return e
+		return e.Sanitized()
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return Errorf(LabelTimeout, "handler: %v", err)

@@ -14,8 +14,13 @@
 //
 // Both files are embedded. They are registered with one compiler under
 // BaseURL, so that the AsyncAPI document's reference to error.schema.json
-// resolves without any file or network access. The compiled schemas are
-// cached and safe for concurrent use.
+// resolves without any file or network access. Content assertions are on:
+// the data_base64 of a structured error event is decoded and validated
+// against the error schema. The compiled schemas are cached and safe for
+// concurrent use.
+//
+// Headers are validated as NATS keeps them: names are case-sensitive (the
+// ce- headers are lower-case) and only the first value of each is checked.
 package schemas
 
 import (

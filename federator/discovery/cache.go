@@ -45,35 +45,41 @@ type entry struct {
 	// ErrServiceUnavailable, ErrNoAddress), nil for a positive one.
 	neg error
 
-	expires    time.Time // end of the TTL
-	refreshAt  time.Time // a hit from here on starts a background refresh
-	staleUntil time.Time // serve-stale limit (positive answers only)
+	expires    mono // end of the TTL
+	refreshAt  mono // a hit from here on starts a background refresh
+	staleUntil mono // serve-stale limit (positive answers only)
 	refreshing atomic.Bool
 
 	mu      sync.Mutex
-	failing bool      // the last refresh failed: serve stale without waiting
-	retryAt time.Time // when failing, next refresh attempt
-	lastErr error     // the last refresh error, for the log
-	logged  bool      // the stale answer was logged
+	failing bool  // the last refresh failed: serve stale without waiting
+	retryAt mono  // when failing, next refresh attempt
+	lastErr error // the last refresh error, for the log
+	logged  bool  // the stale answer was logged
 }
 
 // stale reports whether e may be served stale at now.
-func (e *entry) stale(now time.Time) bool {
-	return e.neg == nil && now.Before(e.staleUntil)
+func (e *entry) stale(now mono) bool {
+	return e.neg == nil && now < e.staleUntil
 }
 
-// call is one in-flight resolution shared by all lookups of a name.
+// call is one in-flight resolution shared by all lookups of a name. Its
+// fields are set before done is closed: e is the new entry when err is
+// nil; when err is not nil, e is the cached entry that may be served stale
+// (or nil).
 type call struct {
 	done chan struct{}
-	e    *entry // set before done is closed, when err is nil
+	e    *entry
 	err  error
 }
 
-// cache maps a name to its entry and to its in-flight resolution.
+// cache maps a name to its entry and to its in-flight resolution. Entries
+// are read without locking (sync.Map: no shared write on a cache hit, so
+// hits scale across cores); mu serialises the writers and guards flights.
 type cache struct {
 	kind      kind
-	mu        sync.RWMutex
-	m         map[string]*entry
+	m         sync.Map // string -> *entry
+	mu        sync.Mutex
+	n         int // entries in m
 	flights   map[string]*call
 	nextSweep int
 }
@@ -81,22 +87,35 @@ type cache struct {
 // minSweep is the cache size from which inserts sweep out dead entries.
 const minSweep = 1024
 
-func newCache(k kind) cache {
-	return cache{kind: k, m: make(map[string]*entry), flights: make(map[string]*call), nextSweep: minSweep}
+func newCache(k kind) *cache {
+	return &cache{kind: k, flights: make(map[string]*call), nextSweep: minSweep}
+}
+
+// get returns the entry of name, or nil.
+func (c *cache) get(name string) *entry {
+	v, ok := c.m.Load(name)
+	if !ok {
+		return nil
+	}
+	return v.(*entry)
 }
 
 // putLocked stores e for name, first dropping entries that can no longer
-// be served when the cache has grown. c.mu must be held for writing.
-func (c *cache) putLocked(name string, e *entry, now time.Time) {
-	if len(c.m) >= c.nextSweep {
-		for k, old := range c.m {
-			if !now.Before(old.staleUntil) {
-				delete(c.m, k)
+// be served when the cache has grown. c.mu must be held.
+func (c *cache) putLocked(name string, e *entry, now mono) {
+	if c.n >= c.nextSweep {
+		c.m.Range(func(k, v any) bool {
+			if now >= v.(*entry).staleUntil {
+				c.m.Delete(k)
+				c.n--
 			}
-		}
-		c.nextSweep = max(minSweep, 2*len(c.m))
+			return true
+		})
+		c.nextSweep = max(minSweep, 2*c.n)
 	}
-	c.m[name] = e
+	if _, loaded := c.m.Swap(name, e); !loaded {
+		c.n++
+	}
 }
 
 // lookup returns the entry of name in c: from the cache when it is fresh
@@ -104,13 +123,11 @@ func (c *cache) putLocked(name string, e *entry, now time.Time) {
 // recent refresh failed, else after resolving it (shared with concurrent
 // lookups). The error wraps ErrLookup or ctx's error.
 func (r *Resolver) lookup(ctx context.Context, c *cache, name string) (*entry, error) {
-	c.mu.RLock()
-	e := c.m[name]
-	c.mu.RUnlock()
+	e := c.get(name)
 	if e != nil {
-		now := r.now()
-		if now.Before(e.expires) {
-			if !now.Before(e.refreshAt) && !e.refreshing.Load() && e.refreshing.CompareAndSwap(false, true) {
+		now := r.nowFast()
+		if now < e.expires {
+			if now >= e.refreshAt && !e.refreshing.Load() && e.refreshing.CompareAndSwap(false, true) {
 				r.startFlight(c, name)
 			}
 			return e, nil
@@ -132,10 +149,15 @@ func (r *Resolver) lookup(ctx context.Context, c *cache, name string) (*entry, e
 	}
 	select {
 	case <-cl.done:
-		if cl.err != nil {
-			return nil, cl.err
+		if cl.err == nil {
+			return cl.e, nil
 		}
-		return cl.e, nil
+		// The flight failed; its stale answer is judged at this caller's
+		// time, which may be later than the flight's.
+		if cl.e != nil && cl.e.stale(r.now()) {
+			return cl.e, nil
+		}
+		return nil, cl.err
 	case <-ctx.Done():
 		// The caller's deadline beats the DNS servers: a stale answer is
 		// better than none (RFC 8767's client response timer).
@@ -155,21 +177,21 @@ func (r *Resolver) lookup(ctx context.Context, c *cache, name string) (*entry, e
 // staleState reports whether the expired entry e is to be served stale
 // without waiting (its last refresh failed), and whether a new refresh
 // attempt is due (at most one per StaleRetry).
-func (r *Resolver) staleState(e *entry, now time.Time) (serve, retry bool) {
+func (r *Resolver) staleState(e *entry, now mono) (serve, retry bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if !e.failing {
 		return false, false
 	}
-	if !now.Before(e.retryAt) {
-		e.retryAt = now.Add(r.cfg.StaleRetry)
+	if now >= e.retryAt {
+		e.retryAt = now.add(r.cfg.StaleRetry)
 		return true, true
 	}
 	return true, false
 }
 
 // noteStale logs, once per entry, that name is served from a stale answer.
-func (r *Resolver) noteStale(c *cache, name string, e *entry, now time.Time) {
+func (r *Resolver) noteStale(c *cache, name string, e *entry, now mono) {
 	e.mu.Lock()
 	if e.logged {
 		e.mu.Unlock()
@@ -181,8 +203,8 @@ func (r *Resolver) noteStale(c *cache, name string, e *entry, now time.Time) {
 	r.log.Warn("discovery: DNS lookup failed, serving stale answer",
 		"name", name,
 		"type", c.kind.String(),
-		"expired_ago", now.Sub(e.expires).Round(time.Millisecond),
-		"stale_until", e.staleUntil,
+		"expired_ago", time.Duration(now-e.expires).Round(time.Millisecond),
+		"stale_for", time.Duration(e.staleUntil-now).Round(time.Second),
 		"error", err)
 }
 
@@ -224,7 +246,7 @@ func (r *Resolver) fly(c *cache, name string, cl *call) {
 	now := r.now()
 	serveStale := false
 	c.mu.Lock()
-	old := c.m[name]
+	old := c.get(name)
 	switch {
 	case err == nil:
 		c.putLocked(name, e, now)
@@ -233,19 +255,19 @@ func (r *Resolver) fly(c *cache, name string, cl *call) {
 		old.mu.Lock()
 		if !old.failing {
 			old.failing = true
-			old.retryAt = now.Add(r.cfg.StaleRetry)
+			old.retryAt = now.add(r.cfg.StaleRetry)
 		}
 		old.lastErr = err
 		old.mu.Unlock()
-		cl.e = old
-		serveStale = !now.Before(old.expires)
+		cl.e, cl.err = old, err
+		serveStale = now >= old.expires
 	default:
 		cl.err = err
 	}
 	delete(c.flights, name)
 	c.mu.Unlock()
-	close(cl.done)
 	if serveStale {
-		r.noteStale(c, name, old, now)
+		r.noteStale(c, name, old, now) // before the waiters return
 	}
+	close(cl.done)
 }

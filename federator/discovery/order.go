@@ -74,8 +74,8 @@ type downKey struct {
 
 // downState is the down marking of one target.
 type downState struct {
-	until    time.Time // down until then
-	failures int       // consecutive failures
+	until    mono // down until then
+	failures int  // consecutive failures
 }
 
 // ReportFailure marks t down: SRV and AppendSRV put it after the healthy
@@ -91,14 +91,14 @@ func (r *Resolver) ReportFailure(t Target) {
 	if st == nil {
 		if len(r.down) >= 256 {
 			for key, s := range r.down {
-				if now.Sub(s.until) > r.cfg.DownMax {
+				if time.Duration(now-s.until) > r.cfg.DownMax {
 					delete(r.down, key)
 				}
 			}
 		}
 		st = &downState{}
 		r.down[k] = st
-	} else if now.Sub(st.until) > r.cfg.DownMax {
+	} else if time.Duration(now-st.until) > r.cfg.DownMax {
 		st.failures = 0
 	}
 	st.failures++
@@ -110,7 +110,7 @@ func (r *Resolver) ReportFailure(t Target) {
 	if d >= 4 {
 		d = min(d-d/4+rand.N(d/2), r.cfg.DownMax) // [0.75d, 1.25d), at most DownMax
 	}
-	st.until = now.Add(d)
+	st.until = now.add(d)
 	r.downN.Store(int32(len(r.down)))
 }
 
@@ -137,9 +137,9 @@ func (r *Resolver) Down(t Target) bool {
 	return r.isDownLocked(t, now)
 }
 
-func (r *Resolver) isDownLocked(t Target, now time.Time) bool {
+func (r *Resolver) isDownLocked(t Target, now mono) bool {
 	st := r.down[downKey{t.Host, t.Port}]
-	return st != nil && now.Before(st.until)
+	return st != nil && now < st.until
 }
 
 // sinkDown moves the targets marked down after the healthy ones, keeping
@@ -150,7 +150,7 @@ func (r *Resolver) sinkDown(out []Target) {
 	if len(out) > 64 {
 		mask = make([]uint64, (len(out)+63)/64)
 	}
-	now := r.now()
+	now := r.nowFast()
 	found := false
 	r.downMu.RLock()
 	for i := range out {

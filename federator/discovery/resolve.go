@@ -125,7 +125,8 @@ func (r *Resolver) resolveAddrs(ctx context.Context, host string) (*entry, error
 	case len(all) == 0 && len(errs) > 0:
 		return nil, lookupError(qname, dns.TypeA, errors.Join(errs...))
 	case len(all) == 0:
-		return &entry{neg: ErrNoAddress, expires: now.Add(negTTL), refreshAt: now.Add(negTTL), staleUntil: now.Add(negTTL)}, nil
+		exp := now.add(negTTL)
+		return &entry{neg: ErrNoAddress, expires: exp, refreshAt: exp, staleUntil: exp}, nil
 	}
 	e := r.positive(minTTL, now)
 	if len(errs) > 0 {
@@ -183,21 +184,21 @@ func lookupError(qname string, qtype uint16, cause error) error {
 
 // positive returns an entry expiring after the TTL clamped to [MinTTL,
 // MaxTTL], refreshed from 80% of it on, servable stale for StaleFor.
-func (r *Resolver) positive(ttl uint32, now time.Time) *entry {
+func (r *Resolver) positive(ttl uint32, now mono) *entry {
 	d := min(max(time.Duration(ttl)*time.Second, r.cfg.MinTTL), r.cfg.MaxTTL)
 	if ttl == ^uint32(0) {
 		d = r.cfg.MinTTL
 	}
 	return &entry{
-		expires:    now.Add(d),
-		refreshAt:  now.Add(d * 4 / 5),
-		staleUntil: now.Add(d + r.cfg.StaleFor),
+		expires:    now.add(d),
+		refreshAt:  now.add(d * 4 / 5),
+		staleUntil: now.add(d + r.cfg.StaleFor),
 	}
 }
 
 // negative returns the entry of a negative answer.
-func (r *Resolver) negative(resp *dns.Msg, sentinel error, now time.Time) *entry {
-	exp := now.Add(r.negativeTTL(resp))
+func (r *Resolver) negative(resp *dns.Msg, sentinel error, now mono) *entry {
+	exp := now.add(r.negativeTTL(resp))
 	return &entry{neg: sentinel, expires: exp, refreshAt: exp, staleUntil: exp}
 }
 
