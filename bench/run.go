@@ -58,7 +58,8 @@ type Config struct {
 	Sizes     []int         // request body sizes in bytes (>= 2)
 	InFlight  []int         // concurrent requests
 	Matrix    string        // MatrixKey or MatrixFull
-	Duration  time.Duration // measuring window of one cell
+	Duration  time.Duration // measuring window of one cell in one round
+	Rounds    int           // rounds over the scenarios per cell (>= 1)
 	Warmup    time.Duration // unmeasured traffic before each window
 	NginxPath string        // nginx binary; empty: look it up in PATH and /usr/sbin
 	// ServiceLog selects the fedbus services' logger: "none" (discarded
@@ -95,7 +96,7 @@ type Result struct {
 	P99          time.Duration `json:"p99_ns"`
 	AllocsPerReq float64       `json:"allocs_per_request"`
 	BytesPerReq  float64       `json:"alloc_bytes_per_request"`
-	CPUPerReq    time.Duration `json:"cpu_per_request_ns"`           // this process
+	CPUPerReq    time.Duration `json:"cpu_per_request_ns"`          // this process
 	ExtCPUPerReq time.Duration `json:"external_cpu_per_request_ns"` // nginx processes
 }
 
@@ -138,6 +139,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.Matrix != MatrixKey && cfg.Matrix != MatrixFull {
 		errs = append(errs, fmt.Errorf("matrix %q is not %s or %s", cfg.Matrix, MatrixKey, MatrixFull))
+	}
+	if cfg.Rounds < 1 || cfg.Rounds > 100 {
+		errs = append(errs, fmt.Errorf("rounds %d is not 1 to 100", cfg.Rounds))
 	}
 	if cfg.Duration <= 0 || cfg.Warmup < 0 {
 		errs = append(errs, errors.New("duration must be positive and warmup not negative"))
@@ -228,19 +232,31 @@ func Run(ctx context.Context, cfg Config) (results []Result, err error) {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	for _, cell := range cfg.Cells() {
-		for _, sc := range scenarios {
+	// Rounds interleave: every scenario of a cell runs once per round, so
+	// that a disturbance of the machine hits them alike.
+	cells := cfg.Cells()
+	for _, cell := range cells {
+		acc := make([]window, len(scenarios))
+		for round := range cfg.Rounds {
+			for i, sc := range scenarios {
+				if sc.skip != "" {
+					continue
+				}
+				log.Info("measuring", "scenario", sc.name, "body", cell.Body, "in_flight", cell.InFlight, "round", round+1)
+				w, err := measure(ctx, sc, cell, cfg.Warmup, cfg.Duration)
+				if err != nil {
+					return results, fmt.Errorf("%s %s: %w", sc.name, cell, err)
+				}
+				log.Info("measured", "scenario", sc.name, "requests", len(w.lat), "errors", w.errs)
+				acc[i].add(w)
+			}
+		}
+		for i, sc := range scenarios {
 			if sc.skip != "" {
 				results = append(results, Result{Scenario: sc.name, Cell: cell, Skipped: sc.skip})
 				continue
 			}
-			log.Info("measuring", "scenario", sc.name, "body", cell.Body, "in_flight", cell.InFlight)
-			r, err := measure(ctx, sc, cell, cfg.Warmup, cfg.Duration)
-			if err != nil {
-				return results, fmt.Errorf("%s %s: %w", sc.name, cell, err)
-			}
-			results = append(results, r)
-			log.Info("measured", "scenario", sc.name, "rps", int(r.RPS), "p50", r.P50, "p99", r.P99, "errors", r.Errors)
+			results = append(results, acc[i].result(sc.name, cell))
 		}
 	}
 	if cfg.MemProfile != "" {
@@ -249,7 +265,7 @@ func Run(ctx context.Context, cfg Config) (results []Result, err error) {
 		}
 	}
 	printTable(cfg.Out, results)
-	printRatios(cfg.Out, results, cfg.Cells())
+	printRatios(cfg.Out, results, cells)
 	printTargets(cfg.Out, results, Cell{Body: cfg.Sizes[0], InFlight: KeyInFlight})
 	if cfg.JSONPath != "" {
 		data, err := json.MarshalIndent(results, "", "  ")
@@ -282,16 +298,57 @@ type workerStats struct {
 	firstErr error
 }
 
-// measure keeps cell.InFlight requests in flight for warmup+window and
+// window is what one measuring window of one scenario in one cell
+// measured; the windows of the rounds are added up.
+type window struct {
+	lat      []time.Duration
+	errs     int
+	firstErr string
+	elapsed  time.Duration
+	mallocs  uint64
+	bytes    uint64
+	cpu      time.Duration
+	extCPU   time.Duration
+}
+
+// add accumulates o into w.
+func (w *window) add(o window) {
+	w.lat = append(w.lat, o.lat...)
+	w.errs += o.errs
+	if w.firstErr == "" {
+		w.firstErr = o.firstErr
+	}
+	w.elapsed += o.elapsed
+	w.mallocs += o.mallocs
+	w.bytes += o.bytes
+	w.cpu += o.cpu
+	w.extCPU += o.extCPU
+}
+
+// result summarises the accumulated windows.
+func (w *window) result(name string, cell Cell) Result {
+	r := Result{Scenario: name, Cell: cell, Window: w.elapsed, Errors: w.errs, FirstError: w.firstErr, Requests: len(w.lat)}
+	r.P50, r.P90, r.P99 = latencySummary(w.lat)
+	if done := r.Requests + r.Errors; done > 0 && w.elapsed > 0 {
+		r.RPS = float64(r.Requests) / w.elapsed.Seconds()
+		r.AllocsPerReq = float64(w.mallocs) / float64(done)
+		r.BytesPerReq = float64(w.bytes) / float64(done)
+		r.CPUPerReq = w.cpu / time.Duration(done)
+		r.ExtCPUPerReq = w.extCPU / time.Duration(done)
+	}
+	return r
+}
+
+// measure keeps cell.InFlight requests in flight for warmup+length and
 // measures the requests that complete within the window: each worker
 // issues its next request as soon as its previous one completes.
-func measure(ctx context.Context, sc *scenario, cell Cell, warmup, window time.Duration) (Result, error) {
+func measure(ctx context.Context, sc *scenario, cell Cell, warmup, length time.Duration) (window, error) {
 	body := makeBody(cell.Body)
 	runtime.GC() // the previous cell's garbage is not this cell's cost
-	cctx, cancel := context.WithTimeout(ctx, warmup+window+cellGrace)
+	cctx, cancel := context.WithTimeout(ctx, warmup+length+cellGrace)
 	defer cancel()
 	t0 := time.Now().Add(warmup)
-	t1 := t0.Add(window)
+	t1 := t0.Add(length)
 	stats := make([]workerStats, cell.InFlight)
 	var wg sync.WaitGroup
 	for i := range stats {
@@ -324,30 +381,26 @@ func measure(ctx context.Context, sc *scenario, cell Cell, warmup, window time.D
 	s1, err1 := sleepAndSample(cctx, t1, sc.extCPU)
 	wg.Wait()
 	if err := errors.Join(err0, err1); err != nil {
-		return Result{}, err
+		return window{}, err
 	}
 	if err := ctx.Err(); err != nil {
-		return Result{}, err
+		return window{}, err
 	}
-	r := Result{Scenario: sc.name, Cell: cell, Window: s1.at.Sub(s0.at)}
-	var lat []time.Duration
+	w := window{
+		elapsed: s1.at.Sub(s0.at),
+		mallocs: s1.mallocs - s0.mallocs,
+		bytes:   s1.bytes - s0.bytes,
+		cpu:     s1.cpu - s0.cpu,
+		extCPU:  s1.childCPU - s0.childCPU,
+	}
 	for i := range stats {
-		lat = append(lat, stats[i].lat...)
-		r.Errors += stats[i].errs
-		if r.FirstError == "" && stats[i].firstErr != nil {
-			r.FirstError = stats[i].firstErr.Error()
+		w.lat = append(w.lat, stats[i].lat...)
+		w.errs += stats[i].errs
+		if w.firstErr == "" && stats[i].firstErr != nil {
+			w.firstErr = stats[i].firstErr.Error()
 		}
 	}
-	r.Requests = len(lat)
-	r.P50, r.P90, r.P99 = latencySummary(lat)
-	if done := r.Requests + r.Errors; done > 0 {
-		r.RPS = float64(r.Requests) / r.Window.Seconds()
-		r.AllocsPerReq = float64(s1.mallocs-s0.mallocs) / float64(done)
-		r.BytesPerReq = float64(s1.bytes-s0.bytes) / float64(done)
-		r.CPUPerReq = (s1.cpu - s0.cpu) / time.Duration(done)
-		r.ExtCPUPerReq = (s1.childCPU - s0.childCPU) / time.Duration(done)
-	}
-	return r, nil
+	return w, nil
 }
 
 // sleepAndSample waits until t and samples the counters.

@@ -115,9 +115,16 @@ func FuzzDecode(f *testing.F) {
 			if err != nil {
 				t.Fatalf("re-encoded %+v (structured %v) does not decode: %v", in, structured, err)
 			}
+			want := in.Data
+			if structured {
+				// JSON data is embedded in the structured event as JSON:
+				// insignificant white space after the value is not kept.
+				want = bytes.TrimRight(want, " \t\r\n")
+				back.Data = bytes.TrimRight(back.Data, " \t\r\n")
+			}
 			if back.ID != in.ID || back.Type != in.Type || back.TraceParent != in.TraceParent ||
 				back.OriginDomain != in.OriginDomain || back.TimeoutMs != in.TimeoutMs ||
-				back.Structured != structured || !bytes.Equal(back.Data, in.Data) {
+				back.Structured != structured || !bytes.Equal(back.Data, want) {
 				t.Fatalf("re-encoded (structured %v)\n%+v decodes to\n%+v", structured, in, back)
 			}
 		}

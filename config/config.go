@@ -35,6 +35,9 @@ type Common struct {
 	Components          []string      `env:"FED_COMPONENTS, default=brig,galley,cargohold" desc:"components federated, in both directions"`
 	RequestTimeout      time.Duration `env:"FED_REQUEST_TIMEOUT, default=10s" desc:"deadline of one federated request"`
 	AllowPrivateTargets bool          `env:"FED_ALLOW_PRIVATE_TARGETS, default=false" desc:"allow targets on loopback, private or link-local addresses (tests and local demos only)"`
+	NATS                NATSAuth
+	KVBucket            string        `env:"FED_KV_BUCKET" desc:"JetStream key-value bucket with the dynamic federation config (remote domains and their rules); empty: static configuration only"`
+	TLSMinVersion       string        `env:"FED_TLS_MIN_VERSION, default=1.3" desc:"lowest TLS version for federation traffic: 1.3 or 1.2"`
 	ShutdownTimeout     time.Duration `env:"FED_SHUTDOWN_TIMEOUT, default=30s" desc:"how long a stopping process waits for requests in flight"`
 	LogFormat           string        `env:"FED_LOG_FORMAT, default=json" desc:"json or text"`
 	LogLevel            string        `env:"FED_LOG_LEVEL, default=info" desc:"debug, info, warn or error"`
@@ -91,6 +94,13 @@ func (c *Common) Validate() error {
 	if c.RequestTimeout <= 0 {
 		add("FED_REQUEST_TIMEOUT must be positive")
 	}
+	if c.TLSMinVersion != "1.3" && c.TLSMinVersion != "1.2" {
+		add("FED_TLS_MIN_VERSION %q is not 1.3 or 1.2", c.TLSMinVersion)
+	}
+	if c.KVBucket != "" && !validBucket(c.KVBucket) {
+		add("FED_KV_BUCKET %q is not [A-Za-z0-9_-]+", c.KVBucket)
+	}
+	errs = append(errs, c.NATS.validate()...)
 	if c.ShutdownTimeout <= 0 {
 		add("FED_SHUTDOWN_TIMEOUT must be positive")
 	}
@@ -101,6 +111,16 @@ func (c *Common) Validate() error {
 		add("FED_LOG_LEVEL: %v", err)
 	}
 	return errors.Join(errs...)
+}
+
+func validBucket(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // DNSServers returns FED_DNS_SERVER split on commas (empty: system resolver).

@@ -19,8 +19,8 @@ const (
 	DefaultSubjectPrefix  = "fed"
 )
 
-// DefaultComponents is the default of FED_COMPONENTS.
-var DefaultComponents = []string{"brig", "galley", "cargohold"}
+// DefaultComponents returns the default of FED_COMPONENTS.
+func DefaultComponents() []string { return []string{"brig", "galley", "cargohold"} }
 
 // HTTP server limits of the ingress.
 const (
@@ -39,8 +39,10 @@ const (
 // contract (section 5) that every binary reads, plus the ingress's own.
 type Config struct {
 	config.Common
-	Addr         string `env:"FED_INGRESS_ADDR, default=:8443" desc:"ingress listen address (host:port)"`
-	MaxBodyBytes int64  `env:"FED_MAX_BODY_BYTES, default=1048576" desc:"largest request body the ingress accepts, in bytes"`
+	// Addr is the listen address, FED_INGRESS_ADDR.
+	Addr string `env:"FED_INGRESS_ADDR, default=:8443" desc:"ingress listen address (host:port)"`
+	// MaxBodyBytes is the largest request body accepted, FED_MAX_BODY_BYTES.
+	MaxBodyBytes int64 `env:"FED_MAX_BODY_BYTES, default=1048576" desc:"largest request body the ingress accepts, in bytes"`
 }
 
 // Validate reports every problem of the configuration at once (joined with

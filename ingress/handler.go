@@ -72,6 +72,7 @@ func (in *Ingress) safeHandle(w http.ResponseWriter, r *http.Request, req *reque
 
 // writeError writes the contract error body with its status.
 func (in *Ingress) writeError(w http.ResponseWriter, req *request, log *slog.Logger, e *bus.Error) {
+	e = e.Sanitized()
 	if e.Code < 400 || e.Code > 599 {
 		c := *e
 		c.Code = http.StatusInternalServerError

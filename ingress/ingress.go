@@ -171,7 +171,7 @@ func applyDefaults(cfg *Config) error {
 		cfg.SubjectPrefix = DefaultSubjectPrefix
 	}
 	if len(cfg.Components) == 0 {
-		cfg.Components = DefaultComponents
+		cfg.Components = DefaultComponents()
 	}
 	switch {
 	case cfg.MaxBodyBytes < 0:

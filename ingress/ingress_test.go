@@ -336,12 +336,16 @@ func TestComponentAnswers(t *testing.T) {
 			t.Errorf("body %s, want %s", body, notFound.JSON())
 		}
 	})
-	for _, rpc := range []string{"code-200", "code-999"} {
-		t.Run("error with "+rpc+" becomes 500", func(t *testing.T) {
-			resp, body := e.mustDo(t, client, call{path: "/federation/cargohold/" + rpc, header: a})
-			wantError(t, resp, body, 500, "odd")
-		})
-	}
+	t.Run("error with code 200 becomes 500", func(t *testing.T) {
+		resp, body := e.mustDo(t, client, call{path: "/federation/cargohold/code-200", header: a})
+		wantError(t, resp, body, 500, "odd")
+	})
+	t.Run("error with code 999 becomes 500", func(t *testing.T) {
+		// bus.ParseError does not take a code outside 100-599 for a
+		// contract error: the body becomes unknown-federation-error.
+		resp, body := e.mustDo(t, client, call{path: "/federation/cargohold/code-999", header: a})
+		wantError(t, resp, body, 500, bus.LabelUnknownError)
+	})
 	t.Run("error that is not a contract body", func(t *testing.T) {
 		resp, body := e.mustDo(t, client, call{path: "/federation/cargohold/not-contract", header: a})
 		wantError(t, resp, body, 500, bus.LabelUnknownError)

@@ -179,7 +179,9 @@ func TestRunServesAndReloads(t *testing.T) {
 	hup := make(chan os.Signal, 1)
 	var stderr bytes.Buffer
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"-listen", addr, "-zone", zoneFile}, func(string) string { return "" }, hup, &syncWriter{buf: &stderr}) }()
+	go func() {
+		done <- run(ctx, []string{"-listen", addr, "-zone", zoneFile}, func(string) string { return "" }, hup, &syncWriter{buf: &stderr})
+	}()
 	waitFor(t, func() bool {
 		m := new(dns.Msg)
 		m.SetQuestion("a.test.", dns.TypeA)

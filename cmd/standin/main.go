@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/sethvargo/go-envconfig"
 
 	"github.com/fedbus/fedbus/bus"
@@ -119,6 +120,21 @@ func loadBus(ctx context.Context, cfg any, env envconfig.Lookuper) error {
 	return nil
 }
 
+// connect is bus.Connect without the warning of a deliberate Close.
+func connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
+	log = log.With("component", "nats")
+	quiet := nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		if err != nil {
+			log.Warn("nats disconnected", "err", err)
+		}
+	})
+	nc, err := bus.Connect(url, name, log, quiet)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return nc, nil
+}
+
 // serve answers requests until ctx ends.
 func serve(ctx context.Context, args []string, env envconfig.Lookuper, stderr io.Writer) error {
 	var cfg ServeConfig
@@ -146,7 +162,7 @@ func serve(ctx context.Context, args []string, env envconfig.Lookuper, stderr io
 	if err != nil {
 		return err
 	}
-	nc, err := bus.Connect(cfg.NATSURL, "standin "+cfg.Component+" "+domain, log.With("component", "nats"))
+	nc, err := connect(cfg.NATSURL, "standin "+cfg.Component+" "+domain, log)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -204,7 +220,7 @@ func call(ctx context.Context, args []string, env envconfig.Lookuper, stdout, st
 	if err != nil {
 		return err
 	}
-	nc, err := bus.Connect(cfg.NATSURL, "standin call", log.With("component", "nats"))
+	nc, err := connect(cfg.NATSURL, "standin call", log)
 	if err != nil {
 		return fmt.Errorf("call: %w", err)
 	}

@@ -114,7 +114,7 @@ type Config struct {
 }
 
 // Resolver discovers federation endpoints. It is safe for concurrent use.
-// Close stops its background refreshes.
+// Close stops its goroutines (clock, background refreshes).
 type Resolver struct {
 	cfg     Config
 	servers []string
@@ -145,8 +145,9 @@ type Resolver struct {
 	downN  atomic.Int32 // len(down), read without the lock by the hot path
 }
 
-// New returns a Resolver for cfg. It fails when a server address is
-// invalid, or when Servers is empty and /etc/resolv.conf cannot be read.
+// New returns a Resolver for cfg. It fails when a server address or a
+// duration is invalid, or when Servers is empty and /etc/resolv.conf
+// cannot be read. The Resolver runs a goroutine (its clock) until Close.
 func New(cfg Config) (*Resolver, error) {
 	setDefault(&cfg.QueryTimeout, DefaultQueryTimeout)
 	setDefault(&cfg.MinTTL, DefaultMinTTL)
@@ -169,7 +170,7 @@ func New(cfg Config) (*Resolver, error) {
 		{"DownMin/DownMax", cfg.DownMin, cfg.DownMax},
 	} {
 		if c.min < 0 || c.max < c.min {
-			return nil, fmt.Errorf("discovery: invalid %s: %v > %v", c.name, c.min, c.max)
+			return nil, fmt.Errorf("discovery: invalid %s: %v, %v", c.name, c.min, c.max)
 		}
 	}
 	if cfg.QueryTimeout < 0 || cfg.StaleRetry < 0 {
@@ -307,6 +308,11 @@ func (r *Resolver) Close() error {
 // order (weight 0 records get a very small chance to come first). Targets
 // currently marked down (ReportFailure) are moved after the healthy ones,
 // never dropped.
+//
+// The error wraps ErrNotFound, ErrServiceUnavailable or ErrLookup, or
+// ctx.Err() when ctx ends before the DNS servers answer and no expired
+// answer can be served instead; an invalid domain gives the *bus.Error of
+// bus.NormalizeDomain. Errors start with "discover <domain>: ".
 func (r *Resolver) SRV(ctx context.Context, domain string) ([]Target, error) {
 	ts, err := r.AppendSRV(ctx, nil, domain)
 	if err != nil {

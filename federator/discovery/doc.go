@@ -1,7 +1,7 @@
 // Package discovery finds the federation endpoint of a backend domain with
 // DNS SRV records (_wire-server-federator._tcp.<domain>, RFC 2782) and
 // resolves the endpoint's addresses, for both the outbound federator and
-// the inbound ingress (contract sections 2.1, 2.3 and 3.5-3.6).
+// the inbound ingress (contract section 2, steps 1 and 3, and section 3, steps 5 and 6).
 //
 // A Resolver talks to the configured DNS servers directly (EDNS0 with a
 // 1232-byte UDP size, TCP retry of truncated answers, servers tried in
@@ -23,9 +23,15 @@
 //	ErrNotFound, ErrServiceUnavailable  invalid-domain
 //	ErrLookup                           discovery-failure
 //	ErrPrivateTarget                    federation-denied
-//	ErrNoAddress                        federation-connection-refused (no target reachable)
 //	context.DeadlineExceeded            federation-timeout
 //
-// An invalid domain returns the *bus.Error of bus.NormalizeDomain
+// ErrNoAddress concerns one target: the caller tries the next one. A
+// lookup that ends with the caller's context wraps ctx.Err() only (not
+// ErrLookup), unless an expired answer could be served instead. An
+// invalid domain returns the *bus.Error of bus.NormalizeDomain
 // (domain-parse-error).
+//
+// Cache hits do not allocate (AppendSRV, AppendAddrs, HasTarget) and read
+// a clock that a goroutine of the Resolver updates every 50ms; Close stops
+// it.
 package discovery

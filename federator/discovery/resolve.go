@@ -21,7 +21,7 @@ func (r *Resolver) resolveSRV(ctx context.Context, domain string) (*entry, error
 	qname := ServicePrefix + domain + "."
 	resp, err := r.exchange(ctx, qname, dns.TypeSRV)
 	if err != nil {
-		return nil, lookupError(qname, dns.TypeSRV, err)
+		return nil, lookupError(qname, "SRV", err)
 	}
 	now := r.now()
 	if resp.Rcode == dns.RcodeNameError {
@@ -123,7 +123,7 @@ func (r *Resolver) resolveAddrs(ctx context.Context, host string) (*entry, error
 	}
 	switch {
 	case len(all) == 0 && len(errs) > 0:
-		return nil, lookupError(qname, dns.TypeA, errors.Join(errs...))
+		return nil, lookupError(qname, "A/AAAA", joinErrors(errs))
 	case len(all) == 0:
 		exp := now.add(negTTL)
 		return &entry{neg: ErrNoAddress, expires: exp, refreshAt: exp, staleUntil: exp}, nil
@@ -178,8 +178,18 @@ func (r *Resolver) resolveFamily(ctx context.Context, qname string, qtype uint16
 // lookupError wraps a failed query in ErrLookup. The cause is kept as
 // text only, so that a DNS server's timeout never looks like the caller's
 // deadline (context.DeadlineExceeded) to errors.Is.
-func lookupError(qname string, qtype uint16, cause error) error {
-	return fmt.Errorf("%w: %s %s: %v", ErrLookup, strings.TrimSuffix(qname, "."), dns.TypeToString[qtype], cause)
+func lookupError(qname, qtype string, cause error) error {
+	return fmt.Errorf("%w: %s %s: %v", ErrLookup, strings.TrimSuffix(qname, "."), qtype, cause)
+}
+
+// joinErrors joins errors on one line (errors.Join uses newlines, which do
+// not belong in a log line or an error reply).
+func joinErrors(errs []error) error {
+	msgs := make([]string, len(errs))
+	for i, err := range errs {
+		msgs[i] = err.Error()
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
 
 // positive returns an entry expiring after the TTL clamped to [MinTTL,
@@ -230,7 +240,7 @@ func (r *Resolver) exchange(ctx context.Context, qname string, qtype uint16) (*d
 		}
 		errs = append(errs, fmt.Errorf("server %s: %w", server, err))
 	}
-	return nil, errors.Join(errs...)
+	return nil, joinErrors(errs)
 }
 
 // exchangeOne asks one server over UDP with EDNS0, again over TCP when the

@@ -1,0 +1,131 @@
+// Command fedbench is fedbus's load generator (see package bench): it
+// compares the federated round trip and the ingress with raw NATS, a raw
+// Go mutual-TLS HTTP/2 server and nginx, all in one run, and prints a
+// table, the throughput ratios and the targets of issue 6. With
+// -scenario=domains it measures the memory of a federator that has called
+// 10,000 remote domains.
+//
+//	go run ./cmd/fedbench                         # key cells, all scenarios
+//	go run ./cmd/fedbench -matrix=full -duration=5s
+//	go run ./cmd/fedbench -scenario=federated -inflight=64 -sizes=256 -cpuprofile=fed.pprof
+//	go run ./cmd/fedbench -scenario=domains
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fedbus/fedbus/bench"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fs := flag.NewFlagSet("fedbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		scenarios  = fs.String("scenario", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios ("+strings.Join(bench.AllScenarios, ", ")+"), or "+bench.ScenarioDomains+" alone for the memory mode")
+		sizes      = fs.String("sizes", "256,65536", "comma-separated request body sizes in bytes")
+		inflight   = fs.String("inflight", "1,16,64,256", "comma-separated numbers of requests kept in flight")
+		matrix     = fs.String("matrix", bench.MatrixKey, "key: every in-flight count with the first size, and 64 in flight with the other sizes; full: every size with every count")
+		duration   = fs.Duration("duration", 3*time.Second, "measuring window of each cell")
+		rounds     = fs.Int("rounds", 1, "rounds per cell: the scenarios of a cell run in turn, rounds times, and the windows are added up")
+		warmup     = fs.Duration("warmup", 500*time.Millisecond, "unmeasured traffic before each window")
+		nginx      = fs.String("nginx", "", "nginx binary (default: nginx in PATH or /usr/sbin/nginx)")
+		serviceLog = fs.String("service-log", "none", "fedbus services' logs: none (discarded) or json (formatted as in production, written to io.Discard)")
+		cpuprofile = fs.String("cpuprofile", "", "write a CPU profile of the measured cells to this file")
+		memprofile = fs.String("memprofile", "", "write an allocation profile to this file at the end")
+		jsonPath   = fs.String("json", "", "write the results as JSON to this file")
+		verbose    = fs.Bool("v", false, "print progress to stderr")
+		domains    = fs.Int("domains", 10000, "domains mode: number of distinct remote domains")
+		idle       = fs.Duration("idle", 3*time.Second, "domains mode: the federator's idle connection timeout (FED_IDLE_CONN_TIMEOUT)")
+		child      = fs.String("domains-child", "", "internal: run as the federator process of the domains mode with this JSON configuration")
+	)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if *child != "" {
+		if err := bench.DomainsChild(ctx, *child, stdout); err != nil {
+			fmt.Fprintln(stderr, "fedbench domains child:", err)
+			return 1
+		}
+		return 0
+	}
+	names := splitList(*scenarios)
+	if len(names) == 1 && names[0] == bench.ScenarioDomains {
+		cfg := bench.DomainsConfig{Domains: *domains, InFlight: 64, IdleTimeout: *idle, Out: stdout, Logger: log}
+		if n, err := parseInts(*inflight); err == nil && len(n) == 1 {
+			cfg.InFlight = n[0]
+		}
+		if err := bench.RunDomains(ctx, cfg); err != nil {
+			fmt.Fprintln(stderr, "fedbench:", err)
+			return 1
+		}
+		return 0
+	}
+	sz, err1 := parseInts(*sizes)
+	inf, err2 := parseInts(*inflight)
+	if err := errors.Join(err1, err2); err != nil {
+		fmt.Fprintln(stderr, "fedbench:", err)
+		return 2
+	}
+	cfg := bench.Config{
+		Scenarios: names, Sizes: sz, InFlight: inf, Matrix: *matrix,
+		Duration: *duration, Rounds: *rounds, Warmup: *warmup, NginxPath: *nginx, ServiceLog: *serviceLog,
+		CPUProfile: *cpuprofile, MemProfile: *memprofile, JSONPath: *jsonPath,
+		Out: stdout, Logger: log,
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(stderr, "fedbench:", err)
+		return 2
+	}
+	if _, err := bench.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(stderr, "fedbench:", err)
+		return 1
+	}
+	return 0
+}
+
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range splitList(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a number: %w", f, err)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}

@@ -1,0 +1,176 @@
+package federator
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/federator/certs"
+	"github.com/fedbus/fedbus/federator/discovery"
+	"github.com/fedbus/fedbus/federator/policy"
+	"github.com/fedbus/fedbus/internal/testbed"
+)
+
+// The federator's request path without the network: the remote ingress is
+// a RoundTripper that answers 200 with a canned body of the request's
+// size, so that the benchmarks measure the federator's own work (decode,
+// route, policy, cached discovery, request building, response reading,
+// reply encoding and, for BenchmarkFederatorHandle, the reply's NATS
+// publish).
+
+const (
+	benchOrigin = "a.example.com"
+	benchTarget = "b.example.com"
+	benchInfraB = "fed.b-infra.example.net"
+)
+
+// benchEchoTransport answers every request with 200 and a body of the
+// request's Content-Length (the request body itself is not read, as the
+// wire would do it).
+type benchEchoTransport struct{ body []byte }
+
+func (t benchEchoTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return &http.Response{
+		StatusCode:    http.StatusOK,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        http.Header{"Content-Type": []string{bus.ContentTypeJSON}},
+		Body:          io.NopCloser(bytes.NewReader(t.body[:req.ContentLength])),
+		ContentLength: req.ContentLength,
+		Request:       req,
+	}, nil
+}
+
+// benchFederator returns a federator of benchOrigin whose remote calls go
+// to benchEchoTransport, with the SRV record of benchTarget cached, and a
+// NATS connection to an embedded server.
+func benchFederator(b *testing.B, maxBody int) (*Federator, *nats.Conn) {
+	b.Helper()
+	dir := b.TempDir()
+	ca, err := testbed.NewCA("bench CA")
+	if err != nil {
+		b.Fatal(err)
+	}
+	leaf, err := ca.Issue(testbed.LeafOptions{}, "fed.a-infra.example.net")
+	if err != nil {
+		b.Fatal(err)
+	}
+	files, err := leaf.WriteFiles(dir, benchOrigin, ca.CertPEM)
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := certs.Load(certs.Files{Cert: files.Cert, Key: files.Key, CA: files.CA})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dns := testbed.StartDNS(b)
+	dns.SetSRV(benchTarget, 3600, testbed.SRVRecord{Target: benchInfraB, Port: 443, Priority: 10, Weight: 5})
+	res, err := discovery.New(discovery.Config{Servers: []string{dns.Addr()}, AllowPrivate: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = res.Close() })
+	pol, err := policy.New("allow-list", []string{benchTarget})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns, err := testbed.StartNATS("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	cfg := Config{
+		Common: config.Common{
+			Domain: benchOrigin, SubjectPrefix: bus.DefaultPrefix, Strategy: "allow-list", AllowList: []string{benchTarget},
+			Components: []string{"brig", "galley", "cargohold"}, RequestTimeout: 10 * time.Second,
+		},
+		MaxInFlight: 2048, IdleConnTimeout: 90 * time.Second, MaxResponseBytes: 16 << 20,
+	}
+	f, err := New(cfg, Deps{NATS: nc, Resolver: res, Policy: pol, Certs: store, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.remote.client.Transport = benchEchoTransport{body: bytes.Repeat([]byte("a"), maxBody)}
+	// Fill the discovery cache.
+	if _, err := res.SRV(context.Background(), benchTarget); err != nil {
+		b.Fatal(err)
+	}
+	return f, nc
+}
+
+var benchSizes = []int{256, 64 << 10}
+
+func benchSizeName(n int) string {
+	if n >= 1<<10 {
+		return strconv.Itoa(n>>10) + "KiB"
+	}
+	return strconv.Itoa(n) + "B"
+}
+
+// BenchmarkFederatorHandle is one request through Federator.handle: the
+// CloudEvent is decoded, routed, checked, sent (to the fake remote) and
+// answered; the reply is published on NATS (to an inbox nobody reads).
+func BenchmarkFederatorHandle(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(benchSizeName(size), func(b *testing.B) {
+			f, nc := benchFederator(b, size)
+			sub, err := nc.SubscribeSync("bench.unused")
+			if err != nil {
+				b.Fatal(err)
+			}
+			subject, err := f.subjects.Out("brig", "get-user-by-handle", benchTarget)
+			if err != nil {
+				b.Fatal(err)
+			}
+			body := bytes.Repeat([]byte("x"), size)
+			ev := bus.Event{ID: bus.NewID(), Source: "/brig", Type: bus.TypeRequest, TimeoutMs: 10000, Data: body}
+			req := ev.Message(subject)
+			req.Reply = "_INBOX.bench.reply"
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				msg := *req
+				msg.Sub = sub
+				f.handle(ctx, &msg)
+			}
+		})
+	}
+}
+
+// BenchmarkRemotePost is remoteClient.post alone: building the HTTP
+// request with the contract's headers and reading the response.
+func BenchmarkRemotePost(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(benchSizeName(size), func(b *testing.B) {
+			f, _ := benchFederator(b, size)
+			target := discovery.Target{Host: benchInfraB, Port: 443}
+			route := bus.Route{Component: "brig", RPC: "get-user-by-handle", Domain: benchTarget}
+			ev := bus.Event{ID: bus.NewID(), Source: "/brig", Type: bus.TypeRequest, Data: bytes.Repeat([]byte("x"), size)}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+			defer cancel()
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				resp, err := f.remote.post(ctx, target, route, ev)
+				if err != nil || len(resp) != size {
+					b.Fatalf("post: %d bytes, %v", len(resp), err)
+				}
+			}
+		})
+	}
+}
