@@ -11,7 +11,8 @@ FUZZ_TARGETS := \
 	./bus:FuzzDecode \
 	./bus:FuzzNormalizeDomain \
 	./ingress:FuzzParsePath \
-	./ingress:FuzzIngressRequest
+	./ingress:FuzzIngressRequest \
+	./federator/policy:FuzzParseEntry
 
 .PHONY: all build test unit vet fuzz demo demo-serve clean
 

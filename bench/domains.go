@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,10 @@ type DomainsConfig struct {
 	Domains     int           // distinct remote domains, each called once
 	InFlight    int           // calls in flight
 	IdleTimeout time.Duration // the federator's FED_IDLE_CONN_TIMEOUT
+	// HeapProfile, when set, is where the federator process writes heap
+	// profiles: <HeapProfile>.after once every domain was called,
+	// <HeapProfile>.idle after the idle timeout.
+	HeapProfile string
 	Out         io.Writer
 	Logger      *slog.Logger
 }
@@ -55,6 +60,7 @@ type childConfig struct {
 	Domains     int           `json:"domains"`
 	InFlight    int           `json:"in_flight"`
 	IdleTimeout time.Duration `json:"idle_timeout"`
+	HeapProfile string        `json:"heap_profile,omitempty"`
 }
 
 // snapshot is the memory of a process at one moment.
@@ -178,7 +184,7 @@ func RunDomains(ctx context.Context, cfg DomainsConfig) (err error) {
 		}
 	}
 	cc := childConfig{DNS: w.dns.Addr(), Cert: files.Cert, Key: files.Key, CA: files.CA,
-		Domains: cfg.Domains, InFlight: cfg.InFlight, IdleTimeout: cfg.IdleTimeout}
+		Domains: cfg.Domains, InFlight: cfg.InFlight, IdleTimeout: cfg.IdleTimeout, HeapProfile: cfg.HeapProfile}
 	res, peer, err := runChild(ctx, cc, log)
 	if err != nil {
 		return err
@@ -274,6 +280,7 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 		TLSCert: cc.Cert, TLSKey: cc.Key, TLSCA: cc.CA,
 		Components: []string{"brig", "galley", "cargohold"}, RequestTimeout: 10 * time.Second,
 		AllowPrivateTargets: true, ShutdownTimeout: 10 * time.Second, LogFormat: "json", LogLevel: "info",
+		TLSMinVersion: "1.3",
 	}
 	fcfg := federator.Config{Common: common, MaxInFlight: 2048, IdleConnTimeout: cc.IdleTimeout, MaxResponseBytes: 16 << 20}
 	if err := fcfg.Validate(); err != nil {
@@ -352,6 +359,9 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 	if res.After, err = takeSnapshot(); err != nil {
 		return err
 	}
+	if err := writeHeapProfile(cc.HeapProfile, ".after"); err != nil {
+		return err
+	}
 	fmt.Fprintln(out, linePhaseCalled)
 
 	// Wait for the idle timeout to close the connections: until the
@@ -374,11 +384,31 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 	if res.Idle, err = takeSnapshot(); err != nil {
 		return err
 	}
+	if err := writeHeapProfile(cc.HeapProfile, ".idle"); err != nil {
+		return err
+	}
 	data, err := json.Marshal(res)
 	if err != nil {
 		return fmt.Errorf("encode result: %w", err)
 	}
 	fmt.Fprintln(out, lineResult+string(data))
+	return nil
+}
+
+// writeHeapProfile writes the heap profile to base+suffix (nothing when
+// base is empty).
+func writeHeapProfile(base, suffix string) error {
+	if base == "" {
+		return nil
+	}
+	f, err := os.Create(base + suffix)
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
 	return nil
 }
 

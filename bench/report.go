@@ -26,19 +26,19 @@ func printHeader(out io.Writer, cfg Config, nginxVersion string) {
 // printTable prints one line per result.
 func printTable(out io.Writer, results []Result) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tbody\tin flight\treq/s\tp50\tp90\tp99\terrors\tallocs/req\tKiB/req\tCPU µs/req\t+nginx µs/req\t")
+	fmt.Fprintln(tw, "scenario\tbody\tin flight\treq/s\tp50\tp90\tp99\terrors\tallocs/req\tKiB/req\tsyscalls/req\tCPU µs/req\t+nginx µs/req\t")
 	for _, r := range results {
 		if r.Skipped != "" {
-			fmt.Fprintf(tw, "%s\t%s\t%d\tskipped: %s\t\t\t\t\t\t\t\t\t\n", r.Scenario, sizeName(r.Body), r.InFlight, r.Skipped)
+			fmt.Fprintf(tw, "%s\t%s\t%d\tskipped: %s\t\t\t\t\t\t\t\t\t\t\n", r.Scenario, sizeName(r.Body), r.InFlight, r.Skipped)
 			continue
 		}
 		ext := "-"
 		if r.Scenario == ScenarioNginx {
 			ext = fmt.Sprintf("%.1f", us(r.ExtCPUPerReq))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%s\t%s\t%s\t%d\t%.1f\t%.1f\t%.1f\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%s\t%s\t%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t\n",
 			r.Scenario, sizeName(r.Body), r.InFlight, r.RPS, ms(r.P50), ms(r.P90), ms(r.P99),
-			r.Errors, r.AllocsPerReq, r.BytesPerReq/1024, us(r.CPUPerReq), ext)
+			r.Errors, r.AllocsPerReq, r.BytesPerReq/1024, r.SyscallsPerReq, us(r.CPUPerReq), ext)
 	}
 	_ = tw.Flush()
 	for _, r := range results {
@@ -46,7 +46,8 @@ func printTable(out io.Writer, results []Result) {
 			fmt.Fprintf(out, "first error of %s %s: %s\n", r.Scenario, r.Cell, r.FirstError)
 		}
 	}
-	fmt.Fprintln(out, "CPU µs/req is this process (load generator, Go servers, NATS, fedbus); +nginx is the nginx processes' CPU.")
+	fmt.Fprintln(out, "Per request: allocations, KiB allocated, read+write system calls (/proc/self/io) and CPU time (getrusage)")
+	fmt.Fprintln(out, "of this whole process (load generator, Go servers, NATS, fedbus); +nginx is the nginx processes' CPU (/proc).")
 	fmt.Fprintln(out)
 }
 

@@ -85,19 +85,20 @@ func (c Cell) String() string { return fmt.Sprintf("%s × %d", sizeName(c.Body),
 type Result struct {
 	Scenario string `json:"scenario"`
 	Cell
-	Skipped      string        `json:"skipped,omitempty"`
-	Requests     int           `json:"requests"`
-	Errors       int           `json:"errors"`
-	FirstError   string        `json:"first_error,omitempty"`
-	Window       time.Duration `json:"window_ns"`
-	RPS          float64       `json:"requests_per_second"`
-	P50          time.Duration `json:"p50_ns"`
-	P90          time.Duration `json:"p90_ns"`
-	P99          time.Duration `json:"p99_ns"`
-	AllocsPerReq float64       `json:"allocs_per_request"`
-	BytesPerReq  float64       `json:"alloc_bytes_per_request"`
-	CPUPerReq    time.Duration `json:"cpu_per_request_ns"`          // this process
-	ExtCPUPerReq time.Duration `json:"external_cpu_per_request_ns"` // nginx processes
+	Skipped        string        `json:"skipped,omitempty"`
+	Requests       int           `json:"requests"`
+	Errors         int           `json:"errors"`
+	FirstError     string        `json:"first_error,omitempty"`
+	Window         time.Duration `json:"window_ns"`
+	RPS            float64       `json:"requests_per_second"`
+	P50            time.Duration `json:"p50_ns"`
+	P90            time.Duration `json:"p90_ns"`
+	P99            time.Duration `json:"p99_ns"`
+	AllocsPerReq   float64       `json:"allocs_per_request"`
+	BytesPerReq    float64       `json:"alloc_bytes_per_request"`
+	SyscallsPerReq float64       `json:"syscalls_per_request"`        // read+write system calls of this process
+	CPUPerReq      time.Duration `json:"cpu_per_request_ns"`          // this process
+	ExtCPUPerReq   time.Duration `json:"external_cpu_per_request_ns"` // nginx processes
 }
 
 // Cells returns the matrix of cfg.
@@ -309,6 +310,7 @@ type window struct {
 	bytes    uint64
 	cpu      time.Duration
 	extCPU   time.Duration
+	syscalls uint64
 }
 
 // add accumulates o into w.
@@ -323,6 +325,7 @@ func (w *window) add(o window) {
 	w.bytes += o.bytes
 	w.cpu += o.cpu
 	w.extCPU += o.extCPU
+	w.syscalls += o.syscalls
 }
 
 // result summarises the accumulated windows.
@@ -333,6 +336,7 @@ func (w *window) result(name string, cell Cell) Result {
 		r.RPS = float64(r.Requests) / w.elapsed.Seconds()
 		r.AllocsPerReq = float64(w.mallocs) / float64(done)
 		r.BytesPerReq = float64(w.bytes) / float64(done)
+		r.SyscallsPerReq = float64(w.syscalls) / float64(done)
 		r.CPUPerReq = w.cpu / time.Duration(done)
 		r.ExtCPUPerReq = w.extCPU / time.Duration(done)
 	}
@@ -387,11 +391,12 @@ func measure(ctx context.Context, sc *scenario, cell Cell, warmup, length time.D
 		return window{}, err
 	}
 	w := window{
-		elapsed: s1.at.Sub(s0.at),
-		mallocs: s1.mallocs - s0.mallocs,
-		bytes:   s1.bytes - s0.bytes,
-		cpu:     s1.cpu - s0.cpu,
-		extCPU:  s1.childCPU - s0.childCPU,
+		elapsed:  s1.at.Sub(s0.at),
+		mallocs:  s1.mallocs - s0.mallocs,
+		bytes:    s1.bytes - s0.bytes,
+		cpu:      s1.cpu - s0.cpu,
+		extCPU:   s1.childCPU - s0.childCPU,
+		syscalls: s1.syscalls - s0.syscalls,
 	}
 	for i := range stats {
 		w.lat = append(w.lat, stats[i].lat...)

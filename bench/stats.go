@@ -26,6 +26,7 @@ type sample struct {
 	mallocs  uint64
 	bytes    uint64
 	childCPU time.Duration
+	syscalls uint64 // read and write system calls (syscr + syscw)
 }
 
 // takeSample reads the process's counters; extCPU (may be nil) reports the
@@ -40,6 +41,9 @@ func takeSample(extCPU func() (time.Duration, error)) (sample, error) {
 		return s, err
 	}
 	s.cpu = cpu
+	if s.syscalls, err = ioSyscalls(); err != nil {
+		return s, err
+	}
 	if extCPU != nil {
 		if s.childCPU, err = extCPU(); err != nil {
 			return s, err
@@ -57,6 +61,29 @@ func processCPU() (time.Duration, error) {
 		return 0, fmt.Errorf("getrusage: %w", err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
+}
+
+// ioSyscalls returns the number of read and write system calls of this
+// process so far (syscr + syscw of /proc/self/io: read, write, send,
+// recv and their vector forms).
+func ioSyscalls() (uint64, error) {
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0, fmt.Errorf("read io counters: %w", err)
+	}
+	var total uint64
+	for line := range strings.SplitSeq(string(data), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "syscr" && k != "syscw") {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("io counter %s: %w", k, err)
+		}
+		total += n
+	}
+	return total, nil
 }
 
 // procCPU returns the user plus system CPU time of process pid from

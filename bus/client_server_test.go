@@ -180,6 +180,16 @@ func TestClientCall(t *testing.T) {
 		_, err := c.Call(context.Background(), "b.example.com", "brig", "slow", nil)
 		wantBusError(t, err, bus.ErrTimeout)
 	})
+	t.Run("zero client timeout leaves calls unbounded", func(t *testing.T) {
+		c := bus.NewClient(connect(t, url), subjects, "/brig")
+		c.Timeout = 0
+		if _, err := c.Call(context.Background(), "b.example.com", "brig", "echo", nil); err != nil {
+			t.Fatalf("Call: %v", err)
+		}
+		if ev, _ := fed.last(t); ev.TimeoutMs != 0 {
+			t.Errorf("timeoutms = %d, want none", ev.TimeoutMs)
+		}
+	})
 	t.Run("cancelled context", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(testCtx(t, 5*time.Second))
 		cancel()

@@ -145,6 +145,17 @@ func TestParseError(t *testing.T) {
 			&bus.Error{Code: 500, Label: "unknown-federation-error", Message: `null`}},
 		{"plain text", 429, []byte("slow down"),
 			&bus.Error{Code: 429, Label: "unknown-federation-error", Message: "slow down"}},
+		{"code below 100", 502, []byte(`{"code":99,"label":"x","message":"m"}`),
+			&bus.Error{Code: 502, Label: "unknown-federation-error", Message: `{"code":99,"label":"x","message":"m"}`}},
+		{"code above 599", 502, []byte(`{"code":600,"label":"x","message":"m"}`),
+			&bus.Error{Code: 502, Label: "unknown-federation-error", Message: `{"code":600,"label":"x","message":"m"}`}},
+		{"label not [a-z0-9-]", 404, []byte(`{"code":404,"label":"Not Found","message":"m"}`),
+			&bus.Error{Code: 404, Label: "unknown-federation-error", Message: `{"code":404,"label":"Not Found","message":"m"}`}},
+		{"invalid inner", 533, []byte(`{"code":533,"label":"federation-remote-error","message":"r","inner":{"code":0,"label":""}}`),
+			&bus.Error{Code: 533, Label: "unknown-federation-error", Message: `{"code":533,"label":"federation-remote-error","message":"r","inner":{"code":0,"label":""}}`}},
+		{"inner nested 4 deep", 533, nestedErrorBody(4), nestedError(4)},
+		{"inner nested 5 deep refused", 533, nestedErrorBody(5),
+			&bus.Error{Code: 533, Label: "unknown-federation-error", Message: string(nestedErrorBody(5)[:200])}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -154,6 +165,53 @@ func TestParseError(t *testing.T) {
 			}
 			if len(got.Message) > 200 && got.Label == bus.LabelUnknownError {
 				t.Errorf("message of %d bytes, want at most 200", len(got.Message))
+			}
+		})
+	}
+}
+
+// nestedError returns a federation-remote-error with depth inner errors.
+func nestedError(depth int) *bus.Error {
+	e := &bus.Error{Code: 404, Label: "not-found", Message: "leaf"}
+	for range depth {
+		e = &bus.Error{Code: 533, Label: bus.LabelRemoteError, Message: "r", Inner: e}
+	}
+	return e
+}
+
+func nestedErrorBody(depth int) []byte { return nestedError(depth).JSON() }
+
+func TestErrorSanitized(t *testing.T) {
+	tests := []struct {
+		name string
+		err  *bus.Error
+		same bool
+	}{
+		{"contract error", bus.Errorf(bus.LabelInvalidDomain, "x"), true},
+		{"wire-server label", &bus.Error{Code: 404, Label: "not-found", Message: "m"}, true},
+		{"remote error", bus.RemoteError(bus.Errorf(bus.LabelTimeout, "t")), true},
+		{"zero code", &bus.Error{Label: "x"}, false},
+		{"code 600", &bus.Error{Code: 600, Label: "x"}, false},
+		{"empty label", &bus.Error{Code: 400}, false},
+		{"label with space", &bus.Error{Code: 400, Label: "bad label"}, false},
+		{"label upper case", &bus.Error{Code: 400, Label: "Bad"}, false},
+		{"invalid inner", &bus.Error{Code: 533, Label: bus.LabelRemoteError, Inner: &bus.Error{Code: 1, Label: "x"}}, false},
+		{"too deep", nestedError(5), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.err.Sanitized()
+			if tc.same {
+				if got != tc.err {
+					t.Errorf("Sanitized() = %+v, want the error itself", got)
+				}
+				return
+			}
+			if got.Label != bus.LabelServerError || got.Code != 500 || got.Inner != nil {
+				t.Errorf("Sanitized() = %+v, want a server-error", got)
+			}
+			if again := bus.AsError(tc.err); again.Label != bus.LabelServerError {
+				t.Errorf("AsError = %+v, want a server-error", again)
 			}
 		})
 	}

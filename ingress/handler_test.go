@@ -446,7 +446,7 @@ func TestNew(t *testing.T) {
 		if err := in.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		if err := within(t, errc, "ListenAndServe to return"); !errors.Is(err, http.ErrServerClosed) {
 			t.Fatalf("ListenAndServe returned %v", err)
 		}
 	})

@@ -200,10 +200,11 @@ func connect(tb testing.TB, s *server.Server) *nats.Conn {
 
 // ---- logging ---------------------------------------------------------------
 
-// testLogger sends logs to t.Log when -v, else discards them.
+// testLogger sends logs to t.Log when -v, else discards them (always for
+// a fuzz target, whose f.Log must not be called from the fuzz function).
 func testLogger(tb testing.TB) *slog.Logger {
 	tb.Helper()
-	if !testing.Verbose() {
+	if _, fuzz := tb.(*testing.F); fuzz || !testing.Verbose() {
 		return slog.New(slog.DiscardHandler)
 	}
 	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -335,7 +336,7 @@ func newEnv(tb testing.TB, o envOpts) *env {
 		if err := e.in.Shutdown(ctx); err != nil {
 			tb.Errorf("shutdown: %v", err)
 		}
-		if err := <-e.serveErr; !errors.Is(err, http.ErrServerClosed) {
+		if err := within(tb, e.serveErr, "Serve to return"); !errors.Is(err, http.ErrServerClosed) {
 			tb.Errorf("serve returned %v, want http.ErrServerClosed", err)
 		}
 	})
@@ -595,6 +596,19 @@ func recv(tb testing.TB, ch <-chan captured) captured {
 	case <-time.After(10 * time.Second):
 		tb.Fatalf("no message reached the component")
 		return captured{}
+	}
+}
+
+// within receives from ch, failing tb after 15 seconds.
+func within[T any](tb testing.TB, ch <-chan T, what string) T {
+	tb.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(15 * time.Second):
+		tb.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
 	}
 }
 

@@ -419,7 +419,13 @@ func TestShutdown(t *testing.T) {
 		resp, body, err := e.do(t, client, call{path: "/federation/brig/x", header: origin(originA)})
 		done <- result{resp, body, err}
 	}()
-	<-held
+	select {
+	case <-held:
+	case r := <-done:
+		t.Fatalf("request finished before reaching the component: %v %v", r.err, r.resp)
+	case <-time.After(15 * time.Second):
+		t.Fatal("request did not reach the component")
+	}
 	if e.in.Addr() == nil {
 		t.Fatal("Addr is nil while serving")
 	}
@@ -448,14 +454,14 @@ func TestShutdown(t *testing.T) {
 	default:
 	}
 	releaseAll()
-	r := <-done
+	r := within(t, done, "the in-flight request")
 	if r.err != nil || r.resp.StatusCode != http.StatusOK || string(r.body) != `{"late":true}` {
 		t.Fatalf("in-flight request: %v %v", r.err, r.resp)
 	}
-	if err := <-shut; err != nil {
+	if err := within(t, shut, "Shutdown"); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	if err := <-e.serveErr; !errors.Is(err, http.ErrServerClosed) {
+	if err := within(t, e.serveErr, "Serve"); !errors.Is(err, http.ErrServerClosed) {
 		t.Fatalf("Serve returned %v", err)
 	}
 	e.serveErr <- http.ErrServerClosed // for the cleanup

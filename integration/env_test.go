@@ -182,24 +182,45 @@ func (e *env) cleanup() {
 	if e.tb.Failed() {
 		e.dumpLogs(ctx)
 	}
+	// fedbus containers first: stopped while their NATS server is gone,
+	// they would wait for their drain until docker kills them.
 	e.mu.Lock()
-	services := append([]*service(nil), e.services...)
-	e.mu.Unlock()
-	fns := make([]func() error, 0, len(services))
-	for _, s := range services {
-		fns = append(fns, func() error {
-			if err := s.ctr.Terminate(ctx); err != nil {
-				return fmt.Errorf("terminate %s: %w", s.name, err)
-			}
-			return nil
-		})
+	var fedbus, infra []*service
+	for _, s := range e.services {
+		if s == e.natsA || s == e.natsB || s == e.devdns {
+			infra = append(infra, s)
+		} else {
+			fedbus = append(fedbus, s)
+		}
 	}
-	if err := parallel(fns...); err != nil {
+	e.mu.Unlock()
+	if err := parallel(e.terminators(ctx, fedbus)...); err != nil {
+		e.tb.Errorf("cleanup: %v", err)
+	}
+	if err := parallel(e.terminators(ctx, infra)...); err != nil {
 		e.tb.Errorf("cleanup: %v", err)
 	}
 	if e.docker != nil {
 		_ = e.docker.Close()
 	}
+}
+
+// terminators returns functions that remove the containers.
+func (e *env) terminators(ctx context.Context, services []*service) []func() error {
+	fns := make([]func() error, 0, len(services))
+	for _, s := range services {
+		fns = append(fns, func() error {
+			start := time.Now()
+			if err := s.ctr.Terminate(ctx); err != nil {
+				return fmt.Errorf("terminate %s: %w", s.name, err)
+			}
+			if took := time.Since(start); took > 3*time.Second {
+				e.tb.Logf("terminating %s took %v", s.name, took.Round(time.Millisecond))
+			}
+			return nil
+		})
+	}
+	return fns
 }
 
 // dumpLogs prints the last lines of every container's log.

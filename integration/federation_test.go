@@ -186,6 +186,7 @@ func testSIGKILL(t *testing.T, e *env, a *caller) {
 	if v, ok := victim(before, after); ok {
 		inFlight = v.OutMsgs - v.InMsgs
 	}
+	t.Logf("federators before the kill: %+v", before)
 	okAfter, lateFailures := 0, 0
 	for _, o := range outs {
 		if o.start.After(killAt) && o.ok() {

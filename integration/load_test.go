@@ -6,7 +6,9 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -132,14 +134,24 @@ func (c *caller) call(rpc string, body, want []byte, timeout time.Duration) outc
 	return o
 }
 
-// classify returns the outcome label of a reply.
+// classify returns the outcome label of a reply. A NATS "no responders"
+// status (nothing subscribed to the subject, e.g. while the federators
+// resubscribe after a NATS restart) is component-unavailable, as
+// bus.Client reports it.
 func classify(m *nats.Msg, want []byte) string {
+	if len(m.Data) == 0 && m.Header.Get("Status") == strconv.Itoa(http.StatusServiceUnavailable) {
+		return bus.LabelComponentUnavailable
+	}
 	ev, err := bus.Decode(m)
 	if err != nil {
 		return labelBadReply
 	}
 	if ev.Type == bus.TypeError {
-		return bus.ParseError(500, ev.Data).Label
+		e := bus.ParseError(500, ev.Data)
+		if e.Label == bus.LabelRemoteError && e.Inner != nil {
+			return e.Label + "(inner " + e.Inner.Label + ")"
+		}
+		return e.Label
 	}
 	if want != nil && string(ev.Data) != string(want) {
 		return labelWrong

@@ -48,7 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		nginx      = fs.String("nginx", "", "nginx binary (default: nginx in PATH or /usr/sbin/nginx)")
 		serviceLog = fs.String("service-log", "none", "fedbus services' logs: none (discarded) or json (formatted as in production, written to io.Discard)")
 		cpuprofile = fs.String("cpuprofile", "", "write a CPU profile of the measured cells to this file")
-		memprofile = fs.String("memprofile", "", "write an allocation profile to this file at the end")
+		memprofile = fs.String("memprofile", "", "write an allocation profile to this file at the end (domains mode: heap profiles of the federator process to FILE.after and FILE.idle)")
 		jsonPath   = fs.String("json", "", "write the results as JSON to this file")
 		verbose    = fs.Bool("v", false, "print progress to stderr")
 		domains    = fs.Int("domains", 10000, "domains mode: number of distinct remote domains")
@@ -75,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	names := splitList(*scenarios)
 	if len(names) == 1 && names[0] == bench.ScenarioDomains {
-		cfg := bench.DomainsConfig{Domains: *domains, InFlight: 64, IdleTimeout: *idle, Out: stdout, Logger: log}
+		cfg := bench.DomainsConfig{Domains: *domains, InFlight: 64, IdleTimeout: *idle, HeapProfile: *memprofile, Out: stdout, Logger: log}
 		if n, err := parseInts(*inflight); err == nil && len(n) == 1 {
 			cfg.InFlight = n[0]
 		}

@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
@@ -26,7 +28,13 @@ type Shared struct {
 	Resolver *discovery.Resolver
 	Policy   *policy.Policy
 	Certs    *certs.Store
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
+
+// kvLoadTimeout bounds the wait for the dynamic federation config at start.
+const kvLoadTimeout = 10 * time.Second
 
 // Open builds the shared services; name identifies the NATS connection.
 func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
@@ -51,13 +59,54 @@ func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
 		_ = res.Close()
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
-	return &Shared{NATS: nc, Resolver: res, Policy: pol, Certs: store}, nil
+	sh := &Shared{NATS: nc, Resolver: res, Policy: pol, Certs: store, cancel: func() {}}
+	if c.KVBucket != "" {
+		if err := sh.watchConfig(c, log); err != nil {
+			nc.Close()
+			_ = res.Close()
+			return nil, fmt.Errorf("open %s: %w", name, err)
+		}
+	}
+	return sh, nil
+}
+
+// watchConfig starts applying the dynamic federation config of the bucket
+// and waits for its initial content.
+func (s *Shared) watchConfig(c config.Common, log *slog.Logger) error {
+	js, err := jetstream.New(s.NATS)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	octx, cancel := context.WithTimeout(context.Background(), kvLoadTimeout)
+	defer cancel()
+	st, err := policy.OpenStore(octx, js, c.KVBucket, true)
+	if err != nil {
+		return err
+	}
+	w := policy.NewWatcher(st.KV(), s.Policy, log.With("component", "policy"))
+	ctx, stop := context.WithCancel(context.Background())
+	s.cancel = stop
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = w.Run(ctx)
+	}()
+	select {
+	case <-w.Loaded():
+		return nil
+	case <-octx.Done():
+		stop()
+		s.wg.Wait()
+		return fmt.Errorf("load federation config from bucket %s: %w", c.KVBucket, octx.Err())
+	}
 }
 
 // Close drains the NATS connection (pending replies are flushed), waits
 // for it to close (bounded by ctx) and stops the resolver.
 func (s *Shared) Close(ctx context.Context) error {
 	var errs []error
+	s.cancel()
+	s.wg.Wait()
 	if err := s.NATS.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		errs = append(errs, fmt.Errorf("drain nats: %w", err))
 	}

@@ -1,0 +1,268 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fedbus/fedbus/bus"
+)
+
+// Key layout of the bucket.
+const (
+	remotePrefix = "remotes."
+	defaultsKey  = "defaults"
+)
+
+// ErrBadEntry is returned for a bucket entry that cannot be used.
+var ErrBadEntry = errors.New("invalid federation config entry")
+
+// maxEntryBytes bounds one bucket value.
+const maxEntryBytes = 64 << 10
+
+// RemoteKey returns the bucket key of a remote domain.
+func RemoteKey(domain string) (string, error) {
+	d, err := bus.NormalizeDomain(domain)
+	if err != nil {
+		return "", err
+	}
+	return remotePrefix + d, nil
+}
+
+// Entry is one parsed bucket entry.
+type Entry struct {
+	Domain   string // set for a remote; empty for the defaults
+	Remote   Remote
+	Defaults Rules
+}
+
+// ParseEntry parses a bucket key and value. Keys are "remotes.<domain>" and
+// "defaults"; values are JSON: {"rules": {"<component>": ["<rpc>" | "*"]}}
+// (an empty value means no rules of its own).
+func ParseEntry(key string, value []byte) (Entry, error) {
+	if len(value) > maxEntryBytes {
+		return Entry{}, fmt.Errorf("parse %q: value over %d bytes: %w", key, maxEntryBytes, ErrBadEntry)
+	}
+	var r Remote
+	if len(bytes.TrimSpace(value)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(value))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&r); err != nil {
+			return Entry{}, fmt.Errorf("parse %q: %v: %w", key, err, ErrBadEntry)
+		}
+		if err := r.Rules.Validate(); err != nil {
+			return Entry{}, fmt.Errorf("parse %q: %w", key, err)
+		}
+	}
+	if key == defaultsKey {
+		return Entry{Defaults: r.Rules}, nil
+	}
+	name, ok := strings.CutPrefix(key, remotePrefix)
+	if !ok {
+		return Entry{}, fmt.Errorf("parse %q: unknown key: %w", key, ErrBadEntry)
+	}
+	d, err := bus.NormalizeDomain(name)
+	if err != nil || d != name {
+		return Entry{}, fmt.Errorf("parse %q: not a canonical domain: %w", key, ErrBadEntry)
+	}
+	return Entry{Domain: d, Remote: r}, nil
+}
+
+// Store manages the bucket (used by fedctl).
+type Store struct {
+	kv jetstream.KeyValue
+}
+
+// OpenStore opens the bucket, creating it when create is set.
+func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, create bool) (*Store, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) && create {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Description: "fedbus federation config", History: 5})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", bucket, err)
+	}
+	return &Store{kv: kv}, nil
+}
+
+// KV returns the underlying bucket.
+func (s *Store) KV() jetstream.KeyValue { return s.kv }
+
+// Add stores (or replaces) a remote domain with its rules.
+func (s *Store) Add(ctx context.Context, domain string, r Remote) (string, error) {
+	if err := r.Rules.Validate(); err != nil {
+		return "", fmt.Errorf("add %s: %w", domain, err)
+	}
+	key, err := RemoteKey(domain)
+	if err != nil {
+		return "", fmt.Errorf("add %s: %w", domain, err)
+	}
+	val, err := json.Marshal(r)
+	if err != nil {
+		return "", fmt.Errorf("add %s: %w", domain, err)
+	}
+	if _, err := s.kv.Put(ctx, key, val); err != nil {
+		return "", fmt.Errorf("add %s: %w", domain, err)
+	}
+	return strings.TrimPrefix(key, remotePrefix), nil
+}
+
+// Remove deletes a remote domain; removing an absent one is not an error.
+func (s *Store) Remove(ctx context.Context, domain string) (string, error) {
+	key, err := RemoteKey(domain)
+	if err != nil {
+		return "", fmt.Errorf("remove %s: %w", domain, err)
+	}
+	if err := s.kv.Delete(ctx, key); err != nil {
+		return "", fmt.Errorf("remove %s: %w", domain, err)
+	}
+	return strings.TrimPrefix(key, remotePrefix), nil
+}
+
+// SetDefaults stores the default rules (nil: everything allowed).
+func (s *Store) SetDefaults(ctx context.Context, rules Rules) error {
+	if err := rules.Validate(); err != nil {
+		return fmt.Errorf("set defaults: %w", err)
+	}
+	val, err := json.Marshal(Remote{Rules: rules})
+	if err != nil {
+		return fmt.Errorf("set defaults: %w", err)
+	}
+	if _, err := s.kv.Put(ctx, defaultsKey, val); err != nil {
+		return fmt.Errorf("set defaults: %w", err)
+	}
+	return nil
+}
+
+// List returns the remote domains (sorted) and the default rules.
+func (s *Store) List(ctx context.Context) ([]Entry, Rules, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list: %w", err)
+	}
+	defer func() { _ = lister.Stop() }()
+	var out []Entry
+	var defaults Rules
+	for key := range lister.Keys() {
+		e, err := s.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("list: get %s: %w", key, err)
+		}
+		pe, err := ParseEntry(key, e.Value())
+		if err != nil {
+			return nil, nil, fmt.Errorf("list: %w", err)
+		}
+		if pe.Domain == "" {
+			defaults = pe.Defaults
+			continue
+		}
+		out = append(out, pe)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Domain < out[j].Domain })
+	return out, defaults, nil
+}
+
+// Watcher applies the bucket to a Policy: the whole content first, then
+// every change as it happens.
+type Watcher struct {
+	kv     jetstream.KeyValue
+	p      *Policy
+	log    *slog.Logger
+	loaded chan struct{}
+	once   sync.Once
+}
+
+// NewWatcher returns a watcher of kv for p.
+func NewWatcher(kv jetstream.KeyValue, p *Policy, log *slog.Logger) *Watcher {
+	return &Watcher{kv: kv, p: p, log: log, loaded: make(chan struct{})}
+}
+
+// Loaded is closed once the bucket's initial content has been applied.
+func (w *Watcher) Loaded() <-chan struct{} { return w.loaded }
+
+// Run watches until ctx ends. Invalid entries are logged and skipped (the
+// others still apply). When the watch breaks (e.g. the bucket was deleted)
+// it is restarted after a second.
+func (w *Watcher) Run(ctx context.Context) error {
+	const retry = time.Second
+	for {
+		err := w.watchOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		w.log.Warn("federation config watch ended, restarting", "bucket", w.kv.Bucket(), "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retry):
+		}
+	}
+}
+
+func (w *Watcher) watchOnce(ctx context.Context) error {
+	kw, err := w.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", w.kv.Bucket(), err)
+	}
+	defer func() { _ = kw.Stop() }()
+	remotes := map[string]Remote{}
+	var defaults Rules
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-kw.Updates():
+			if !ok {
+				return fmt.Errorf("watch %s: updates closed", w.kv.Bucket())
+			}
+			if e == nil { // the initial values are all in
+				initial = false
+				w.p.SetDynamic(remotes, defaults)
+				w.log.Info("federation config loaded", "bucket", w.kv.Bucket(), "remotes", len(remotes))
+				w.once.Do(func() { close(w.loaded) })
+				continue
+			}
+			applyEntry(e, remotes, &defaults, w.log)
+			if !initial {
+				w.p.SetDynamic(remotes, defaults)
+			}
+		}
+	}
+}
+
+func applyEntry(e jetstream.KeyValueEntry, remotes map[string]Remote, defaults *Rules, log *slog.Logger) {
+	deleted := e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
+	if deleted {
+		if e.Key() == defaultsKey {
+			*defaults = nil
+		} else {
+			delete(remotes, strings.TrimPrefix(e.Key(), remotePrefix))
+		}
+		log.Info("federation config entry removed", "key", e.Key())
+		return
+	}
+	pe, err := ParseEntry(e.Key(), e.Value())
+	if err != nil {
+		log.Error("federation config entry ignored", "key", e.Key(), "err", err)
+		return
+	}
+	if pe.Domain == "" {
+		*defaults = pe.Defaults
+	} else {
+		remotes[pe.Domain] = pe.Remote
+	}
+	log.Info("federation config entry applied", "key", e.Key())
+}
