@@ -43,6 +43,10 @@ type DomainsConfig struct {
 	Domains     int           // distinct remote domains, each called once
 	InFlight    int           // calls in flight
 	IdleTimeout time.Duration // the federator's FED_IDLE_CONN_TIMEOUT
+	// Settle, when positive, adds a last snapshot that long after the idle
+	// one (x/net/http2 keeps a closed connection reachable until its
+	// health-check timer fires, ReadIdleTimeout = 30s in the federator).
+	Settle time.Duration
 	// HeapProfile, when set, is where the federator process writes heap
 	// profiles: <HeapProfile>.after once every domain was called,
 	// <HeapProfile>.idle after the idle timeout.
@@ -61,6 +65,7 @@ type childConfig struct {
 	InFlight    int           `json:"in_flight"`
 	IdleTimeout time.Duration `json:"idle_timeout"`
 	HeapProfile string        `json:"heap_profile,omitempty"`
+	Settle      time.Duration `json:"settle"`
 }
 
 // snapshot is the memory of a process at one moment.
@@ -95,6 +100,7 @@ type childResult struct {
 	Base     snapshot      `json:"base"`      // started, nothing called
 	After    snapshot      `json:"after"`     // every domain called once
 	Idle     snapshot      `json:"idle"`      // after the idle timeout and a GC
+	Settled  *snapshot     `json:"settled"`   // Settle later, after a GC
 	IdleWait time.Duration `json:"idle_wait"` // how long until the connections were closed
 }
 
@@ -184,7 +190,7 @@ func RunDomains(ctx context.Context, cfg DomainsConfig) (err error) {
 		}
 	}
 	cc := childConfig{DNS: w.dns.Addr(), Cert: files.Cert, Key: files.Key, CA: files.CA,
-		Domains: cfg.Domains, InFlight: cfg.InFlight, IdleTimeout: cfg.IdleTimeout, HeapProfile: cfg.HeapProfile}
+		Domains: cfg.Domains, InFlight: cfg.InFlight, IdleTimeout: cfg.IdleTimeout, HeapProfile: cfg.HeapProfile, Settle: cfg.Settle}
 	res, peer, err := runChild(ctx, cc, log)
 	if err != nil {
 		return err
@@ -387,6 +393,20 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 	if err := writeHeapProfile(cc.HeapProfile, ".idle"); err != nil {
 		return err
 	}
+	if cc.Settle > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(cc.Settle):
+		}
+		runtime.GC()
+		debug.FreeOSMemory()
+		s, err := takeSnapshot()
+		if err != nil {
+			return err
+		}
+		res.Settled = &s
+	}
 	data, err := json.Marshal(res)
 	if err != nil {
 		return fmt.Errorf("encode result: %w", err)
@@ -428,6 +448,9 @@ func printDomains(out io.Writer, cfg DomainsConfig, r childResult, peer snapshot
 	row("started", r.Base)
 	row(fmt.Sprintf("after %d domains", r.Calls), r.After)
 	row(fmt.Sprintf("idle %v later, after a GC", r.IdleWait.Round(100*time.Millisecond)), r.Idle)
+	if r.Settled != nil {
+		row(fmt.Sprintf("%v after that, after a GC", cfg.Settle), *r.Settled)
+	}
 	fmt.Fprintf(out, "ingress process (B, %d inbound connections): VmRSS %s after the calls\n", r.Calls, mib(peer.RSSKiB))
 	verdict := "MET"
 	if r.After.RSSKiB >= rssTargetMiB*1024 || r.Errors > 0 {

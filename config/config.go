@@ -37,6 +37,7 @@ type Common struct {
 	AllowPrivateTargets bool          `env:"FED_ALLOW_PRIVATE_TARGETS, default=false" desc:"allow targets on loopback, private or link-local addresses (tests and local demos only)"`
 	NATS                NATSAuth
 	KVBucket            string        `env:"FED_KV_BUCKET" desc:"JetStream key-value bucket with the dynamic federation config (remote domains and their rules); empty: static configuration only"`
+	TLSReloadInterval   time.Duration `env:"FED_TLS_RELOAD_INTERVAL, default=2s" desc:"how often the certificate, key and CA files are checked for changes"`
 	TLSMinVersion       string        `env:"FED_TLS_MIN_VERSION, default=1.3" desc:"lowest TLS version for federation traffic: 1.3 or 1.2"`
 	ShutdownTimeout     time.Duration `env:"FED_SHUTDOWN_TIMEOUT, default=30s" desc:"how long a stopping process waits for requests in flight"`
 	LogFormat           string        `env:"FED_LOG_FORMAT, default=json" desc:"json or text"`
@@ -93,6 +94,9 @@ func (c *Common) Validate() error {
 	}
 	if c.RequestTimeout <= 0 {
 		add("FED_REQUEST_TIMEOUT must be positive")
+	}
+	if c.TLSReloadInterval <= 0 {
+		add("FED_TLS_RELOAD_INTERVAL must be positive")
 	}
 	if c.TLSMinVersion != "1.3" && c.TLSMinVersion != "1.2" {
 		add("FED_TLS_MIN_VERSION %q is not 1.3 or 1.2", c.TLSMinVersion)

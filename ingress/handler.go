@@ -141,6 +141,12 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	if err != nil {
 		return nil, err
 	}
+	// Per-request authorization (after the origin is proven, so that the
+	// rules are not revealed to anybody else): the origin's rules must
+	// allow this component and rpc.
+	if perr := in.policy.Authorize(req.origin, req.component, req.rpc); perr != nil {
+		return nil, asBusError(perr)
+	}
 	// 7. Body.
 	body, err := in.readBody(w, r, req)
 	if err != nil {

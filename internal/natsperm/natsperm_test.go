@@ -1,6 +1,7 @@
 package natsperm_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,15 +9,19 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sethvargo/go-envconfig"
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/internal/stack"
+	"github.com/fedbus/fedbus/internal/testbed"
 )
 
 const (
@@ -571,4 +576,97 @@ func TestPermissions(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestStackOpen starts the shared services of the fedbus binaries
+// (stack.Open: NATS connection with the FED_NATS_* options, and the watch
+// of the federation config bucket) as the federator and ingress users.
+func TestStackOpen(t *testing.T) {
+	s := startServer(t)
+	adminKV := createBucket(t, s)
+	if _, err := adminKV.Put(ctxFor(t), "remotes.b.example.com", []byte(`{"rules":{"brig":["*"]}}`)); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := testbed.NewCA("natsperm CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(testbed.LeafOptions{}, "fed.a.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := leaf.WriteFiles(t.TempDir(), "a", ca.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the configuration as the binaries read it (defaults included)
+	common := func(auth config.NATSAuth) config.Common {
+		t.Helper()
+		env := map[string]string{
+			"FED_DOMAIN": "a.example.com", "FED_NATS_URL": s.ClientURL(), "FED_DNS_SERVER": "127.0.0.1:53",
+			"FED_TLS_CERT": files.Cert, "FED_TLS_KEY": files.Key, "FED_TLS_CA": files.CA,
+			"FED_KV_BUCKET": bucket, "FED_LOG_FORMAT": "text",
+			"FED_NATS_USER": auth.User, "FED_NATS_PASSWORD": auth.Password,
+			"FED_NATS_NKEY": auth.NKeySeed, "FED_NATS_INBOX_PREFIX": auth.InboxPrefix,
+		}
+		var c config.Common
+		if err := config.Load(context.Background(), &c, envconfig.MapLookuper(env)); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for _, user := range []string{"federator", "ingress"} {
+		t.Run(user+" opens and watches the bucket", func(t *testing.T) {
+			var logs syncBuffer
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			sh, err := stack.Open(common(config.NATSAuth{User: user, Password: passwords[user], InboxPrefix: "_INBOX_" + user}), user, log)
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			if err := sh.Close(ctxFor(t)); err != nil {
+				t.Errorf("close: %v", err)
+			}
+			if l := logs.String(); strings.Contains(l, "Permissions Violation") || !strings.Contains(l, "federation config loaded") {
+				t.Errorf("logs:\n%s", l)
+			}
+		})
+	}
+	t.Run("a wrong password fails to open", func(t *testing.T) {
+		sh, err := stack.Open(common(config.NATSAuth{User: "federator", Password: "wrong"}), "federator", discard)
+		if err == nil {
+			_ = sh.Close(ctxFor(t))
+			t.Fatal("opened")
+		}
+		if !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("got %v, want an authorization violation", err)
+		}
+	})
+	t.Run("a bad seed file fails before connecting", func(t *testing.T) {
+		sh, err := stack.Open(common(config.NATSAuth{NKeySeed: files.CA}), "federator", discard)
+		if err == nil {
+			_ = sh.Close(ctxFor(t))
+			t.Fatal("opened")
+		}
+		if !strings.Contains(err.Error(), "FED_NATS_NKEY") {
+			t.Errorf("got %v, want the variable named", err)
+		}
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent log writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

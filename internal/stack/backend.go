@@ -7,11 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/sethvargo/go-envconfig"
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
@@ -36,6 +39,12 @@ type BackendOptions struct {
 	Federators     int           // workers, default 1
 	Logger         *slog.Logger
 	FederatorHook  func(requestID, step string)
+	// KVBucket enables the dynamic federation config (needs JetStream,
+	// which StartBackend enables when it is set).
+	KVBucket string
+	// TLSReloadInterval is how often the certificate files are checked
+	// (default 2s).
+	TLSReloadInterval time.Duration
 	// TrustPEM is the CA bundle trusted for remote backends (default: CA's
 	// certificate).
 	TrustPEM []byte
@@ -98,7 +107,16 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
-	ns, err := testbed.StartNATS("")
+	storeDir := ""
+	if opts.KVBucket != "" {
+		if storeDir, err = os.MkdirTemp(opts.Dir, "jetstream-"); err != nil {
+			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+		}
+	}
+	if opts.TLSReloadInterval == 0 {
+		opts.TLSReloadInterval = 2 * time.Second
+	}
+	ns, err := testbed.StartNATS(storeDir)
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
@@ -111,12 +129,16 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 			_ = b.Close(cctx)
 		}
 	}()
-	b.Common = config.Common{
-		Domain: opts.Domain, NATSURL: b.NATSURL, SubjectPrefix: bus.DefaultPrefix,
-		DNSServer: opts.DNS.Addr(), Strategy: opts.Strategy, AllowList: opts.AllowList,
-		TLSCert: files.Cert, TLSKey: files.Key, TLSCA: files.CA,
-		Components: opts.Components, RequestTimeout: opts.RequestTimeout,
-		AllowPrivateTargets: true, ShutdownTimeout: 10 * time.Second, LogFormat: "json", LogLevel: "info",
+	env := map[string]string{
+		"FED_DOMAIN": opts.Domain, "FED_NATS_URL": b.NATSURL, "FED_DNS_SERVER": opts.DNS.Addr(),
+		"FED_STRATEGY": opts.Strategy, "FED_ALLOW_LIST": strings.Join(opts.AllowList, ","),
+		"FED_TLS_CERT": files.Cert, "FED_TLS_KEY": files.Key, "FED_TLS_CA": files.CA,
+		"FED_COMPONENTS": strings.Join(opts.Components, ","), "FED_REQUEST_TIMEOUT": opts.RequestTimeout.String(),
+		"FED_ALLOW_PRIVATE_TARGETS": "true", "FED_SHUTDOWN_TIMEOUT": "10s", "FED_KV_BUCKET": opts.KVBucket,
+		"FED_TLS_RELOAD_INTERVAL": opts.TLSReloadInterval.String(),
+	}
+	if err := config.Load(ctx, &b.Common, envconfig.MapLookuper(env)); err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	if err := b.Common.Validate(); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)

@@ -38,7 +38,7 @@ const kvLoadTimeout = 10 * time.Second
 
 // Open builds the shared services; name identifies the NATS connection.
 func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
-	store, err := certs.Load(certs.Files{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA})
+	store, err := certs.LoadVersion(certs.Files{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA}, c.TLSMinVersion)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
@@ -54,14 +54,27 @@ func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
-	nc, err := bus.Connect(c.NATSURL, name, log.With("component", "nats"))
+	natsOpts, err := c.NATS.Options()
 	if err != nil {
 		_ = res.Close()
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
-	sh := &Shared{NATS: nc, Resolver: res, Policy: pol, Certs: store, cancel: func() {}}
+	nc, err := bus.Connect(c.NATSURL, name, log.With("component", "nats"), natsOpts...)
+	if err != nil {
+		_ = res.Close()
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sh := &Shared{NATS: nc, Resolver: res, Policy: pol, Certs: store, cancel: cancel}
+	sh.wg.Add(1)
+	go func() {
+		defer sh.wg.Done()
+		store.Watch(ctx, c.TLSReloadInterval, log.With("component", "certs"))
+	}()
 	if c.KVBucket != "" {
-		if err := sh.watchConfig(c, log); err != nil {
+		if err := sh.watchConfig(ctx, c, log); err != nil {
+			cancel()
+			sh.wg.Wait()
 			nc.Close()
 			_ = res.Close()
 			return nil, fmt.Errorf("open %s: %w", name, err)
@@ -72,7 +85,7 @@ func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
 
 // watchConfig starts applying the dynamic federation config of the bucket
 // and waits for its initial content.
-func (s *Shared) watchConfig(c config.Common, log *slog.Logger) error {
+func (s *Shared) watchConfig(ctx context.Context, c config.Common, log *slog.Logger) error {
 	js, err := jetstream.New(s.NATS)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -84,8 +97,6 @@ func (s *Shared) watchConfig(c config.Common, log *slog.Logger) error {
 		return err
 	}
 	w := policy.NewWatcher(st.KV(), s.Policy, log.With("component", "policy"))
-	ctx, stop := context.WithCancel(context.Background())
-	s.cancel = stop
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -95,8 +106,6 @@ func (s *Shared) watchConfig(c config.Common, log *slog.Logger) error {
 	case <-w.Loaded():
 		return nil
 	case <-octx.Done():
-		stop()
-		s.wg.Wait()
 		return fmt.Errorf("load federation config from bucket %s: %w", c.KVBucket, octx.Err())
 	}
 }
