@@ -94,3 +94,14 @@ compose-request:
 ## integration: build the images, then the container fault tests (integration/, build tag integration)
 integration: images
 	TESTCONTAINERS_RYUK_DISABLED=true $(GO) test -tags integration -count=1 -timeout 15m -v ./integration/
+
+## bench: fedbench (see BENCHMARKS.md): every scenario at 64 in flight × 256 B plus a sweep
+## (1, 16, 256 in flight; 64 KiB at 64), the 10,000-domain memory mode, then the federator and
+## ingress micro-benchmarks; about 4 minutes. BENCH_FLAGS adds fedbench flags (e.g. -matrix=full).
+BENCH_FLAGS ?=
+.PHONY: bench
+bench:
+	$(GO) build -o $(BIN)/fedbench ./cmd/fedbench
+	$(BIN)/fedbench -duration=3s -warmup=500ms $(BENCH_FLAGS)
+	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=3s
+	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./federator ./ingress

@@ -41,6 +41,7 @@ type Federator struct {
 	log        *slog.Logger
 	source     string
 	remote     *remoteClient
+	perRemote  *remoteLimiter
 	sub        *nats.Subscription
 	sem        chan struct{}
 	wg         sync.WaitGroup
@@ -65,6 +66,7 @@ func New(cfg Config, deps Deps) (*Federator, error) {
 		log:        log,
 		source:     "//" + cfg.Domain + "/federator",
 		remote:     newRemoteClient(cfg, deps.Resolver, deps.Certs),
+		perRemote:  newRemoteLimiter(cfg.MaxPerRemote),
 		sem:        make(chan struct{}, cfg.MaxInFlight),
 	}, nil
 }
@@ -147,6 +149,12 @@ func (f *Federator) handle(ctx context.Context, msg *nats.Msg) {
 	f.reply(msg, bus.Reply(ev, f.source, body), log)
 }
 
+// SetMaxPerRemote changes the per-remote limit of requests in flight (0: no
+// limit) at run time.
+func (f *Federator) SetMaxPerRemote(n int) {
+	f.perRemote.max.Store(int64(n))
+}
+
 func (f *Federator) hook(id, step string) {
 	if f.deps.Hook != nil {
 		f.deps.Hook(id, step)
@@ -166,6 +174,10 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event, log 
 	if err := f.deps.Policy.Check(route.Domain); err != nil {
 		return nil, err
 	}
+	if !f.perRemote.acquire(route.Domain) {
+		return nil, bus.Errorf(bus.LabelTooManyRequests, "%d requests to %s are in flight already (FED_MAX_IN_FLIGHT_PER_REMOTE)", f.perRemote.max.Load(), route.Domain)
+	}
+	defer f.perRemote.release(route.Domain)
 	timeout := f.cfg.RequestTimeout
 	if ev.TimeoutMs > 0 {
 		timeout = min(timeout, time.Duration(ev.TimeoutMs)*time.Millisecond)

@@ -155,10 +155,10 @@ func (s *Store) Leaf() *x509.Certificate { return s.cur.Load().leaf }
 func (s *Store) ClientConfigFor(serverName string) *tls.Config {
 	m := s.cur.Load()
 	return &tls.Config{
-		MinVersion:   s.minVersion,
-		NextProtos:   []string{"h2"},
-		ServerName:   serverName,
-		RootCAs:      m.pool,
+		MinVersion: s.minVersion,
+		NextProtos: []string{"h2"},
+		ServerName: serverName,
+		RootCAs:    m.pool,
 		// Always present our certificate, even when its issuer is not in
 		// the server's list of acceptable CAs, so that the remote can say
 		// why it refuses it.

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -304,5 +305,47 @@ func mustSetA(tb testing.TB, d *testbed.DNS, host string, ips ...string) {
 	tb.Helper()
 	if err := d.SetA(host, 60, ips...); err != nil {
 		tb.Fatal(err)
+	}
+}
+
+// TestSlowRemoteCannotTakeEveryWorker fills the per-remote limit with calls
+// to a slow remote: more calls to it get too-many-requests at once, and
+// calls to another remote still succeed.
+func TestSlowRemoteCannotTakeEveryWorker(t *testing.T) {
+	w := newWorld(t, domainC)
+	serve(t, w.b, "brig", component)
+	c := startBackend(t, stack.BackendOptions{Domain: domainC, InfraHost: infraC, CA: w.ca, DNS: w.dns, Dir: w.dir, Strategy: "allow-all"})
+	var started atomic.Int32
+	release := make(chan struct{})
+	serve(t, c, "brig", func(ctx context.Context, req *bus.Request) ([]byte, error) {
+		started.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return []byte(`"slow"`), nil
+	})
+	const limit = 5
+	for _, f := range w.a.Federators {
+		f.SetMaxPerRemote(limit)
+	}
+	var inFlight sync.WaitGroup
+	for range limit {
+		inFlight.Add(1)
+		go func() {
+			defer inFlight.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, _ = w.a.Client("/t").Call(ctx, domainC, "brig", "slow", []byte(`0`))
+		}()
+	}
+	t.Cleanup(func() { close(release); inFlight.Wait() })
+	waitFor(t, 5*time.Second, "the slow calls to reach C", func() bool { return started.Load() == limit })
+	_, err := w.a.Client("/t").Call(context.Background(), domainC, "brig", "echo", []byte(`1`))
+	if !errors.Is(err, bus.ErrTooManyRequests) {
+		t.Fatalf("call over the limit: got %v, want too-many-requests", err)
+	}
+	if got, err := w.a.Client("/t").Call(context.Background(), domainB, "brig", "echo", []byte(`2`)); err != nil || string(got) != "2" {
+		t.Fatalf("call to B while C is saturated: %q, %v", got, err)
 	}
 }

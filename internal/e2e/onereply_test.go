@@ -36,6 +36,11 @@ func TestExactlyOneReplyPerRequest(t *testing.T) {
 
 func oneReplyLoad(t *testing.T) {
 	w := newWorld(t, "nosrv.example.com", "closed.example.com", "dot.example.com")
+	// The burst below puts well over FED_MAX_IN_FLIGHT_PER_REMOTE requests
+	// to B in flight at once; that limit has its own test.
+	for _, f := range w.a.Federators {
+		f.SetMaxPerRemote(0)
+	}
 	serve(t, w.b, "brig", component)
 	w.dns.SetSRV("closed.example.com", 60, testbed.SRVRecord{Target: "closed.infra.test", Port: closedPort(t), Priority: 1, Weight: 1})
 	mustSetA(t, w.dns, "closed.infra.test", "127.0.0.1")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/internal/ctl"
 	"github.com/fedbus/fedbus/internal/stack"
 	"github.com/fedbus/fedbus/internal/testbed"
 )
@@ -669,4 +670,55 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// TestFedctl runs fedctl's commands (internal/ctl) as the fedctl user, and
+// shows that the federator, which may read the bucket, cannot change it.
+func TestFedctl(t *testing.T) {
+	s := startServer(t)
+	run := func(t *testing.T, user string, timeout time.Duration, args ...string) (string, error) {
+		t.Helper()
+		cfg := ctl.Config{NATSURL: s.ClientURL(), Bucket: bucket,
+			NATS: config.NATSAuth{User: user, Password: passwords[user], InboxPrefix: "_INBOX_" + user}}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		var out bytes.Buffer
+		err := ctl.Run(ctx, cfg, args, &out)
+		return out.String(), err
+	}
+	for _, step := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"remotes", "list"}, "does not exist yet"},
+		{[]string{"remotes", "add", "b.example.com", "-allow", "brig:*"}, "b.example.com"},
+		{[]string{"rules", "set", "brig:get-user-by-handle"}, "get-user-by-handle"},
+		{[]string{"remotes", "list"}, "b.example.com"},
+		{[]string{"rules", "show"}, "get-user-by-handle"},
+		{[]string{"remotes", "remove", "b.example.com"}, "removed b.example.com"},
+		{[]string{"rules", "clear"}, "default rules"},
+	} {
+		t.Run("fedctl "+strings.Join(step.args, " "), func(t *testing.T) {
+			out, err := run(t, "fedctl", 2*waitFor, step.args...)
+			if err != nil {
+				t.Fatalf("fedctl %v: %v", step.args, err)
+			}
+			if !strings.Contains(out, step.want) {
+				t.Errorf("fedctl %v printed %q, want %q", step.args, out, step.want)
+			}
+		})
+	}
+	t.Run("federator reads but cannot change the bucket", func(t *testing.T) {
+		if _, err := run(t, "federator", 2*waitFor, "remotes", "list"); err != nil {
+			t.Errorf("federator lists: %v", err)
+		}
+		// the put is refused by the server, so it can only time out
+		if out, err := run(t, "federator", time.Second, "remotes", "add", "evil.example.com"); err == nil {
+			t.Errorf("federator added a remote: %s", out)
+		}
+		out, err := run(t, "fedctl", 2*waitFor, "remotes", "list")
+		if err != nil || strings.Contains(out, "evil.example.com") {
+			t.Errorf("after the federator's add: %q, %v", out, err)
+		}
+	})
 }

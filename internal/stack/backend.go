@@ -39,6 +39,8 @@ type BackendOptions struct {
 	Federators     int           // workers, default 1
 	Logger         *slog.Logger
 	FederatorHook  func(requestID, step string)
+	// MaxPerRemote overrides FED_MAX_IN_FLIGHT_PER_REMOTE of the federators.
+	MaxPerRemote int
 	// KVBucket enables the dynamic federation config (needs JetStream,
 	// which StartBackend enables when it is set).
 	KVBucket string
@@ -155,7 +157,13 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 		}
 		b.shared = append(b.shared, sh)
-		fcfg := federator.Config{Common: b.Common, MaxInFlight: 2048, IdleConnTimeout: 90 * time.Second, MaxResponseBytes: 16 << 20}
+		fcfg := federator.Config{Common: b.Common}
+		if err := config.Load(ctx, &fcfg, envconfig.MapLookuper(env)); err != nil {
+			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+		}
+		if opts.MaxPerRemote != 0 {
+			fcfg.MaxPerRemote = opts.MaxPerRemote
+		}
 		f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Hook: opts.FederatorHook})
 		if err != nil {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
@@ -170,7 +178,12 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	b.shared = append(b.shared, sh)
-	icfg := ingress.Config{Common: b.Common, Addr: "127.0.0.1:0", MaxBodyBytes: opts.MaxBodyBytes}
+	env["FED_INGRESS_ADDR"] = "127.0.0.1:0"
+	env["FED_MAX_BODY_BYTES"] = fmt.Sprint(opts.MaxBodyBytes)
+	icfg := ingress.Config{}
+	if err := config.Load(ctx, &icfg, envconfig.MapLookuper(env)); err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
 	in, err := ingress.New(icfg, ingress.Deps{NATS: sh.NATS, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
