@@ -257,7 +257,6 @@ func serveEcho(t testing.TB, c *client, component string) {
 		sctx, scancel := context.WithTimeout(context.Background(), waitFor)
 		defer scancel()
 		_ = srv.Shutdown(sctx)
-		scancel()
 		cancel()
 	})
 	c.noErrors(t)
@@ -676,7 +675,7 @@ func (b *syncBuffer) String() string {
 // shows that the federator, which may read the bucket, cannot change it.
 func TestFedctl(t *testing.T) {
 	s := startServer(t)
-	run := func(t *testing.T, user string, timeout time.Duration, args ...string) (string, error) {
+	run := func(t testing.TB, user string, timeout time.Duration, args ...string) (string, error) {
 		t.Helper()
 		cfg := ctl.Config{NATSURL: s.ClientURL(), Bucket: bucket,
 			NATS: config.NATSAuth{User: user, Password: passwords[user], InboxPrefix: "_INBOX_" + user}}
@@ -698,7 +697,7 @@ func TestFedctl(t *testing.T) {
 		{[]string{"remotes", "remove", "b.example.com"}, "removed b.example.com"},
 		{[]string{"rules", "clear"}, "default rules"},
 	} {
-		t.Run("fedctl "+strings.Join(step.args, " "), func(t *testing.T) {
+		t.Run("fedctl "+strings.Join(step.args, " ")+" prints "+step.want, func(t *testing.T) {
 			out, err := run(t, "fedctl", 2*waitFor, step.args...)
 			if err != nil {
 				t.Fatalf("fedctl %v: %v", step.args, err)
