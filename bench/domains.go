@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sethvargo/go-envconfig"
+
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/federator"
@@ -280,15 +282,23 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 		ns.Shutdown()
 		ns.WaitForShutdown()
 	}()
-	common := config.Common{
-		Domain: domainA, NATSURL: ns.ClientURL(), SubjectPrefix: bus.DefaultPrefix,
-		DNSServer: cc.DNS, Strategy: "allow-all",
-		TLSCert: cc.Cert, TLSKey: cc.Key, TLSCA: cc.CA,
-		Components: []string{"brig", "galley", "cargohold"}, RequestTimeout: 10 * time.Second,
-		AllowPrivateTargets: true, ShutdownTimeout: 10 * time.Second, LogFormat: "json", LogLevel: "info",
-		TLSMinVersion: "1.3",
+	// The configuration is read as the federator binary reads its
+	// environment (defaults included), from these variables.
+	env := map[string]string{
+		"FED_DOMAIN":                domainA,
+		"FED_NATS_URL":              ns.ClientURL(),
+		"FED_DNS_SERVER":            cc.DNS,
+		"FED_STRATEGY":              "allow-all",
+		"FED_TLS_CERT":              cc.Cert,
+		"FED_TLS_KEY":               cc.Key,
+		"FED_TLS_CA":                cc.CA,
+		"FED_ALLOW_PRIVATE_TARGETS": "true",
+		"FED_IDLE_CONN_TIMEOUT":     cc.IdleTimeout.String(),
 	}
-	fcfg := federator.Config{Common: common, MaxInFlight: 2048, IdleConnTimeout: cc.IdleTimeout, MaxResponseBytes: 16 << 20}
+	var fcfg federator.Config
+	if err := config.Load(ctx, &fcfg, envconfig.MapLookuper(env)); err != nil {
+		return err
+	}
 	if err := fcfg.Validate(); err != nil {
 		return err
 	}

@@ -44,6 +44,9 @@ type entry struct {
 	// neg is the sentinel of a negative answer (ErrNotFound,
 	// ErrServiceUnavailable, ErrNoAddress), nil for a positive one.
 	neg error
+	// authentic: the answer carried the AD flag (DNSSEC-validated by the
+	// resolver); asked for with RequireDNSSEC only.
+	authentic bool
 
 	expires    mono // end of the TTL
 	refreshAt  mono // a hit from here on starts a background refresh

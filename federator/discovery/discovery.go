@@ -45,6 +45,11 @@ var (
 	// ErrNoAddress: the host has no A or AAAA record, or is not a valid
 	// host name.
 	ErrNoAddress = errors.New("host has no address")
+	// ErrInsecure: RequireDNSSEC is set and the SRV answer did not carry
+	// the AD (authentic data) flag of a validating resolver, so it cannot
+	// prove an identity. Contract label authentication-failure (never
+	// discovery-failure: the lookup worked, its answer is not trusted).
+	ErrInsecure = errors.New("SRV answer not validated by DNSSEC (no AD flag)")
 )
 
 // errClosed is returned for lookups that need DNS after Close.
@@ -106,6 +111,13 @@ type Config struct {
 	// AllowPrivate keeps addresses of refused classes (loopback, private,
 	// link-local, ...) in Addrs' results: FED_ALLOW_PRIVATE_TARGETS.
 	AllowPrivate bool
+	// RequireDNSSEC (FED_REQUIRE_DNSSEC) makes HasTarget trust only SRV
+	// answers that a validating resolver marked authentic (the AD flag):
+	// queries then set the DO bit (and AD) in EDNS0, the flag is cached
+	// with the answer, and HasTarget fails with ErrInsecure for an answer
+	// without it. The servers must be validating resolvers reached over a
+	// trusted path (the AD flag itself is not signed).
+	RequireDNSSEC bool
 	// Logger receives the serve-stale warnings; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock of TTLs, serve-stale and down marking; nil means
@@ -343,7 +355,9 @@ func (r *Resolver) AppendSRV(ctx context.Context, dst []Target, domain string) (
 // trailing dot ignored, and a left-most label "*" matching exactly one
 // left-most label of a target ("*.b-infra.test" matches "fed.b-infra.test",
 // not "x.fed.b-infra.test" nor "b-infra.test"). A discovery failure is
-// returned as the error (with false). It does not allocate on a cache hit.
+// returned as the error (with false); with RequireDNSSEC, an SRV answer
+// without the AD flag is the error ErrInsecure, whatever sanName. It does
+// not allocate on a cache hit.
 func (r *Resolver) HasTarget(ctx context.Context, domain, sanName string) (bool, error) {
 	d, err := bus.NormalizeDomain(domain)
 	if err != nil {
@@ -355,6 +369,9 @@ func (r *Resolver) HasTarget(ctx context.Context, domain, sanName string) (bool,
 	}
 	if e.neg != nil {
 		return false, fmt.Errorf("discover %s: %w", d, e.neg)
+	}
+	if r.cfg.RequireDNSSEC && !e.authentic {
+		return false, fmt.Errorf("discover %s: %w", d, ErrInsecure)
 	}
 	name := strings.TrimSuffix(sanName, ".")
 	for i := range e.targets {

@@ -23,6 +23,7 @@
 //	ErrNotFound, ErrServiceUnavailable  invalid-domain
 //	ErrLookup                           discovery-failure
 //	ErrPrivateTarget                    federation-denied
+//	ErrInsecure                         authentication-failure (HasTarget, RequireDNSSEC)
 //	context.DeadlineExceeded            federation-timeout
 //
 // ErrNoAddress concerns one target: the caller tries the next one. A
@@ -30,6 +31,11 @@
 // ErrLookup), unless an expired answer could be served instead. An
 // invalid domain returns the *bus.Error of bus.NormalizeDomain
 // (domain-parse-error).
+//
+// With RequireDNSSEC (FED_REQUIRE_DNSSEC), queries set the EDNS0 DO bit
+// and the AD flag of each SRV answer is cached with it; HasTarget, the
+// identity check of the ingress, refuses an answer without it
+// (ErrInsecure). SRV and the address lookups do not look at the flag.
 //
 // Cache hits do not allocate (AppendSRV, AppendAddrs, HasTarget) and read
 // a clock that a goroutine of the Resolver updates every 50ms; Close stops

@@ -62,6 +62,7 @@ func (r *Resolver) resolveSRV(ctx context.Context, domain string) (*entry, error
 	targets = slices.Compact(targets)
 	e := r.positive(minTTL, now)
 	e.targets = targets
+	e.authentic = resp.AuthenticatedData
 	for i := 0; i < len(targets); {
 		g := group{start: i}
 		for i < len(targets) && targets[i].Priority == targets[g.start].Priority {
@@ -243,14 +244,18 @@ func (r *Resolver) exchange(ctx context.Context, qname string, qtype uint16) (*d
 	return nil, joinErrors(errs)
 }
 
-// exchangeOne asks one server over UDP with EDNS0, again over TCP when the
-// answer is truncated, and without EDNS0 when the server does not know it
-// (FORMERR). Answers other than NOERROR and NXDOMAIN are errors.
+// exchangeOne asks one server over UDP with EDNS0 (the DO bit set when
+// RequireDNSSEC), again over TCP when the answer is truncated, and without
+// EDNS0 when the server does not know it (FORMERR). Answers other than
+// NOERROR and NXDOMAIN are errors.
 func (r *Resolver) exchangeOne(ctx context.Context, server, qname string, qtype uint16) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	m.SetQuestion(qname, qtype)
 	m.RecursionDesired = true
-	m.SetEdns0(ednsSize, false)
+	// With RequireDNSSEC, DO (and AD, RFC 6840 section 5.7) ask a
+	// validating resolver to say whether it validated the answer.
+	m.AuthenticatedData = r.cfg.RequireDNSSEC
+	m.SetEdns0(ednsSize, r.cfg.RequireDNSSEC)
 	resp, err := r.query(ctx, r.udp, m, server)
 	if err == nil && resp.Rcode == dns.RcodeFormatError && resp.IsEdns0() == nil {
 		m.Extra = nil

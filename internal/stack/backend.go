@@ -14,11 +14,13 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sethvargo/go-envconfig"
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/federator"
+	"github.com/fedbus/fedbus/federator/policy"
 	"github.com/fedbus/fedbus/ingress"
 	"github.com/fedbus/fedbus/internal/testbed"
 )
@@ -150,6 +152,15 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	}
 	if b.NATS, err = bus.Connect(b.NATSURL, "components "+opts.Domain, opts.Logger); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
+	if opts.KVBucket != "" {
+		js, err := jetstream.New(b.NATS)
+		if err != nil {
+			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+		}
+		if _, err := policy.OpenStore(ctx, js, opts.KVBucket, true); err != nil {
+			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+		}
 	}
 	for i := range opts.Federators {
 		sh, err := Open(b.Common, "federator "+strconv.Itoa(i), opts.Logger)

@@ -92,7 +92,12 @@ func (s *Shared) watchConfig(ctx context.Context, c config.Common, log *slog.Log
 	}
 	octx, cancel := context.WithTimeout(context.Background(), kvLoadTimeout)
 	defer cancel()
-	st, err := policy.OpenStore(octx, js, c.KVBucket, true)
+	// The bucket is created by fedctl (or the operator), not here: the
+	// federator and ingress only need to read it.
+	st, err := policy.OpenStore(octx, js, c.KVBucket, false)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("bucket %s does not exist (FED_KV_BUCKET); create it with fedctl, e.g. 'fedctl rules clear': %w", c.KVBucket, err)
+	}
 	if err != nil {
 		return err
 	}

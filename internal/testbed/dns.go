@@ -79,6 +79,8 @@ type DNS struct {
 	delay   time.Duration
 	queries map[queryKey]int
 	total   int
+	ad      bool // SetAuthenticData
+	doBit   int  // queries with the EDNS0 DO bit
 }
 
 // NewDNS returns a stopped server; Start starts it. It needs no
@@ -325,6 +327,25 @@ func (d *DNS) SetFailure(name string, rcode int) {
 	d.fail[n] = rcode
 }
 
+// SetAuthenticData makes the server act as a validating resolver whose
+// answers are DNSSEC-authentic (on) or not (off, the default): with on,
+// an answer (positive or negative, not a failure) carries the AD flag when
+// the query set the EDNS0 DO bit or the AD flag, as RFC 6840 section 5.7
+// prescribes; no signatures are served.
+func (d *DNS) SetAuthenticData(on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ad = on
+}
+
+// DOQueries returns how many queries the server received with the EDNS0
+// DO bit set.
+func (d *DNS) DOQueries() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.doBit
+}
+
 // SetDelay delays every answer by delay (0 answers at once). Stop releases
 // delayed answers early.
 func (d *DNS) SetDelay(delay time.Duration) {
@@ -390,8 +411,14 @@ func (d *DNS) serve(w dns.ResponseWriter, req *dns.Msg) {
 	d.mu.Lock()
 	d.queries[queryKey{name, q.Qtype}]++
 	d.total++
+	opt := req.IsEdns0()
+	do := opt != nil && opt.Do()
+	if do {
+		d.doBit++
+	}
 	rcode, failing := d.failureLocked(name)
 	delay, negTTL, stop := d.delay, d.negTTL, d.stop
+	authentic := d.ad && (do || req.AuthenticatedData)
 	var answer []dns.RR
 	records, exists := d.rrs[name]
 	if exists {
@@ -429,9 +456,10 @@ func (d *DNS) serve(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	resp.Authoritative = !failing
 	resp.RecursionAvailable = true
+	resp.AuthenticatedData = authentic && !failing
 
 	size := dns.MinMsgSize
-	if opt := req.IsEdns0(); opt != nil {
+	if opt != nil {
 		if opt.Version() != 0 {
 			resp = new(dns.Msg)
 			resp.SetRcode(req, dns.RcodeBadVers)
@@ -439,7 +467,7 @@ func (d *DNS) serve(w dns.ResponseWriter, req *dns.Msg) {
 		if int(opt.UDPSize()) > size {
 			size = int(opt.UDPSize())
 		}
-		resp.SetEdns0(ednsSize, false)
+		resp.SetEdns0(ednsSize, do)
 	}
 	if _, udp := w.LocalAddr().(*net.UDPAddr); udp {
 		resp.Truncate(size)

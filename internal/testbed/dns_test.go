@@ -248,3 +248,51 @@ func TestDNSDelayReleasedByStop(t *testing.T) {
 		t.Error("delayed query answered after Stop")
 	}
 }
+
+func TestDNSAuthenticData(t *testing.T) {
+	d := StartDNS(t)
+	d.SetSRV("b.example.com", 60, SRVRecord{Target: "fed.b-infra.test", Port: 443})
+	d.SetFailure("servfail.example.com", dns.RcodeServerFailure)
+	tests := []struct {
+		name   string
+		on     bool
+		qname  string
+		do, ad bool // bits of the query
+		want   bool // AD in the answer
+	}{
+		{"off, DO query", false, "b.example.com", true, false, false},
+		{"on, DO query", true, "b.example.com", true, false, true},
+		{"on, AD query", true, "b.example.com", false, true, true},
+		{"on, plain query", true, "b.example.com", false, false, false},
+		{"on, NXDOMAIN", true, "nx.example.com", true, false, true},
+		{"on, failure", true, "servfail.example.com", true, false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d.SetAuthenticData(tc.on)
+			before := d.DOQueries()
+			m := new(dns.Msg)
+			m.SetQuestion(dns.Fqdn(SRVName(tc.qname)), dns.TypeSRV)
+			m.AuthenticatedData = tc.ad
+			m.SetEdns0(1232, tc.do)
+			c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+			resp, _, err := c.Exchange(m, d.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.AuthenticatedData != tc.want {
+				t.Errorf("AD %v, want %v (rcode %s)", resp.AuthenticatedData, tc.want, dns.RcodeToString[resp.Rcode])
+			}
+			if opt := resp.IsEdns0(); opt == nil || opt.Do() != tc.do {
+				t.Errorf("answer OPT %v, want DO echoed as %v", opt, tc.do)
+			}
+			wantDO := before
+			if tc.do {
+				wantDO++
+			}
+			if got := d.DOQueries(); got != wantDO {
+				t.Errorf("DOQueries %d, want %d", got, wantDO)
+			}
+		})
+	}
+}
