@@ -1,0 +1,69 @@
+package config
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// cliConfig is a stand-in for a binary's configuration.
+type cliConfig struct {
+	Common
+	Extra int `env:"FED_TEST_EXTRA, default=1" desc:"an extra knob"`
+}
+
+func (c *cliConfig) Validate() error {
+	var errs []error
+	if err := c.Common.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Extra <= 0 {
+		errs = append(errs, errors.New("FED_TEST_EXTRA must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+func TestFromEnvHelpListsEveryVariable(t *testing.T) {
+	var out bytes.Buffer
+	var cfg cliConfig
+	err := FromEnv(context.Background(), "federator", []string{"-h"}, &cfg, &out)
+	if !errors.Is(err, ErrHelp) {
+		t.Fatalf("got %v, want ErrHelp", err)
+	}
+	for _, name := range []string{"FED_DOMAIN", "FED_NATS_URL", "FED_SUBJECT_PREFIX", "FED_DNS_SERVER", "FED_STRATEGY", "FED_ALLOW_LIST",
+		"FED_TLS_CERT", "FED_TLS_KEY", "FED_TLS_CA", "FED_COMPONENTS", "FED_REQUEST_TIMEOUT", "FED_ALLOW_PRIVATE_TARGETS", "FED_TEST_EXTRA"} {
+		if !strings.Contains(out.String(), name) {
+			t.Errorf("-h does not list %s", name)
+		}
+	}
+}
+
+func TestFromEnvReportsEveryProblemAtOnce(t *testing.T) {
+	t.Setenv("FED_DOMAIN", "")
+	t.Setenv("FED_STRATEGY", "allow-some")
+	t.Setenv("FED_ALLOW_LIST", "b..example.com")
+	t.Setenv("FED_TLS_CERT", "")
+	t.Setenv("FED_COMPONENTS", "BRIG")
+	t.Setenv("FED_DNS_SERVER", "no-port")
+	t.Setenv("FED_TEST_EXTRA", "0")
+	var cfg cliConfig
+	err := FromEnv(context.Background(), "federator", nil, &cfg, &bytes.Buffer{})
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{"FED_DOMAIN is required", "FED_STRATEGY", "FED_ALLOW_LIST", "FED_TLS_CERT is required", "FED_TLS_KEY is required",
+		"FED_TLS_CA is required", "FED_COMPONENTS", "FED_DNS_SERVER", "FED_TEST_EXTRA"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestFromEnvRefusesArguments(t *testing.T) {
+	var cfg cliConfig
+	if err := FromEnv(context.Background(), "ingress", []string{"extra"}, &cfg, &bytes.Buffer{}); err == nil {
+		t.Fatal("want an error for arguments")
+	}
+}
