@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,7 +53,8 @@ type DomainsConfig struct {
 	Settle time.Duration
 	// HeapProfile, when set, is where the federator process writes heap
 	// profiles: <HeapProfile>.after once every domain was called,
-	// <HeapProfile>.idle after the idle timeout.
+	// <HeapProfile>.idle after the idle timeout, <HeapProfile>.settled
+	// after Settle.
 	HeapProfile string
 	Out         io.Writer
 	Logger      *slog.Logger
@@ -156,6 +159,9 @@ func RunDomains(ctx context.Context, cfg DomainsConfig) (err error) {
 		return err
 	}
 	w.onClose(w.b.Close)
+	if err := unlimited(w.b); err != nil {
+		return err
+	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	srv, err := bus.Serve(sctx, w.b.NATS, w.b.Subjects, echoComponent, echoHandler, w.log)
 	if err != nil {
@@ -202,12 +208,15 @@ func RunDomains(ctx context.Context, cfg DomainsConfig) (err error) {
 }
 
 func portOf(addr string) (uint16, error) {
-	i := strings.LastIndexByte(addr, ':')
-	var p uint16
-	if _, err := fmt.Sscanf(addr[i+1:], "%d", &p); err != nil || i < 0 {
-		return 0, fmt.Errorf("port of %q: %v", addr, err)
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, fmt.Errorf("port of %q: %w", addr, err)
 	}
-	return p, nil
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("port of %q: %w", addr, err)
+	}
+	return uint16(p), nil
 }
 
 // runChild runs the federator process and returns its result and this
@@ -416,6 +425,9 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 			return err
 		}
 		res.Settled = &s
+		if err := writeHeapProfile(cc.HeapProfile, ".settled"); err != nil {
+			return err
+		}
 	}
 	data, err := json.Marshal(res)
 	if err != nil {

@@ -130,6 +130,9 @@ func printTargets(out io.Writer, results []Result, cell Cell) {
 		if got < t.min {
 			verdict = "NOT MET"
 		}
+		if n.Errors > 0 || d.Errors > 0 {
+			verdict += fmt.Sprintf(" (with %d and %d errors)", n.Errors, d.Errors)
+		}
 		fmt.Fprintf(out, "  %-9s >= %.1f× %-8s  %.2f×  %s\n", t.num, t.min, t.den, got, verdict)
 	}
 }

@@ -117,7 +117,20 @@ func (w *world) startBackend(domain, infra, peer string) (*stack.Backend, error)
 		return nil, err
 	}
 	w.onClose(be.Close)
+	if err := unlimited(be); err != nil {
+		return nil, err
+	}
 	return be, nil
+}
+
+// unlimited lifts the ingress's per-origin rate and concurrency limits
+// (FED_INGRESS_ORIGIN_RATE and friends): the benchmark measures the
+// request path's capacity, not the limiter's setting.
+func unlimited(be *stack.Backend) error {
+	if err := be.Ingress.SetOriginLimits(0, 0, 0); err != nil {
+		return fmt.Errorf("backend %s: %w", be.Domain, err)
+	}
+	return nil
 }
 
 // onClose registers f to run at close.

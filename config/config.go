@@ -42,7 +42,19 @@ type Common struct {
 	ShutdownTimeout     time.Duration `env:"FED_SHUTDOWN_TIMEOUT, default=30s" desc:"how long a stopping process waits for requests in flight"`
 	LogFormat           string        `env:"FED_LOG_FORMAT, default=json" desc:"json or text"`
 	LogLevel            string        `env:"FED_LOG_LEVEL, default=info" desc:"debug, info, warn or error"`
+	Identity            string        `env:"FED_IDENTITY, default=srv" desc:"how the ingress ties a client certificate to its origin domain: srv (a DNS SAN is an SRV target of the origin) or srv-or-domain (also a DNS SAN equal to the origin domain)"`
+	RequireDNSSEC       bool          `env:"FED_REQUIRE_DNSSEC, default=false" desc:"trust only SRV answers that the resolver validated with DNSSEC (AD flag) for the ingress's identity check; needs a validating resolver on a trusted path"`
 }
+
+// Identity modes (FED_IDENTITY).
+const (
+	// IdentitySRV: one DNS SAN of the client certificate matches one SRV
+	// target of the origin domain (the contract's rule).
+	IdentitySRV = "srv"
+	// IdentitySRVOrDomain: as IdentitySRV, or one DNS SAN is the origin
+	// domain itself (exactly, no wildcard).
+	IdentitySRVOrDomain = "srv-or-domain"
+)
 
 // Validate reports every problem of the common configuration at once.
 func (c *Common) Validate() error {
@@ -113,6 +125,12 @@ func (c *Common) Validate() error {
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		add("FED_LOG_LEVEL: %v", err)
+	}
+	if c.Identity == "" {
+		c.Identity = IdentitySRV
+	}
+	if c.Identity != IdentitySRV && c.Identity != IdentitySRVOrDomain {
+		add("FED_IDENTITY %q is not %s or %s", c.Identity, IdentitySRV, IdentitySRVOrDomain)
 	}
 	return errors.Join(errs...)
 }

@@ -124,6 +124,9 @@ func (c *primedConn) Read(b []byte) (int, error) {
 	if len(c.pending) > 0 {
 		n := copy(b, c.pending)
 		c.pending = c.pending[n:]
+		if len(c.pending) == 0 {
+			c.pending = nil // the buffer is not kept for the connection's life
+		}
 		return n, nil
 	}
 	return c.Conn.Read(b)

@@ -3,6 +3,7 @@ package ingress
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"time"
@@ -19,17 +20,40 @@ const (
 	DefaultSubjectPrefix  = "fed"
 )
 
+// Defaults of the protection settings (the env tags give the same); a
+// Config built in code gets DefaultMaxStreams, DefaultReadHeaderTimeout and
+// DefaultIdleTimeout for its zero fields, while zero origin limits mean no
+// limit.
+const (
+	DefaultOriginRate        = 200
+	DefaultOriginBurst       = 400
+	DefaultOriginConcurrency = 512
+	DefaultMaxStreams        = 250
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultIdleTimeout       = 90 * time.Second
+)
+
 // DefaultComponents returns the default of FED_COMPONENTS.
 func DefaultComponents() []string { return []string{"brig", "galley", "cargohold"} }
 
 // HTTP server limits of the ingress.
 const (
-	// ReadHeaderTimeout bounds reading a request's headers.
-	ReadHeaderTimeout = 5 * time.Second
-	// IdleTimeout closes keep-alive connections idle for that long.
-	IdleTimeout = 90 * time.Second
-	// MaxHeaderBytes bounds the size of a request's headers.
+	// ReadHeaderTimeout bounds reading a request's headers (and the TLS
+	// handshake) unless FED_INGRESS_READ_HEADER_TIMEOUT says otherwise.
+	ReadHeaderTimeout = DefaultReadHeaderTimeout
+	// IdleTimeout closes keep-alive connections idle for that long unless
+	// FED_INGRESS_IDLE_TIMEOUT says otherwise.
+	IdleTimeout = DefaultIdleTimeout
+	// MaxHeaderBytes bounds the size of a request's headers (HTTP/1.1 and
+	// the HTTP/2 header list).
 	MaxHeaderBytes = 64 << 10
+	// MaxReadFrameSize is the largest HTTP/2 frame the ingress reads (the
+	// protocol's default is 16 KiB, Go's 1 MiB): it bounds the read
+	// buffer of each connection.
+	MaxReadFrameSize = 64 << 10
+	// writeByteTimeout closes an HTTP/2 connection on which nothing could
+	// be written for that long (a peer that stopped reading).
+	writeByteTimeout = 15 * time.Second
 	// writeSlack is how much longer than the request deadline a response
 	// may take to be written.
 	writeSlack = 5 * time.Second
@@ -43,6 +67,31 @@ type Config struct {
 	Addr string `env:"FED_INGRESS_ADDR, default=:8443" desc:"ingress listen address (host:port)"`
 	// MaxBodyBytes is the largest request body accepted, FED_MAX_BODY_BYTES.
 	MaxBodyBytes int64 `env:"FED_MAX_BODY_BYTES, default=1048576" desc:"largest request body the ingress accepts, in bytes"`
+
+	// Per-origin limits, applied once the origin is proven (after the
+	// certificate's SAN matched its SRV targets), so that nobody can use up
+	// another origin's budget. A request over a limit gets
+	// too-many-requests (429) with Retry-After. Zero: no limit.
+
+	// OriginRate is the sustained request rate of one origin domain, in
+	// requests per second (token bucket), FED_INGRESS_ORIGIN_RATE.
+	OriginRate float64 `env:"FED_INGRESS_ORIGIN_RATE, default=200" desc:"requests per second one origin domain may send on average (0: no limit)"`
+	// OriginBurst is the token bucket's size, FED_INGRESS_ORIGIN_BURST.
+	OriginBurst int `env:"FED_INGRESS_ORIGIN_BURST, default=400" desc:"requests one origin domain may send at once above FED_INGRESS_ORIGIN_RATE (at least 1 when the rate is limited)"`
+	// OriginConcurrency bounds the requests of one origin domain in flight
+	// (body upload and component call), FED_INGRESS_ORIGIN_CONCURRENCY.
+	OriginConcurrency int `env:"FED_INGRESS_ORIGIN_CONCURRENCY, default=512" desc:"requests of one origin domain in flight at once (0: no limit); at least the peers' FED_MAX_IN_FLIGHT_PER_REMOTE"`
+	// MaxStreams is the HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one
+	// connection may have open at once, FED_INGRESS_MAX_STREAMS.
+	MaxStreams int `env:"FED_INGRESS_MAX_STREAMS, default=250" desc:"HTTP/2 streams (requests) one connection may have open at once"`
+	// ReadHeaderTimeout bounds the TLS handshake and reading a request's
+	// headers, FED_INGRESS_READ_HEADER_TIMEOUT; a new connection that has
+	// not delivered a complete request after twice this time is closed
+	// (HTTP/2 included, which the server's header timeout does not cover).
+	ReadHeaderTimeout time.Duration `env:"FED_INGRESS_READ_HEADER_TIMEOUT, default=5s" desc:"time a client has for the TLS handshake and for a request's headers (a new connection: twice this for its first request); slower connections are closed"`
+	// IdleTimeout closes connections without requests for that long,
+	// FED_INGRESS_IDLE_TIMEOUT.
+	IdleTimeout time.Duration `env:"FED_INGRESS_IDLE_TIMEOUT, default=90s" desc:"connections without a request for this long are closed"`
 }
 
 // Validate reports every problem of the configuration at once (joined with
@@ -58,6 +107,37 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("FED_MAX_BODY_BYTES must be positive, got %d", c.MaxBodyBytes))
+	}
+	if err := checkProtection(c); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxStreams <= 0 {
+		errs = append(errs, fmt.Errorf("FED_INGRESS_MAX_STREAMS must be positive, got %d", c.MaxStreams))
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("FED_INGRESS_READ_HEADER_TIMEOUT must be positive, got %v", c.ReadHeaderTimeout))
+	}
+	if c.IdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("FED_INGRESS_IDLE_TIMEOUT must be positive, got %v", c.IdleTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// checkProtection checks the per-origin limits, which New checks as well:
+// none negative or not a number, a burst of at least 1 when the rate is
+// limited.
+func checkProtection(c *Config) error {
+	var errs []error
+	switch {
+	case math.IsNaN(c.OriginRate) || math.IsInf(c.OriginRate, 0) || c.OriginRate < 0:
+		errs = append(errs, fmt.Errorf("FED_INGRESS_ORIGIN_RATE must be a number, 0 or more, got %v", c.OriginRate))
+	case c.OriginRate > 0 && c.OriginBurst < 1:
+		errs = append(errs, fmt.Errorf("FED_INGRESS_ORIGIN_BURST must be at least 1 when FED_INGRESS_ORIGIN_RATE is set, got %d", c.OriginBurst))
+	case c.OriginBurst < 0:
+		errs = append(errs, fmt.Errorf("FED_INGRESS_ORIGIN_BURST must not be negative, got %d", c.OriginBurst))
+	}
+	if c.OriginConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("FED_INGRESS_ORIGIN_CONCURRENCY must not be negative, got %d", c.OriginConcurrency))
 	}
 	return errors.Join(errs...)
 }

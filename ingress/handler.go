@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/federator/discovery"
 )
 
@@ -26,6 +28,11 @@ type request struct {
 	origin    string
 	san       string // the certificate name that matched an SRV target
 	cause     error  // detail of a failure, logged but not sent to the peer
+	// retryAfter is the Retry-After of a too-many-requests answer.
+	retryAfter time.Duration
+	// closeConn: the peer failed the certificate check; its connection is
+	// closed after the answer (it has nothing more to send us).
+	closeConn bool
 }
 
 // ServeHTTP handles one federated request: it runs the contract's checks
@@ -34,6 +41,7 @@ type request struct {
 // response; a failure is the contract's JSON error body with the error's
 // status. The client certificate is read from r.TLS.
 func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	in.servedRequest(r)
 	req := &request{start: time.Now()}
 	req.id = r.Header.Get(bus.HTTPRequestID)
 	if !bus.ValidRequestID(req.id) {
@@ -83,13 +91,23 @@ func (in *Ingress) writeError(w http.ResponseWriter, req *request, log *slog.Log
 	h.Set(bus.HTTPContentType, bus.ContentTypeJSON)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("X-Content-Type-Options", "nosniff")
+	if req.closeConn {
+		// HTTP/1.1 closes after the answer, HTTP/2 sends GOAWAY.
+		h.Set("Connection", "close")
+	}
+	if req.retryAfter > 0 && e.Label == bus.LabelTooManyRequests {
+		h.Set("Retry-After", strconv.FormatInt(retryAfterSeconds(req.retryAfter), 10))
+	}
 	w.WriteHeader(e.Code)
 	if _, err := w.Write(body); err != nil {
 		log.Info("writing error response failed", "err", err)
 	}
 	level := slog.LevelInfo
-	if e.Code >= 500 {
+	switch {
+	case e.Code >= 500:
 		level = slog.LevelWarn
+	case e.Label == bus.LabelTooManyRequests:
+		level = slog.LevelDebug // admit warns about the origin, sparingly
 	}
 	attrs := []any{"status", e.Code, "label", e.Label, "message", e.Message,
 		"fed_component", req.component, "rpc", req.rpc, "origin", req.origin,
@@ -106,6 +124,7 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	// 1. Client certificate.
 	leaf, err := clientCertificate(r.TLS)
 	if err != nil {
+		req.closeConn = true
 		return nil, err
 	}
 	// 2. Method, query string, path.
@@ -141,6 +160,13 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	if err != nil {
 		return nil, err
 	}
+	// The origin's limits, now that the origin is proven: nobody can
+	// spend another origin's budget.
+	release, err := in.admit(req)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	// Per-request authorization (after the origin is proven, so that the
 	// rules are not revealed to anybody else): the origin's rules must
 	// allow this component and rpc.
@@ -233,9 +259,12 @@ func sameDomain(a, b string) bool {
 }
 
 // authorize discovers the origin's SRV targets and returns the first DNS
-// name of the certificate that is one of them. A certificate without DNS
-// names still gets the discovery (the contract's order: discovery errors
-// first), then authentication-failure.
+// name of the certificate that is one of them, or (FED_IDENTITY
+// srv-or-domain) that is the origin domain itself. A certificate without
+// DNS names still gets the discovery (the contract's order: discovery
+// errors first), then authentication-failure. The discovery runs in every
+// mode: the origin must have a federation SRV record (and, with
+// FED_REQUIRE_DNSSEC, a validated one) even when its domain is the SAN.
 func (in *Ingress) authorize(ctx context.Context, req *request, leaf *x509.Certificate) (string, *bus.Error) {
 	origin := req.origin
 	if len(leaf.DNSNames) == 0 {
@@ -256,7 +285,42 @@ func (in *Ingress) authorize(ctx context.Context, req *request, leaf *x509.Certi
 			return san, nil
 		}
 	}
+	if in.identity == config.IdentitySRVOrDomain {
+		for _, san := range leaf.DNSNames {
+			if strings.EqualFold(strings.TrimSuffix(san, "."), origin) {
+				return san, nil
+			}
+		}
+		return "", bus.Errorf(bus.LabelAuthenticationFailure, "no DNS name of the client certificate is %s or one of its SRV targets", origin)
+	}
 	return "", bus.Errorf(bus.LabelAuthenticationFailure, "no DNS name of the client certificate is an SRV target of %s", origin)
+}
+
+// admit applies the origin's limits to the request and returns the
+// function that gives its slot back, or too-many-requests (with
+// req.retryAfter).
+func (in *Ingress) admit(req *request) (func(), *bus.Error) {
+	lim := in.limits.Load()
+	if lim == nil {
+		return func() {}, nil
+	}
+	ok, r := lim.acquire(req.origin)
+	if ok {
+		origin := req.origin
+		return func() { lim.release(origin) }, nil
+	}
+	req.retryAfter = r.retryAfter
+	var e *bus.Error
+	if r.reason == refusedConcurrency {
+		e = bus.Errorf(bus.LabelTooManyRequests, "%s has %d requests in flight, the limit of this backend", req.origin, lim.maxInFlight)
+	} else {
+		e = bus.Errorf(bus.LabelTooManyRequests, "%s is over the rate of %g requests per second (burst %d) of this backend", req.origin, float64(lim.limit), lim.burst)
+	}
+	if r.warn {
+		in.log.Warn("origin over its limit, requests refused with too-many-requests",
+			"origin", req.origin, "reason", e.Message, "refused_since_last_warning", r.refused)
+	}
+	return nil, e
 }
 
 // discoveryError maps a discovery failure to the contract. The message
@@ -267,6 +331,9 @@ func discoveryError(ctx context.Context, origin string, err error) *bus.Error {
 	switch {
 	case errors.As(err, &be):
 		return be
+	case errors.Is(err, discovery.ErrInsecure):
+		// The lookup worked; its answer just cannot prove an identity.
+		return bus.Errorf(bus.LabelAuthenticationFailure, "the SRV record of %s is not DNSSEC-validated, which this backend requires (FED_REQUIRE_DNSSEC)", origin)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return bus.Errorf(bus.LabelTimeout, "discovery of %s ran out of time", origin)
 	case errors.Is(err, discovery.ErrNotFound):

@@ -247,6 +247,17 @@ type envOpts struct {
 	timeout    time.Duration
 	components []string
 	dnsDown    bool // point the resolver at a stopped DNS server
+
+	// Protection and identity (zero: no origin limit, defaults).
+	originRate        float64
+	originBurst       int
+	originConcurrency int
+	maxStreams        int
+	readHeaderTimeout time.Duration
+	idleTimeout       time.Duration
+	identity          string
+	requireDNSSEC     bool // the resolver trusts only answers with AD
+	authenticDNS      bool // the DNS server sets AD
 }
 
 // env is a running ingress with NATS, DNS and certificates.
@@ -280,6 +291,7 @@ func newEnv(tb testing.TB, o envOpts) *env {
 	e.dns.SetSRV(emptySRV, 60)
 	e.dns.SetFailure(servFail, 2) // SERVFAIL
 	e.dns.SetFailure(dropped, testbed.DropQuery)
+	e.dns.SetAuthenticData(o.authenticDNS)
 	dnsAddr := e.dns.Addr()
 	if o.dnsDown {
 		if err := e.dns.Stop(); err != nil {
@@ -287,7 +299,7 @@ func newEnv(tb testing.TB, o envOpts) *env {
 		}
 	}
 	log := testLogger(tb)
-	resolver, err := discovery.New(discovery.Config{Servers: []string{dnsAddr}, AllowPrivate: true, Logger: log, QueryTimeout: time.Second})
+	resolver, err := discovery.New(discovery.Config{Servers: []string{dnsAddr}, AllowPrivate: true, Logger: log, QueryTimeout: time.Second, RequireDNSSEC: o.requireDNSSEC})
 	if err != nil {
 		tb.Fatalf("resolver: %v", err)
 	}
@@ -306,9 +318,17 @@ func newEnv(tb testing.TB, o envOpts) *env {
 			SubjectPrefix:  "fed",
 			Components:     o.components,
 			RequestTimeout: o.timeout,
+			Identity:       o.identity,
+			RequireDNSSEC:  o.requireDNSSEC,
 		},
-		Addr:         "127.0.0.1:0",
-		MaxBodyBytes: o.maxBody,
+		Addr:              "127.0.0.1:0",
+		MaxBodyBytes:      o.maxBody,
+		OriginRate:        o.originRate,
+		OriginBurst:       o.originBurst,
+		OriginConcurrency: o.originConcurrency,
+		MaxStreams:        o.maxStreams,
+		ReadHeaderTimeout: o.readHeaderTimeout,
+		IdleTimeout:       o.idleTimeout,
 	}
 	if cfg.Components == nil {
 		cfg.Components = []string{"brig", "galley", "cargohold", "spar"}

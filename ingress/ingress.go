@@ -21,25 +21,42 @@
 //     federation-timeout);
 //  6. one DNS SAN of the client certificate is one of the origin's SRV
 //     targets (authentication-failure): a certificate of backend C cannot
-//     speak for domain A;
+//     speak for domain A; with FED_IDENTITY=srv-or-domain a DNS SAN equal
+//     to the origin domain is accepted too, and with FED_REQUIRE_DNSSEC an
+//     SRV answer without the resolver's AD flag is authentication-failure;
 //  7. the body is at most FED_MAX_BODY_BYTES (payload-too-large).
+//
+// Between 6 and 7, once the origin is proven, the origin's limits apply
+// (FED_INGRESS_ORIGIN_RATE, FED_INGRESS_ORIGIN_BURST,
+// FED_INGRESS_ORIGIN_CONCURRENCY): too-many-requests (429) with
+// Retry-After. They are per origin, so one backend cannot use up another's
+// budget, and they are not applied before the proof, so nobody can spend
+// a budget in another origin's name. The server itself bounds what a
+// client gets before any check: the TLS handshake and the headers within
+// FED_INGRESS_READ_HEADER_TIMEOUT, headers of at most 64 KiB, at most
+// FED_INGRESS_MAX_STREAMS HTTP/2 streams per connection, HTTP/2 frames of
+// at most 64 KiB, idle connections closed after FED_INGRESS_IDLE_TIMEOUT.
 //
 // A refused request never produces a NATS message.
 package ingress
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/federator/certs"
 	"github.com/fedbus/fedbus/federator/discovery"
 	"github.com/fedbus/fedbus/federator/policy"
@@ -82,6 +99,9 @@ type Ingress struct {
 	log        *slog.Logger
 	exchange   exchangeFunc
 	srv        *http.Server
+	identity   string                        // config.IdentitySRV or config.IdentitySRVOrDomain
+	limits     atomic.Pointer[originLimiter] // nil: no per-origin limit
+	fresh      sync.Map                      // net.Conn -> *time.Timer: connections without a request yet
 
 	mu   sync.Mutex
 	addr net.Addr
@@ -142,19 +162,30 @@ func newIngress(cfg Config, deps Deps, resolver targetResolver, exchange exchang
 		certs:      deps.Certs,
 		log:        logger,
 		exchange:   exchange,
+		identity:   cfg.Identity,
 	}
+	in.limits.Store(newOriginLimiter(cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency, nil))
 	in.srv = &http.Server{
-		Addr:              cfg.Addr,
-		Handler:           in,
-		TLSConfig:         deps.Certs.ServerConfig(),
-		ReadHeaderTimeout: ReadHeaderTimeout,
+		Addr:      cfg.Addr,
+		Handler:   in,
+		TLSConfig: deps.Certs.ServerConfig(),
+		// Bounds the TLS handshake as well (net/http uses the smallest
+		// of the read and write timeouts for it).
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		// The whole request, body included, must arrive within the
-		// request deadline.
-		ReadTimeout:    ReadHeaderTimeout + cfg.RequestTimeout,
-		WriteTimeout:   ReadHeaderTimeout + cfg.RequestTimeout + writeSlack,
-		IdleTimeout:    IdleTimeout,
+		// request deadline (HTTP/2: per stream).
+		ReadTimeout:    cfg.ReadHeaderTimeout + cfg.RequestTimeout,
+		WriteTimeout:   cfg.ReadHeaderTimeout + cfg.RequestTimeout + writeSlack,
+		IdleTimeout:    cfg.IdleTimeout,
 		MaxHeaderBytes: MaxHeaderBytes,
-		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: cfg.MaxStreams,
+			MaxReadFrameSize:     MaxReadFrameSize,
+			WriteByteTimeout:     writeByteTimeout,
+		},
+		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ConnState:   in.connState,
+		ConnContext: withConn,
 	}
 	in.srv.Protocols = new(http.Protocols)
 	in.srv.Protocols.SetHTTP1(true)
@@ -185,6 +216,113 @@ func applyDefaults(cfg *Config) error {
 	case cfg.RequestTimeout == 0:
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
+	switch cfg.Identity {
+	case "":
+		cfg.Identity = config.IdentitySRV
+	case config.IdentitySRV, config.IdentitySRVOrDomain:
+	default:
+		return fmt.Errorf("identity mode %q is not %s or %s", cfg.Identity, config.IdentitySRV, config.IdentitySRVOrDomain)
+	}
+	defaultBurst(cfg)
+	if err := checkProtection(cfg); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+		env string
+	}{
+		{&cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout, "read header timeout"},
+		{&cfg.IdleTimeout, DefaultIdleTimeout, "idle timeout"},
+	} {
+		switch {
+		case *d.v < 0:
+			return fmt.Errorf("%s %v is negative", d.env, *d.v)
+		case *d.v == 0:
+			*d.v = d.def
+		}
+	}
+	switch {
+	case cfg.MaxStreams < 0:
+		return fmt.Errorf("max streams %d is negative", cfg.MaxStreams)
+	case cfg.MaxStreams == 0:
+		cfg.MaxStreams = DefaultMaxStreams
+	}
+	return nil
+}
+
+// defaultBurst gives a rate limit without a burst one second's worth of
+// requests (at least 1).
+func defaultBurst(cfg *Config) {
+	if cfg.OriginRate > 0 && cfg.OriginBurst == 0 {
+		cfg.OriginBurst = max(1, int(math.Ceil(cfg.OriginRate)))
+	}
+}
+
+// connKey is the context key of a request's connection.
+type connKey struct{}
+
+// withConn is the server's ConnContext: it records the connection in the
+// context of its requests (HTTP/1.1 and HTTP/2).
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// connState is the server's ConnState hook. It gives every new connection
+// twice the read-header timeout (the TLS handshake, then the headers) to
+// deliver its first complete request, else closes it. HTTP/1.1 has this
+// bound from the server's own timeouts; HTTP/2 has not: a connection that
+// never completes a stream would otherwise stay until the idle timeout.
+func (in *Ingress) connState(c net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		t := time.AfterFunc(2*in.cfg.ReadHeaderTimeout, func() {
+			if _, ok := in.fresh.LoadAndDelete(c); ok {
+				in.log.Debug("connection closed: no request in time", "remote", c.RemoteAddr().String())
+				closeNow(c)
+			}
+		})
+		in.fresh.Store(c, t)
+	case http.StateClosed, http.StateHijacked:
+		in.served(c)
+	}
+}
+
+// served marks the connection c as having delivered a request.
+func (in *Ingress) served(c net.Conn) {
+	if t, ok := in.fresh.LoadAndDelete(c); ok {
+		t.(*time.Timer).Stop()
+	}
+}
+
+// servedRequest marks the connection of r as having delivered a request.
+func (in *Ingress) servedRequest(r *http.Request) {
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+		in.served(c)
+	}
+}
+
+// closeNow closes c without the TLS close_notify (which could wait for
+// a peer that does not read).
+func closeNow(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		_ = tc.NetConn().Close()
+		return
+	}
+	_ = c.Close()
+}
+
+// SetOriginLimits replaces the per-origin limits (see Config.OriginRate,
+// OriginBurst and OriginConcurrency; 0: no limit, and a rate without a
+// burst gets one second's worth) with fresh budgets, for tests and tuning;
+// requests in flight finish under the old ones.
+func (in *Ingress) SetOriginLimits(rps float64, burst, concurrency int) error {
+	c := Config{OriginRate: rps, OriginBurst: burst, OriginConcurrency: concurrency}
+	defaultBurst(&c)
+	if err := checkProtection(&c); err != nil {
+		return fmt.Errorf("set origin limits: %w", err)
+	}
+	in.limits.Store(newOriginLimiter(c.OriginRate, c.OriginBurst, c.OriginConcurrency, nil))
 	return nil
 }
 

@@ -176,6 +176,7 @@ func testSIGKILL(t *testing.T, e *env, a *caller) {
 		stopLoad()
 		t.Fatal(err)
 	}
+	killed := time.Now() // the signal was delivered when docker answered
 	time.Sleep(3 * time.Second)
 	outs := stopLoad()
 	after, err := e.federatorsOf(ctx, domainA)
@@ -186,18 +187,22 @@ func testSIGKILL(t *testing.T, e *env, a *caller) {
 	if v, ok := victim(before, after); ok {
 		inFlight = v.OutMsgs - v.InMsgs
 	}
-	t.Logf("federators before the kill: %+v", before)
 	okAfter, lateFailures := 0, 0
+	var failedAt []string // start of each failed request, relative to the kill call
 	for _, o := range outs {
-		if o.start.After(killAt) && o.ok() {
+		if o.start.After(killed) && o.ok() {
 			okAfter++
 		}
-		if !o.ok() && o.start.After(killAt.Add(250*time.Millisecond)) {
-			lateFailures++
+		if !o.ok() {
+			failedAt = append(failedAt, fmt.Sprintf("%+d", o.start.Sub(killAt).Milliseconds()))
+			if o.start.After(killed.Add(250 * time.Millisecond)) {
+				lateFailures++
+			}
 		}
 	}
 	s := a.summarize("sigkill-federator", outs)
-	s.extra = fmt.Sprintf("killed=%s in_flight_at_kill=%d ok_after_kill=%d", target.name, inFlight, okAfter)
+	s.extra = fmt.Sprintf("killed=%s in_flight_at_kill=%d kill_call_ms=%d failed_started_ms=[%s] ok_after_kill=%d",
+		target.name, inFlight, killed.Sub(killAt).Milliseconds(), strings.Join(failedAt, " "), okAfter)
 	report(t, s)
 	if s.duplicates != 0 {
 		t.Errorf("%d duplicate replies", s.duplicates)

@@ -41,6 +41,9 @@ type BackendOptions struct {
 	Federators     int           // workers, default 1
 	Logger         *slog.Logger
 	FederatorHook  func(requestID, step string)
+	// Env overrides or adds environment variables of the backend's
+	// federators and ingress (e.g. FED_INGRESS_ORIGIN_RATE).
+	Env map[string]string
 	// MaxPerRemote overrides FED_MAX_IN_FLIGHT_PER_REMOTE of the federators.
 	MaxPerRemote int
 	// KVBucket enables the dynamic federation config (needs JetStream,
@@ -140,6 +143,9 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 		"FED_COMPONENTS": strings.Join(opts.Components, ","), "FED_REQUEST_TIMEOUT": opts.RequestTimeout.String(),
 		"FED_ALLOW_PRIVATE_TARGETS": "true", "FED_SHUTDOWN_TIMEOUT": "10s", "FED_KV_BUCKET": opts.KVBucket,
 		"FED_TLS_RELOAD_INTERVAL": opts.TLSReloadInterval.String(),
+	}
+	for k, v := range opts.Env {
+		env[k] = v
 	}
 	if err := config.Load(ctx, &b.Common, envconfig.MapLookuper(env)); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)

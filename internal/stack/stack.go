@@ -47,9 +47,10 @@ func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
 	res, err := discovery.New(discovery.Config{
-		Servers:      c.DNSServers(),
-		AllowPrivate: c.AllowPrivateTargets,
-		Logger:       log.With("component", "discovery"),
+		Servers:       c.DNSServers(),
+		AllowPrivate:  c.AllowPrivateTargets,
+		RequireDNSSEC: c.RequireDNSSEC,
+		Logger:        log.With("component", "discovery"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)

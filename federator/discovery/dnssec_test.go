@@ -1,0 +1,104 @@
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/fedbus/fedbus/federator/discovery"
+	"github.com/fedbus/fedbus/internal/testbed"
+)
+
+// TestRequireDNSSEC checks that with RequireDNSSEC the identity check
+// (HasTarget) trusts only SRV answers with the AD flag, that queries then
+// set the DO bit, and that without it nothing changes.
+func TestRequireDNSSEC(t *testing.T) {
+	const domain = "b.example.com"
+	tests := []struct {
+		name      string
+		require   bool
+		authentic bool // the resolver marks its answers authentic
+		san       string
+		want      bool
+		wantErr   error
+		doQueries bool // queries carry the DO bit
+	}{
+		{"not required, no AD", false, false, "fed.b-infra.test", true, nil, false},
+		{"not required, AD", false, true, "fed.b-infra.test", true, nil, false},
+		{"required, AD", true, true, "fed.b-infra.test", true, nil, true},
+		{"required, AD, other name", true, true, "evil.test", false, nil, true},
+		{"required, no AD", true, false, "fed.b-infra.test", false, discovery.ErrInsecure, true},
+		{"required, no AD, other name", true, false, "evil.test", false, discovery.ErrInsecure, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(c *discovery.Config) { c.RequireDNSSEC = tc.require })
+			e.dns.SetAuthenticData(tc.authentic)
+			e.dns.SetSRV(domain, 60, testbed.SRVRecord{Target: "fed.b-infra.test", Port: 443})
+			got, err := e.r.HasTarget(context.Background(), domain, tc.san)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) || errors.Is(err, discovery.ErrLookup) || got {
+					t.Fatalf("HasTarget = %v, %v; want false, %v only", got, err, tc.wantErr)
+				}
+			} else if err != nil || got != tc.want {
+				t.Fatalf("HasTarget = %v, %v; want %v", got, err, tc.want)
+			}
+			if do := e.dns.DOQueries() > 0; do != tc.doQueries {
+				t.Errorf("DO bit sent %v, want %v", do, tc.doQueries)
+			}
+			// SRV (the federator's lookup) does not judge the flag.
+			if ts := srv(t, e.r, domain); ts[0].Host != "fed.b-infra.test" {
+				t.Errorf("SRV targets %v", ts)
+			}
+		})
+	}
+}
+
+// TestRequireDNSSECCachesTheFlag checks that the AD flag is cached with
+// its answer: a cached authentic answer stays trusted without a query, and
+// the refreshed answer's flag replaces it.
+func TestRequireDNSSECCachesTheFlag(t *testing.T) {
+	const domain = "b.example.com"
+	e := newEnv(t, func(c *discovery.Config) { c.RequireDNSSEC = true })
+	e.dns.SetSRV(domain, 60, testbed.SRVRecord{Target: "fed.b-infra.test", Port: 443})
+	hasTarget := func(t *testing.T) error {
+		t.Helper()
+		ok, err := e.r.HasTarget(context.Background(), domain, "fed.b-infra.test")
+		if err == nil && !ok {
+			t.Fatal("HasTarget false without an error")
+		}
+		return err
+	}
+	t.Run("authentic answer", func(t *testing.T) {
+		e.dns.SetAuthenticData(true)
+		if err := hasTarget(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("cached within the TTL", func(t *testing.T) {
+		e.dns.SetAuthenticData(false)
+		e.clock.Advance(30 * time.Second)
+		if err := hasTarget(t); err != nil {
+			t.Fatal(err)
+		}
+		if q := e.dns.Queries(domain, dns.TypeSRV); q != 1 {
+			t.Errorf("%d SRV queries, want 1", q)
+		}
+	})
+	t.Run("expired: the new answer lacks AD", func(t *testing.T) {
+		e.clock.Advance(31 * time.Second)
+		if err := hasTarget(t); !errors.Is(err, discovery.ErrInsecure) {
+			t.Fatalf("error %v, want ErrInsecure", err)
+		}
+	})
+	t.Run("negative answer stays not found", func(t *testing.T) {
+		e.dns.SetAuthenticData(true)
+		_, err := e.r.HasTarget(context.Background(), "nx.example.com", "fed.b-infra.test")
+		if !errors.Is(err, discovery.ErrNotFound) || errors.Is(err, discovery.ErrInsecure) {
+			t.Fatalf("error %v, want ErrNotFound", err)
+		}
+	})
+}
