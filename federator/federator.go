@@ -155,19 +155,15 @@ func (f *Federator) SetMaxPerRemote(n int) {
 	f.perRemote.max.Store(int64(n))
 }
 
-func (f *Federator) hook(id, step string) {
-	if f.deps.Hook != nil {
-		f.deps.Hook(id, step)
-	}
-}
-
 // call validates the request and performs it; errors are *bus.Error.
 func (f *Federator) call(ctx context.Context, subject string, ev bus.Event, log *slog.Logger) ([]byte, error) {
 	route, err := f.subjects.ParseOut(subject)
 	if err != nil {
 		return nil, err
 	}
-	f.hook(ev.ID, "federator: request for "+route.Component+"."+route.RPC+" on "+route.Domain)
+	if f.deps.Hook != nil {
+		f.deps.Hook(ev.ID, "federator: request for "+route.Component+"."+route.RPC+" on "+route.Domain+": component allowed, "+route.Domain+" on the allow list")
+	}
 	if !slices.Contains(f.components, route.Component) {
 		return nil, bus.Errorf(bus.LabelUnknownComponent, "component %s is not federated (FED_COMPONENTS)", route.Component)
 	}
@@ -184,7 +180,11 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event, log 
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return f.remote.do(ctx, route, ev, func(step string) { f.hook(ev.ID, step) }, log)
+	var step func(string)
+	if f.deps.Hook != nil {
+		step = func(s string) { f.deps.Hook(ev.ID, s) }
+	}
+	return f.remote.do(ctx, route, ev, step, log)
 }
 
 func (f *Federator) reply(msg *nats.Msg, ev bus.Event, log *slog.Logger) {

@@ -160,14 +160,17 @@ func prime(ctx context.Context, conn *tls.Conn) (net.Conn, error) {
 	return &primedConn{Conn: conn, pending: buf[:n]}, nil
 }
 
-// do performs the request against the SRV targets of the route's domain in
+// do performs the request against the SRV targets (step, when not nil, is
+// told of each hop) of the route's domain in
 // RFC 2782 order, falling back to the next target on connection failures.
 func (rc *remoteClient) do(ctx context.Context, route bus.Route, ev bus.Event, step func(string), log *slog.Logger) ([]byte, error) {
 	targets, err := rc.resolver.SRV(ctx, route.Domain)
 	if err != nil {
 		return nil, discoveryError(ctx, route.Domain, err)
 	}
-	step(fmt.Sprintf("dns: _wire-server-federator._tcp.%s → %d target(s), first %s:%d", route.Domain, len(targets), targets[0].Host, targets[0].Port))
+	if step != nil {
+		step(fmt.Sprintf("dns: _wire-server-federator._tcp.%s → %d target(s), first %s:%d", route.Domain, len(targets), targets[0].Host, targets[0].Port))
+	}
 	var failures []error
 	allTLS, allDenied := true, true
 	for _, t := range targets {
@@ -175,6 +178,9 @@ func (rc *remoteClient) do(ctx context.Context, route bus.Route, ev bus.Event, s
 		var ce *connectError
 		if err == nil {
 			rc.resolver.ReportSuccess(t)
+			if step != nil {
+				step(fmt.Sprintf("https: POST https://%s:%d/federation/%s/%s (mutual TLS, HTTP/2) → 200, %d bytes", t.Host, t.Port, route.Component, route.RPC, len(body)))
+			}
 			return body, nil
 		}
 		if !errors.As(err, &ce) || ctx.Err() != nil {

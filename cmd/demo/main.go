@@ -96,8 +96,12 @@ func run(ctx context.Context, handle string, serve, verbose bool) error {
 		return err
 	}
 	defer closeBackend(a)
+	logB := log
+	if !verbose {
+		logB = slog.New(&hopHandler{p: p})
+	}
 	b, err := stack.StartBackend(stack.BackendOptions{Domain: "b.example.com", InfraHost: "federator.b-infra.example.net",
-		CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", AllowList: []string{"a.example.com"}, Logger: log})
+		CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", AllowList: []string{"a.example.com"}, Logger: logB})
 	if err != nil {
 		return err
 	}
@@ -121,10 +125,6 @@ func run(ctx context.Context, handle string, serve, verbose bool) error {
 	if err := watch(a, "A", a.Subjects.OutAll(), "brig → federator on"); err != nil {
 		return err
 	}
-	inAll, _ := b.Subjects.InComponent("brig")
-	if err := watch(b, "B", inAll, "ingress → brig on"); err != nil {
-		return err
-	}
 
 	users := map[string]profile{
 		"alice": {ID: qualifiedID{ID: "7a1c5e2b-4f0d-4c39-9d5e-0b1f6a2c9e11", Domain: "b.example.com"}, Name: "Alice", Handle: "alice", Accent: 3},
@@ -136,6 +136,8 @@ func run(ctx context.Context, handle string, serve, verbose bool) error {
 			return nil, bus.Errorf(bus.LabelInvalidRequest, "body is not a JSON string handle")
 		}
 		u, ok := users[h]
+		subject, _ := b.Subjects.In(req.Component, req.RPC, req.Origin)
+		p.hop("[B] NATS: ingress → brig on %s (ce-id %s, origin %s verified by the ingress)", subject, req.ID, req.Origin)
 		p.hop("[B] brig: get-user-by-handle %q from %s → found=%v", h, req.Origin, ok)
 		if !ok {
 			return []byte("null"), nil
@@ -188,6 +190,34 @@ serving until interrupted (Ctrl-C). Try, with the nats CLI (go install github.co
 	<-ctx.Done()
 	return nil
 }
+
+// hopHandler is a slog handler that prints the ingress's "request served"
+// lines as hops and drops everything else.
+type hopHandler struct {
+	p     *printer
+	attrs []slog.Attr
+}
+
+func (h *hopHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *hopHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "request served" {
+		return nil
+	}
+	vals := map[string]string{}
+	for _, a := range h.attrs {
+		vals[a.Key] = a.Value.String()
+	}
+	r.Attrs(func(a slog.Attr) bool { vals[a.Key] = a.Value.String(); return true })
+	h.p.hop("[B] ingress: answered %s to %s (its client certificate %s is an SRV target of %s), %sms", vals["status"], vals["origin"], vals["san"], vals["origin"], vals["duration_ms"])
+	return nil
+}
+
+func (h *hopHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &hopHandler{p: h.p, attrs: append(append([]slog.Attr{}, h.attrs...), attrs...)}
+}
+
+func (h *hopHandler) WithGroup(string) slog.Handler { return h }
 
 func closeBackend(b *stack.Backend) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
