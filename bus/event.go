@@ -88,10 +88,30 @@ func (e Event) validate() error {
 	case e.Source == "":
 		return Errorf(LabelInvalidRequest, "CloudEvent attribute source is missing")
 	}
-	if _, err := url.Parse(e.Source); err != nil {
-		return Errorf(LabelInvalidRequest, "CloudEvent attribute source %q is not a URI reference", truncate(e.Source, 64))
+	if !simpleURIRef(e.Source) {
+		if _, err := url.Parse(e.Source); err != nil {
+			return Errorf(LabelInvalidRequest, "CloudEvent attribute source %q is not a URI reference", truncate(e.Source, 64))
+		}
 	}
 	return nil
+}
+
+// simpleURIRef reports whether s is made only of characters that can stand
+// anywhere in a URI reference (unreserved, sub-delims, ":", "@", "/", "?"),
+// so that it needs no parsing to be known valid: "/brig",
+// "//a.example.com/brig". Anything else ("%", "#", non-ASCII, spaces) goes
+// through url.Parse.
+func simpleURIRef(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("-._~!$&'()*+,;=:@/?", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func decodeStructured(body []byte) (Event, error) {
@@ -161,22 +181,28 @@ func (e Event) Message(subject string) *nats.Msg {
 	if e.Structured {
 		return e.structuredMessage(subject)
 	}
+	// One backing array for every header's value slice.
+	vals := make([]string, 0, 8)
 	h := make(nats.Header, 8)
-	h[HeaderSpecVersion] = []string{SpecVersion}
-	h[HeaderID] = []string{e.ID}
-	h[HeaderSource] = []string{e.Source}
-	h[HeaderType] = []string{e.Type}
+	set := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	set(HeaderSpecVersion, SpecVersion)
+	set(HeaderID, e.ID)
+	set(HeaderSource, e.Source)
+	set(HeaderType, e.Type)
 	if e.DataContentType != "" {
-		h[HeaderDataContentType] = []string{e.DataContentType}
+		set(HeaderDataContentType, e.DataContentType)
 	}
 	if e.TraceParent != "" {
-		h[HeaderTraceParent] = []string{e.TraceParent}
+		set(HeaderTraceParent, e.TraceParent)
 	}
 	if e.OriginDomain != "" {
-		h[HeaderOriginDomain] = []string{e.OriginDomain}
+		set(HeaderOriginDomain, e.OriginDomain)
 	}
 	if e.TimeoutMs > 0 {
-		h[HeaderTimeoutMs] = []string{strconv.FormatInt(e.TimeoutMs, 10)}
+		set(HeaderTimeoutMs, strconv.FormatInt(e.TimeoutMs, 10))
 	}
 	return &nats.Msg{Subject: subject, Header: h, Data: e.Data}
 }
@@ -215,9 +241,10 @@ func (e Event) structuredMessage(subject string) *nats.Msg {
 }
 
 // Reply builds the reply event to a request: fedbus.response with body, in
-// the request's content mode.
+// the request's content mode. It carries the request's id (with its own
+// source, the pair stays unique), which ties the two together in logs.
 func Reply(req Event, source string, body []byte) Event {
-	return Event{ID: NewID(), Source: source, Type: TypeResponse, DataContentType: ContentTypeJSON, Data: body, Structured: req.Structured}
+	return Event{ID: req.ID, Source: source, Type: TypeResponse, DataContentType: ContentTypeJSON, Data: body, Structured: req.Structured}
 }
 
 // ErrorReply builds the fedbus.error reply to a request, in its content mode.

@@ -33,6 +33,7 @@ const DefaultMaxInFlight = 512
 type Server struct {
 	subjects  Subjects
 	component string
+	source    string // CloudEvents source of the replies: /<component>
 	handler   Handler
 	log       *slog.Logger
 	sub       *nats.Subscription
@@ -52,7 +53,7 @@ func Serve(ctx context.Context, nc *nats.Conn, subjects Subjects, component stri
 		logger = slog.Default()
 	}
 	s := &Server{
-		subjects: subjects, component: component, handler: handler,
+		subjects: subjects, component: component, handler: handler, source: "/" + component,
 		log: logger.With("component", component),
 		sem: make(chan struct{}, DefaultMaxInFlight),
 	}
@@ -80,7 +81,7 @@ func (s *Server) onMsg(ctx context.Context, msg *nats.Msg) {
 }
 
 func (s *Server) handle(ctx context.Context, msg *nats.Msg) {
-	source := "/" + s.component
+	source := s.source
 	structured := WantsStructured(msg)
 	if msg.Reply == "" {
 		s.log.Warn("request without reply subject dropped", "subject", msg.Subject)
@@ -91,7 +92,6 @@ func (s *Server) handle(ctx context.Context, msg *nats.Msg) {
 		s.respond(msg, ErrorReply(structured, source, asError(err)))
 		return
 	}
-	log := s.log.With("request_id", ev.ID)
 	route, err := s.subjects.ParseIn(msg.Subject)
 	if err != nil {
 		s.respond(msg, ErrorReply(structured, source, asError(err)))
@@ -110,7 +110,7 @@ func (s *Server) handle(ctx context.Context, msg *nats.Msg) {
 	req := &Request{ID: ev.ID, Origin: origin, Component: route.Component, RPC: route.RPC, TraceParent: ev.TraceParent, Body: ev.Data}
 	body, err := s.handler(ctx, req)
 	if err != nil {
-		log.Info("handler failed", "rpc", route.RPC, "origin", origin, "err", err)
+		s.log.Info("handler failed", "request_id", ev.ID, "rpc", route.RPC, "origin", origin, "err", err)
 		s.respond(msg, ErrorReply(ev.Structured, source, asError(err)))
 		return
 	}

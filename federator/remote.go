@@ -85,8 +85,8 @@ func (rc *remoteClient) dialTLS(ctx context.Context, network, addr string) (net.
 		conn := tls.Client(raw, rc.certs.ClientConfigFor(host))
 		if err := conn.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("tls handshake with %s: %w", addr, ctx.Err())
+			if expired(ctx) {
+				return nil, fmt.Errorf("tls handshake with %s: %w", addr, context.DeadlineExceeded)
 			}
 			return nil, &connectError{tls: true, err: fmt.Errorf("tls handshake with %s: %w", addr, err)}
 		}
@@ -97,15 +97,15 @@ func (rc *remoteClient) dialTLS(ctx context.Context, network, addr string) (net.
 		pc, err := prime(ctx, conn)
 		if err != nil {
 			_ = conn.Close()
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("tls handshake with %s: %w", addr, ctx.Err())
+			if expired(ctx) {
+				return nil, fmt.Errorf("tls handshake with %s: %w", addr, context.DeadlineExceeded)
 			}
 			return nil, &connectError{tls: isTLSError(err), err: fmt.Errorf("tls handshake with %s: %w", addr, err)}
 		}
 		return pc, nil
 	}
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, ctx.Err())
+	if expired(ctx) {
+		return nil, fmt.Errorf("dial %s: %w", addr, context.DeadlineExceeded)
 	}
 	return nil, &connectError{err: fmt.Errorf("dial %s: %w", addr, lastErr)}
 }
@@ -183,7 +183,7 @@ func (rc *remoteClient) do(ctx context.Context, route bus.Route, ev bus.Event, s
 			}
 			return body, nil
 		}
-		if !errors.As(err, &ce) || ctx.Err() != nil {
+		if !errors.As(err, &ce) || expired(ctx) {
 			return nil, requestError(ctx, t, err)
 		}
 		log.Info("target unreachable, trying next", "target", t.Host, "port", t.Port, "err", err)
@@ -196,6 +196,8 @@ func (rc *remoteClient) do(ctx context.Context, route bus.Route, ev bus.Event, s
 	}
 	joined := errors.Join(failures...)
 	switch {
+	case expired(ctx):
+		return nil, bus.Errorf(bus.LabelTimeout, "no target of %s answered in time: %v", route.Domain, joined)
 	case allDenied:
 		return nil, bus.Errorf(bus.LabelFederationDenied, "every target of %s resolves to a refused address (FED_ALLOW_PRIVATE_TARGETS is false): %v", route.Domain, joined)
 	case allTLS:
@@ -246,7 +248,7 @@ func discoveryError(ctx context.Context, domain string, err error) error {
 	switch {
 	case errors.As(err, &be):
 		return be
-	case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
+	case errors.Is(err, context.DeadlineExceeded) || expired(ctx):
 		return bus.Errorf(bus.LabelTimeout, "deadline ran out during discovery of %s", domain)
 	case errors.Is(err, discovery.ErrNotFound), errors.Is(err, discovery.ErrServiceUnavailable):
 		return bus.Errorf(bus.LabelInvalidDomain, "%v", err)
@@ -263,7 +265,7 @@ func requestError(ctx context.Context, t discovery.Target, err error) error {
 	switch {
 	case errors.As(err, &be):
 		return be
-	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
+	case expired(ctx) || errors.Is(err, context.DeadlineExceeded):
 		return bus.Errorf(bus.LabelTimeout, "no answer from %s:%d in time", t.Host, t.Port)
 	case isTLSError(err):
 		return bus.Errorf(bus.LabelTLSError, "TLS with %s:%d: %v", t.Host, t.Port, err)
@@ -313,4 +315,15 @@ func readAllSized(r io.Reader, declared int64) ([]byte, error) {
 			b = append(b, 0)[:len(b)]
 		}
 	}
+}
+
+// expired reports whether the request's time is up: its context ended, or
+// its deadline passed (a dial bounded by the deadline may fail with an I/O
+// timeout an instant before the context notices).
+func expired(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }

@@ -25,8 +25,8 @@ const (
 // DefaultIdleTimeout for its zero fields, while zero origin limits mean no
 // limit.
 const (
-	DefaultOriginRate        = 200
-	DefaultOriginBurst       = 400
+	DefaultOriginRate        = 1000
+	DefaultOriginBurst       = 2000
 	DefaultOriginConcurrency = 512
 	DefaultMaxStreams        = 250
 	DefaultReadHeaderTimeout = 5 * time.Second
@@ -75,9 +75,9 @@ type Config struct {
 
 	// OriginRate is the sustained request rate of one origin domain, in
 	// requests per second (token bucket), FED_INGRESS_ORIGIN_RATE.
-	OriginRate float64 `env:"FED_INGRESS_ORIGIN_RATE, default=200" desc:"requests per second one origin domain may send on average (0: no limit)"`
+	OriginRate float64 `env:"FED_INGRESS_ORIGIN_RATE, default=1000" desc:"requests per second one origin domain may send on average (0: no limit)"`
 	// OriginBurst is the token bucket's size, FED_INGRESS_ORIGIN_BURST.
-	OriginBurst int `env:"FED_INGRESS_ORIGIN_BURST, default=400" desc:"requests one origin domain may send at once above FED_INGRESS_ORIGIN_RATE (at least 1 when the rate is limited)"`
+	OriginBurst int `env:"FED_INGRESS_ORIGIN_BURST, default=2000" desc:"requests one origin domain may send at once above FED_INGRESS_ORIGIN_RATE (at least 1 when the rate is limited)"`
 	// OriginConcurrency bounds the requests of one origin domain in flight
 	// (body upload and component call), FED_INGRESS_ORIGIN_CONCURRENCY.
 	OriginConcurrency int `env:"FED_INGRESS_ORIGIN_CONCURRENCY, default=512" desc:"requests of one origin domain in flight at once (0: no limit); at least the peers' FED_MAX_IN_FLIGHT_PER_REMOTE"`

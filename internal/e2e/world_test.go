@@ -52,7 +52,7 @@ func startBackend(tb testing.TB, opts stack.BackendOptions) *stack.Backend {
 	if opts.Env == nil {
 		// The load tests send far more than one origin's default rate;
 		// the rate limit has tests of its own.
-		opts.Env = map[string]string{"FED_INGRESS_ORIGIN_RATE": "0"}
+		opts.Env = map[string]string{"FED_INGRESS_ORIGIN_RATE": "0", "FED_INGRESS_ORIGIN_CONCURRENCY": "0"}
 	}
 	be, err := stack.StartBackend(opts)
 	if err != nil {
