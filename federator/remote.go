@@ -54,8 +54,12 @@ func newRemoteClient(cfg Config, resolver *discovery.Resolver, store *certs.Stor
 		},
 		IdleConnTimeout:    cfg.IdleConnTimeout,
 		DisableCompression: true,
-		ReadIdleTimeout:    30 * time.Second, // health-check pings on quiet connections
-		PingTimeout:        5 * time.Second,
+		// No HTTP/2 health-check pings: x/net/http2 (v0.62) keeps a closed
+		// connection in memory until its health-check timer fires, which
+		// with thousands of remotes costs hundreds of MiB (golang/go#80920).
+		// Dead peers are found by TCP keepalive (the dialer's 30 s) and by
+		// the request deadline instead.
+		ReadIdleTimeout: 0,
 	}
 	rc.client = &http.Client{Transport: rc.transport}
 	return rc
