@@ -19,6 +19,7 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/federator/certs"
 	"github.com/fedbus/fedbus/federator/discovery"
+	"github.com/fedbus/fedbus/internal/iox"
 )
 
 // connectError marks a failure to reach a target before any request byte
@@ -233,7 +234,7 @@ func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route bus.
 		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := readAllSized(io.LimitReader(resp.Body, rc.maxResponse+1), resp.ContentLength)
+	body, err := iox.ReadAllSized(io.LimitReader(resp.Body, rc.maxResponse+1), resp.ContentLength)
 	if err != nil {
 		return nil, fmt.Errorf("read response: %w", err)
 	}
@@ -291,34 +292,6 @@ func isTLSError(err error) bool {
 		return true
 	}
 	return errors.As(err, &alert) || errors.As(err, &verify) || errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &rh)
-}
-
-// maxPrealloc bounds the buffer allocated ahead of a body from its
-// declared length; a larger body grows the buffer as io.ReadAll does.
-const maxPrealloc = 256 << 10
-
-// readAllSized is io.ReadAll with a first buffer sized from the declared
-// length (Content-Length, <= 0 when unknown): a body of that length is
-// read into one allocation instead of a doubling series of them. The
-// extra byte lets the final read see io.EOF without growing the buffer.
-func readAllSized(r io.Reader, declared int64) ([]byte, error) {
-	if declared <= 0 {
-		return io.ReadAll(r)
-	}
-	b := make([]byte, 0, min(declared, maxPrealloc)+1)
-	for {
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-	}
 }
 
 // expired reports whether the request's time is up: its context ended, or

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/federator/discovery"
+	"github.com/fedbus/fedbus/internal/iox"
 )
 
 // request is the state of one inbound request, filled as the checks pass.
@@ -358,7 +358,7 @@ func (in *Ingress) readBody(w http.ResponseWriter, r *http.Request, req *request
 	if r.Body == nil || r.Body == http.NoBody {
 		return []byte{}, nil
 	}
-	body, err := readAllSized(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
+	body, err := iox.ReadAllSized(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -425,32 +425,4 @@ func asBusError(err error) *bus.Error {
 		return be
 	}
 	return bus.AsError(err)
-}
-
-// maxPrealloc bounds the buffer allocated ahead of a body from its
-// declared length; a larger body grows the buffer as io.ReadAll does.
-const maxPrealloc = 256 << 10
-
-// readAllSized is io.ReadAll with a first buffer sized from the declared
-// length (Content-Length, <= 0 when unknown): a body of that length is
-// read into one allocation instead of a doubling series of them. The
-// extra byte lets the final read see io.EOF without growing the buffer.
-func readAllSized(r io.Reader, declared int64) ([]byte, error) {
-	if declared <= 0 {
-		return io.ReadAll(r)
-	}
-	b := make([]byte, 0, min(declared, maxPrealloc)+1)
-	for {
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-	}
 }
