@@ -88,20 +88,30 @@ func (e Event) validate() error {
 	case e.Source == "":
 		return Errorf(LabelInvalidRequest, "CloudEvent attribute source is missing")
 	}
+	if e.DataContentType != "" {
+		if _, _, err := mime.ParseMediaType(e.DataContentType); err != nil {
+			return Errorf(LabelInvalidRequest, "CloudEvent attribute datacontenttype %q is not a media type", truncate(e.DataContentType, 64))
+		}
+	}
 	if !simpleURIRef(e.Source) {
-		if _, err := url.Parse(e.Source); err != nil {
+		// A reference that parses to nothing ("#") cannot be carried in
+		// structured mode: refuse it in both.
+		if u, err := url.Parse(e.Source); err != nil || u.String() == "" {
 			return Errorf(LabelInvalidRequest, "CloudEvent attribute source %q is not a URI reference", truncate(e.Source, 64))
 		}
 	}
 	return nil
 }
 
-// simpleURIRef reports whether s is made only of characters that can stand
-// anywhere in a URI reference (unreserved, sub-delims, ":", "@", "/", "?"),
-// so that it needs no parsing to be known valid: "/brig",
-// "//a.example.com/brig". Anything else ("%", "#", non-ASCII, spaces) goes
+// simpleURIRef reports whether s starts with "/" and is made only of
+// characters that can stand anywhere in a path or authority (unreserved,
+// sub-delims, ":", "@", "/", "?"), so that it needs no parsing to be known
+// valid: "/brig", "//a.example.com/brig". Anything else ("%", "#", non-ASCII, spaces) goes
 // through url.Parse.
 func simpleURIRef(s string) bool {
+	if len(s) == 0 || s[0] != '/' { // a relative or scheme reference needs the parser
+		return false
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
