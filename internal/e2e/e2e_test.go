@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
@@ -347,5 +348,41 @@ func TestSlowRemoteCannotTakeEveryWorker(t *testing.T) {
 	}
 	if got, err := w.a.Client("/t").Call(context.Background(), domainB, "brig", "echo", []byte(`2`)); err != nil || string(got) != "2" {
 		t.Fatalf("call to B while C is saturated: %q, %v", got, err)
+	}
+}
+
+// TestDiscoveryDoesNotHammerDNS sends 10,000 federated requests A → B
+// within the TTL and counts what the DNS server received: one SRV query
+// for B (A's federator) and one for A (B's ingress checking the origin),
+// plus the address queries of B's SRV target.
+func TestDiscoveryDoesNotHammerDNS(t *testing.T) {
+	w := newWorld(t)
+	serve(t, w.b, "brig", component)
+	const total, workers = 10000, 32
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for i := range workers {
+		wg.Go(func() {
+			for j := i; j < total; j += workers {
+				if _, err := w.a.Client("/t").Call(context.Background(), domainB, "brig", "echo", []byte(`1`)); err != nil {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d calls failed", failed.Load(), total)
+	}
+	srvB := w.dns.Queries(domainB, dns.TypeSRV)
+	srvA := w.dns.Queries(domainA, dns.TypeSRV)
+	addrB := w.dns.Queries(infraB, dns.TypeA) + w.dns.Queries(infraB, dns.TypeAAAA)
+	t.Logf("%d requests: %d SRV queries for %s, %d for %s, %d address queries for %s, %d queries in all",
+		total, srvB, domainB, srvA, domainA, addrB, infraB, w.dns.TotalQueries())
+	if srvB != 1 || srvA != 1 {
+		t.Fatalf("SRV queries: %d for %s, %d for %s; want 1 each", srvB, domainB, srvA, domainA)
+	}
+	if addrB > 2 {
+		t.Fatalf("%d address queries for %s, want at most one A and one AAAA", addrB, infraB)
 	}
 }
