@@ -386,3 +386,70 @@ func TestDiscoveryDoesNotHammerDNS(t *testing.T) {
 		t.Fatalf("%d address queries for %s, want at most one A and one AAAA", addrB, infraB)
 	}
 }
+
+// TestFallbackToTheNextTarget gives B two SRV targets: at priority 1 one
+// that fails, at priority 2 B's real ingress. Requests
+// succeed through the second, and the first is skipped while it is marked
+// down.
+func TestFallbackToTheNextTarget(t *testing.T) {
+	cases := []struct {
+		name  string
+		first func(t *testing.T) (port uint16, attempts func() int)
+	}{
+		{name: "port closed", first: func(t *testing.T) (uint16, func() int) { return closedPort(t), nil }},
+		{name: "connection dropped before the TLS handshake", first: dropper},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			serve(t, w.b, "brig", component)
+			_, ingressPort, err := net.SplitHostPort(w.b.IngressAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var port uint16
+			fmt.Sscan(ingressPort, &port)
+			badPort, attempts := tc.first(t)
+			w.dns.SetSRV(domainB, 60,
+				testbed.SRVRecord{Target: "down.b-infra.example.net", Port: badPort, Priority: 1, Weight: 1},
+				testbed.SRVRecord{Target: infraB, Port: port, Priority: 2, Weight: 1})
+			mustSetA(t, w.dns, "down.b-infra.example.net", "127.0.0.1")
+			for i := range 50 {
+				got, err := w.a.Client("/t").Call(context.Background(), domainB, "brig", "echo", []byte(`1`))
+				if err != nil || string(got) != "1" {
+					t.Fatalf("call %d: %q, %v", i, got, err)
+				}
+			}
+			if attempts != nil {
+				if n := attempts(); n != 1 {
+					t.Fatalf("the failing target was tried %d times in 50 calls, want once (then marked down)", n)
+				}
+			}
+		})
+	}
+}
+
+// dropper listens on loopback and closes every connection at once; it
+// returns its port and the number of connections it took.
+func dropper(t *testing.T) (uint16, func() int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return uint16(ln.Addr().(*net.TCPAddr).Port), func() int { return int(n.Load()) }
+}
