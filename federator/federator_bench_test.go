@@ -14,7 +14,6 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
-	"github.com/fedbus/fedbus/federator/certs"
 	"github.com/fedbus/fedbus/federator/discovery"
 	"github.com/fedbus/fedbus/federator/policy"
 	"github.com/fedbus/fedbus/internal/testbed"
@@ -55,7 +54,6 @@ func (t benchEchoTransport) RoundTrip(req *http.Request) (*http.Response, error)
 // NATS connection to an embedded server.
 func benchFederator(b *testing.B, maxBody int) (*Federator, *nats.Conn) {
 	b.Helper()
-	dir := b.TempDir()
 	ca, err := testbed.NewCA("bench CA")
 	if err != nil {
 		b.Fatal(err)
@@ -64,14 +62,7 @@ func benchFederator(b *testing.B, maxBody int) (*Federator, *nats.Conn) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	files, err := leaf.WriteFiles(dir, benchOrigin, ca.CertPEM)
-	if err != nil {
-		b.Fatal(err)
-	}
-	store, err := certs.Load(certs.Files{Cert: files.Cert, Key: files.Key, CA: files.CA})
-	if err != nil {
-		b.Fatal(err)
-	}
+	store := ca.CertStore(b, leaf)
 	dns := testbed.StartDNS(b)
 	dns.SetSRV(benchTarget, 3600, testbed.SRVRecord{Target: benchInfraB, Port: 443, Priority: 10, Weight: 5})
 	res, err := discovery.New(discovery.Config{Servers: []string{dns.Addr()}, AllowPrivate: true})

@@ -18,7 +18,7 @@ import (
 // nothing may panic.
 func FuzzIngressRequest(f *testing.F) {
 	w := newStubWorld(f, 64, nil)
-	cs := w.trusted(w.certA.cert)
+	cs := w.trusted(w.certA.Cert)
 	f.Add("POST", "/federation/brig/get-user", originA, []byte(`{}`))
 	f.Add("GET", "/federation/brig/get-user", originA, []byte(``))
 	f.Add("POST", "/federation/brig/a%2Fb", originA, []byte(`{}`))

@@ -27,6 +27,7 @@ import (
 	"github.com/fedbus/fedbus/federator/certs"
 	"github.com/fedbus/fedbus/federator/discovery"
 	"github.com/fedbus/fedbus/federator/policy"
+	"github.com/fedbus/fedbus/internal/testbed"
 )
 
 // stubResolver answers HasTarget without DNS: originA's only target is
@@ -53,8 +54,8 @@ func (stubResolver) HasTarget(_ context.Context, domain, san string) (bool, erro
 // and a certificate to put into a fake r.TLS.
 type stubWorld struct {
 	in        *Ingress
-	ca        *testCA
-	certA     *leaf
+	ca        *testbed.CA
+	certA     *testbed.Leaf
 	published atomic.Int64
 }
 
@@ -62,8 +63,8 @@ type stubWorld struct {
 // message it is given.
 func newStubWorld(tb testing.TB, maxBody int64, exchange exchangeFunc) *stubWorld {
 	tb.Helper()
-	w := &stubWorld{ca: newTestCA(tb, "stub CA")}
-	w.certA = w.ca.issue(tb, leafOpts{dns: []string{infraA}})
+	w := &stubWorld{ca: newCA(tb, "stub CA")}
+	w.certA = issue(tb, w.ca, testbed.LeafOptions{}, infraA)
 	pol, err := policy.New(policy.AllowAll, nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -93,7 +94,7 @@ func newStubWorld(tb testing.TB, maxBody int64, exchange exchangeFunc) *stubWorl
 		}
 	}
 	cfg := Config{Common: config.Common{Components: []string{"brig", "galley"}, RequestTimeout: 5 * time.Second}, MaxBodyBytes: maxBody}
-	w.in, err = newIngress(cfg, Deps{Policy: pol, Certs: w.ca.store(tb, w.certA), Logger: testLogger(tb)}, stubResolver{}, exchange)
+	w.in, err = newIngress(cfg, Deps{Policy: pol, Certs: w.ca.CertStore(tb, w.certA), Logger: testLogger(tb)}, stubResolver{}, exchange)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func (w *stubWorld) trusted(cert *x509.Certificate) *tls.ConnectionState {
 		Version:           tls.VersionTLS13,
 		HandshakeComplete: true,
 		PeerCertificates:  []*x509.Certificate{cert},
-		VerifiedChains:    [][]*x509.Certificate{{cert, w.ca.cert}},
+		VerifiedChains:    [][]*x509.Certificate{{cert, w.ca.Cert}},
 	}
 }
 
@@ -182,10 +183,10 @@ func newRequest(method, target string, header http.Header, body []byte, cs *tls.
 // the TLS server would not normally produce.
 func TestHandlerCertificate(t *testing.T) {
 	w := newStubWorld(t, 1024, nil)
-	serverOnly := w.ca.issue(t, leafOpts{dns: []string{infraA}, eku: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	anyEKU := w.ca.issue(t, leafOpts{dns: []string{infraA}, eku: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-	noEKU := w.ca.issue(t, leafOpts{dns: []string{infraA}, eku: []x509.ExtKeyUsage{}})
-	unverified := w.trusted(w.certA.cert)
+	serverOnly := issue(t, w.ca, testbed.LeafOptions{Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, infraA)
+	anyEKU := issue(t, w.ca, testbed.LeafOptions{Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}, infraA)
+	noEKU := issue(t, w.ca, testbed.LeafOptions{Usages: []x509.ExtKeyUsage{}}, infraA)
+	unverified := w.trusted(w.certA.Cert)
 	unverified.VerifiedChains = nil
 	cases := []struct {
 		name  string
@@ -195,10 +196,10 @@ func TestHandlerCertificate(t *testing.T) {
 		{"plain HTTP", nil, bus.LabelNoClientCertificate},
 		{"no peer certificate", &tls.ConnectionState{HandshakeComplete: true}, bus.LabelNoClientCertificate},
 		{"not verified", unverified, bus.LabelAuthenticationFailure},
-		{"server authentication only", w.trusted(serverOnly.cert), bus.LabelAuthenticationFailure},
-		{"any extended key usage", w.trusted(anyEKU.cert), ""},
-		{"no extended key usage", w.trusted(noEKU.cert), ""},
-		{"client authentication", w.trusted(w.certA.cert), ""},
+		{"server authentication only", w.trusted(serverOnly.Cert), bus.LabelAuthenticationFailure},
+		{"any extended key usage", w.trusted(anyEKU.Cert), ""},
+		{"no extended key usage", w.trusted(noEKU.Cert), ""},
+		{"client authentication", w.trusted(w.certA.Cert), ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -232,7 +233,7 @@ func TestHandlerDiscoveryErrors(t *testing.T) {
 		{originC, 403, bus.LabelAuthenticationFailure},
 	} {
 		t.Run(tc.origin, func(t *testing.T) {
-			r := newRequest("POST", "/federation/brig/x", origin(tc.origin), []byte(`{}`), w.trusted(w.certA.cert))
+			r := newRequest("POST", "/federation/brig/x", origin(tc.origin), []byte(`{}`), w.trusted(w.certA.Cert))
 			res, e := serve(t, w.in, r)
 			if e == nil || e.Label != tc.label || res.Code != tc.status {
 				t.Fatalf("got %d %s, want %d %s", res.Code, res.Body.Bytes(), tc.status, tc.label)
@@ -247,7 +248,7 @@ func TestHandlerDiscoveryErrors(t *testing.T) {
 // TestHandlerPanic checks that a panic becomes one 500 response.
 func TestHandlerPanic(t *testing.T) {
 	w := newStubWorld(t, 1024, func(context.Context, *nats.Msg) ([]byte, error) { panic("boom") })
-	r := newRequest("POST", "/federation/brig/x", origin(originA), []byte(`{}`), w.trusted(w.certA.cert))
+	r := newRequest("POST", "/federation/brig/x", origin(originA), []byte(`{}`), w.trusted(w.certA.Cert))
 	res, e := serve(t, w.in, r)
 	if e == nil || res.Code != 500 || e.Label != bus.LabelServerError {
 		t.Fatalf("got %d %s", res.Code, res.Body.Bytes())
@@ -270,7 +271,7 @@ func TestHandlerBody(t *testing.T) {
 		{"length understated", 100, 10, 413},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newRequest("POST", "/federation/brig/x", origin(originA), bytes.Repeat([]byte("x"), tc.size), w.trusted(w.certA.cert))
+			r := newRequest("POST", "/federation/brig/x", origin(originA), bytes.Repeat([]byte("x"), tc.size), w.trusted(w.certA.Cert))
 			r.ContentLength = tc.length
 			if tc.length == -1 {
 				r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(bytes.Repeat([]byte("x"), tc.size))))

@@ -3,24 +3,15 @@ package ingress
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,7 +22,6 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
-	"github.com/fedbus/fedbus/federator/certs"
 	"github.com/fedbus/fedbus/federator/discovery"
 	"github.com/fedbus/fedbus/federator/policy"
 	"github.com/fedbus/fedbus/internal/testbed"
@@ -39,146 +29,35 @@ import (
 
 // ---- test CA -------------------------------------------------------------
 
-// testCA is a throw-away certificate authority.
-type testCA struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-	pem  []byte
-}
-
-var serialN atomic.Int64
-
-func nextSerial() *big.Int { return big.NewInt(serialN.Add(1) + time.Now().UnixNano()) }
-
-// newTestCA returns a new self-signed CA.
-func newTestCA(tb testing.TB, name string) *testCA {
+// newCA returns a throw-away certificate authority.
+func newCA(tb testing.TB, name string) *testbed.CA {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testbed.NewCA(name)
 	if err != nil {
-		tb.Fatalf("ca key: %v", err)
+		tb.Fatalf("new CA: %v", err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          nextSerial(),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		tb.Fatalf("ca certificate: %v", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		tb.Fatalf("ca parse: %v", err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return ca
 }
 
-// leafOpts describes a leaf certificate.
-type leafOpts struct {
-	cn  string
-	dns []string
-	ips []net.IP
-	eku []x509.ExtKeyUsage // nil: clientAuth and serverAuth
-}
-
-// leaf is an issued certificate with its key.
-type leaf struct {
-	tls     tls.Certificate
-	cert    *x509.Certificate
-	certPEM []byte
-	keyPEM  []byte
-}
-
-// issue signs a leaf certificate.
-func (ca *testCA) issue(tb testing.TB, o leafOpts) *leaf {
+// issue has ca issue a certificate for the DNS names.
+func issue(tb testing.TB, ca *testbed.CA, o testbed.LeafOptions, dnsNames ...string) *testbed.Leaf {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	l, err := ca.Issue(o, dnsNames...)
 	if err != nil {
-		tb.Fatalf("leaf key: %v", err)
+		tb.Fatalf("issue: %v", err)
 	}
-	eku := o.eku
-	if eku == nil {
-		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}
-	}
-	cn := o.cn
-	if cn == "" && len(o.dns) > 0 {
-		cn = o.dns[0]
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: nextSerial(),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  eku,
-		DNSNames:     o.dns,
-		IPAddresses:  o.ips,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
-	if err != nil {
-		tb.Fatalf("leaf certificate: %v", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		tb.Fatalf("leaf parse: %v", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		tb.Fatalf("leaf key encoding: %v", err)
-	}
-	return &leaf{
-		tls:     tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert},
-		cert:    cert,
-		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-	}
-}
-
-// store writes the leaf and the CA to files and loads a certs.Store.
-func (ca *testCA) store(tb testing.TB, l *leaf) *certs.Store {
-	tb.Helper()
-	dir := tb.TempDir()
-	files := certs.Files{
-		Cert: filepath.Join(dir, "cert.pem"),
-		Key:  filepath.Join(dir, "key.pem"),
-		CA:   filepath.Join(dir, "ca.pem"),
-	}
-	for path, data := range map[string][]byte{files.Cert: l.certPEM, files.Key: l.keyPEM, files.CA: ca.pem} {
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			tb.Fatalf("write %s: %v", path, err)
-		}
-	}
-	s, err := certs.Load(files)
-	if err != nil {
-		tb.Fatalf("load certs: %v", err)
-	}
-	return s
-}
-
-// pool returns a pool holding the CA.
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
+	return l
 }
 
 // ---- NATS ----------------------------------------------------------------
 
-// startNATS runs an in-process NATS server on a random port of 127.0.0.1.
+// startNATS runs an in-process NATS server on a random port of 127.0.0.1
+// until the end of the test.
 func startNATS(tb testing.TB) *server.Server {
 	tb.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	s, err := testbed.StartNATS("")
 	if err != nil {
 		tb.Fatalf("nats server: %v", err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		tb.Fatalf("nats server not ready")
 	}
 	tb.Cleanup(func() {
 		s.Shutdown()
@@ -262,7 +141,7 @@ type envOpts struct {
 
 // env is a running ingress with NATS, DNS and certificates.
 type env struct {
-	ca       *testCA
+	ca       *testbed.CA
 	dns      *testbed.DNS
 	ns       *server.Server
 	nc       *nats.Conn // the ingress's connection
@@ -271,18 +150,18 @@ type env struct {
 	base     string // https://127.0.0.1:port
 	serveErr chan error
 
-	certA, certC, certW *leaf
+	certA, certC, certW *testbed.Leaf
 	subjects            bus.Subjects
 }
 
 // newEnv starts an ingress serving on 127.0.0.1 with real TLS.
 func newEnv(tb testing.TB, o envOpts) *env {
 	tb.Helper()
-	e := &env{ca: newTestCA(tb, "fedbus test CA")}
-	e.certA = e.ca.issue(tb, leafOpts{dns: []string{infraA}})
-	e.certC = e.ca.issue(tb, leafOpts{dns: []string{infraC}})
-	e.certW = e.ca.issue(tb, leafOpts{dns: []string{"unrelated.example.net", wildcardW}})
-	serverCert := e.ca.issue(tb, leafOpts{dns: []string{"fed.b-infra.example.net", "localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	e := &env{ca: newCA(tb, "fedbus test CA")}
+	e.certA = issue(tb, e.ca, testbed.LeafOptions{}, infraA)
+	e.certC = issue(tb, e.ca, testbed.LeafOptions{}, infraC)
+	e.certW = issue(tb, e.ca, testbed.LeafOptions{}, "unrelated.example.net", wildcardW)
+	serverCert := issue(tb, e.ca, testbed.LeafOptions{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}, "fed.b-infra.example.net", "localhost")
 
 	e.dns = testbed.StartDNS(tb)
 	for domain, target := range map[string]string{originA: infraA, originC: infraC, originW: infraW, denied: infraA, dotSRV: "."} {
@@ -340,7 +219,7 @@ func newEnv(tb testing.TB, o envOpts) *env {
 	if err != nil {
 		tb.Fatalf("subjects: %v", err)
 	}
-	e.in, err = New(cfg, Deps{NATS: e.nc, Resolver: resolver, Policy: pol, Certs: e.ca.store(tb, serverCert), Logger: log})
+	e.in, err = New(cfg, Deps{NATS: e.nc, Resolver: resolver, Policy: pol, Certs: e.ca.CertStore(tb, serverCert), Logger: log})
 	if err != nil {
 		tb.Fatalf("new ingress: %v", err)
 	}
@@ -364,17 +243,30 @@ func newEnv(tb testing.TB, o envOpts) *env {
 	return e
 }
 
-// client returns an HTTP client presenting cert (none when nil) that
-// speaks HTTP/2 (or only HTTP/1.1 when http1 is set) and trusts the CA.
-func (e *env) client(tb testing.TB, cert *leaf, http1 bool) *http.Client {
+// clientTLS returns the TLS configuration of a client of the ingress that
+// presents cert (none when nil) and trusts the CA.
+func (e *env) clientTLS(tb testing.TB, cert *testbed.Leaf) *tls.Config {
 	tb.Helper()
-	cfg := &tls.Config{RootCAs: e.ca.pool(), ServerName: "localhost", MinVersion: tls.VersionTLS13}
+	pool := x509.NewCertPool()
+	pool.AddCert(e.ca.Cert)
+	cfg := &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS13}
 	if cert != nil {
+		c, err := cert.TLSCertificate()
+		if err != nil {
+			tb.Fatalf("client certificate: %v", err)
+		}
 		// Always present the certificate, even when the server's list of
 		// acceptable CAs does not name its issuer.
-		c := cert.tls
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
 	}
+	return cfg
+}
+
+// client returns an HTTP client presenting cert (none when nil) that
+// speaks HTTP/2 (or only HTTP/1.1 when http1 is set) and trusts the CA.
+func (e *env) client(tb testing.TB, cert *testbed.Leaf, http1 bool) *http.Client {
+	tb.Helper()
+	cfg := e.clientTLS(tb, cert)
 	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: !http1}
 	if http1 {
 		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}

@@ -72,43 +72,43 @@ type benchReusableBody struct{ bytes.Reader }
 
 func (*benchReusableBody) Close() error { return nil }
 
-// benchSetup is a CA, A's certificate, the certificate store of B and a
+// benchSetup is B's certificate store and policy (allowing A), and a
 // connection state carrying A's verified certificate.
 type benchSetup struct {
 	store *certs.Store
+	pol   *policy.Policy
 	cs    *tls.ConnectionState
-	files testbed.Files
 }
 
 func newBenchSetup(b *testing.B) benchSetup {
 	b.Helper()
-	ca, err := testbed.NewCA("bench CA")
+	ca := newCA(b, "bench CA")
+	leafA := issue(b, ca, testbed.LeafOptions{}, benchInfraA)
+	leafB := issue(b, ca, testbed.LeafOptions{}, "fed.b-infra.example.net")
+	pol, err := policy.New("allow-list", []string{benchOriginA})
 	if err != nil {
 		b.Fatal(err)
 	}
-	leafA, err := ca.Issue(testbed.LeafOptions{}, benchInfraA)
-	if err != nil {
-		b.Fatal(err)
-	}
-	leafB, err := ca.Issue(testbed.LeafOptions{}, "fed.b-infra.example.net")
-	if err != nil {
-		b.Fatal(err)
-	}
-	files, err := leafB.WriteFiles(b.TempDir(), "b.example.com", ca.CertPEM)
-	if err != nil {
-		b.Fatal(err)
-	}
-	store, err := certs.Load(certs.Files{Cert: files.Cert, Key: files.Key, CA: files.CA})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return benchSetup{store: store, files: files, cs: &tls.ConnectionState{
+	return benchSetup{store: ca.CertStore(b, leafB), pol: pol, cs: &tls.ConnectionState{
 		Version:            tls.VersionTLS13,
 		HandshakeComplete:  true,
 		NegotiatedProtocol: "h2",
 		PeerCertificates:   []*x509.Certificate{leafA.Cert},
 		VerifiedChains:     [][]*x509.Certificate{{leafA.Cert, ca.Cert}},
 	}}
+}
+
+// stubIngress is an ingress for components with a resolver stub and an
+// exchange that echoes the request body without NATS.
+func (s benchSetup) stubIngress(b *testing.B, components []string, log *slog.Logger) *Ingress {
+	b.Helper()
+	exchange := func(_ context.Context, msg *nats.Msg) ([]byte, error) { return msg.Data, nil }
+	cfg := Config{Common: config.Common{Components: components, RequestTimeout: 10 * time.Second}, MaxBodyBytes: 1 << 20}
+	in, err := newIngress(cfg, Deps{Policy: s.pol, Certs: s.store, Logger: log}, benchTargets{}, exchange)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return in
 }
 
 // benchRequest returns the request template of one federated call from A
@@ -170,16 +170,7 @@ func runServeHTTP(b *testing.B, in *Ingress, cs *tls.ConnectionState, size int) 
 // request body without NATS.
 func BenchmarkServeHTTP(b *testing.B) {
 	s := newBenchSetup(b)
-	pol, err := policy.New("allow-list", []string{benchOriginA})
-	if err != nil {
-		b.Fatal(err)
-	}
-	exchange := func(_ context.Context, msg *nats.Msg) ([]byte, error) { return msg.Data, nil }
-	cfg := Config{Common: config.Common{Components: []string{"brig", "galley", "cargohold"}, RequestTimeout: 10 * time.Second}, MaxBodyBytes: 1 << 20}
-	in, err := newIngress(cfg, Deps{Policy: pol, Certs: s.store, Logger: slog.New(slog.DiscardHandler)}, benchTargets{}, exchange)
-	if err != nil {
-		b.Fatal(err)
-	}
+	in := s.stubIngress(b, []string{"brig", "galley", "cargohold"}, slog.New(slog.DiscardHandler))
 	for _, size := range benchBodySizes {
 		b.Run(benchName(size), func(b *testing.B) { runServeHTTP(b, in, s.cs, size) })
 	}
@@ -190,17 +181,8 @@ func BenchmarkServeHTTP(b *testing.B) {
 // io.Discard: the cost of the access log line.
 func BenchmarkServeHTTPLogged(b *testing.B) {
 	s := newBenchSetup(b)
-	pol, err := policy.New("allow-list", []string{benchOriginA})
-	if err != nil {
-		b.Fatal(err)
-	}
-	exchange := func(_ context.Context, msg *nats.Msg) ([]byte, error) { return msg.Data, nil }
-	cfg := Config{Common: config.Common{Components: []string{"brig"}, RequestTimeout: 10 * time.Second}, MaxBodyBytes: 1 << 20}
 	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	in, err := newIngress(cfg, Deps{Policy: pol, Certs: s.store, Logger: log}, benchTargets{}, exchange)
-	if err != nil {
-		b.Fatal(err)
-	}
+	in := s.stubIngress(b, []string{"brig"}, log)
 	runServeHTTP(b, in, s.cs, 256)
 }
 
@@ -216,34 +198,20 @@ func BenchmarkServeHTTPNATS(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = res.Close() })
-	pol, err := policy.New("allow-list", []string{benchOriginA})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ns, err := testbed.StartNATS("")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	conns := make([]*nats.Conn, 2)
-	for i := range conns {
-		if conns[i], err = nats.Connect(ns.ClientURL()); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(conns[i].Close)
-	}
-	sub, err := conns[1].Subscribe("fed.in.brig.>", func(m *nats.Msg) {
+	ns := startNATS(b)
+	ingressNC, componentNC := connect(b, ns), connect(b, ns)
+	sub, err := componentNC.Subscribe("fed.in.brig.>", func(m *nats.Msg) {
 		_ = m.RespondMsg(bus.Event{ID: "r", Source: "/brig", Type: bus.TypeResponse, Data: m.Data}.Message(m.Reply))
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := conns[1].Flush(); err != nil {
+	if err := componentNC.Flush(); err != nil {
 		b.Fatal(err)
 	}
 	cfg := Config{Common: config.Common{Components: []string{"brig"}, RequestTimeout: 10 * time.Second}, MaxBodyBytes: 1 << 20}
-	in, err := New(cfg, Deps{NATS: conns[0], Resolver: res, Policy: pol, Certs: s.store, Logger: slog.New(slog.DiscardHandler)})
+	in, err := New(cfg, Deps{NATS: ingressNC, Resolver: res, Policy: s.pol, Certs: s.store, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

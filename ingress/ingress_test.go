@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/internal/testbed"
 )
 
 // TestSuccess sends requests that pass every check, over HTTP/2 and
@@ -164,7 +165,7 @@ func TestRefusals(t *testing.T) {
 		"A":     e.client(t, e.certA, false),
 		"C":     e.client(t, e.certC, false),
 		"none":  e.client(t, nil, false),
-		"noSAN": e.client(t, e.ca.issue(t, leafOpts{cn: infraA}), false),
+		"noSAN": e.client(t, issue(t, e.ca, testbed.LeafOptions{CommonName: infraA}), false),
 		"h1":    e.client(t, e.certA, true),
 	}
 	ok := "/federation/brig/get-user"
@@ -265,13 +266,13 @@ func TestRefusals(t *testing.T) {
 func TestHandshakeRefusals(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	watch := e.watchBus(t)
-	other := newTestCA(t, "other CA")
+	other := newCA(t, "other CA")
 	cases := []struct {
 		name string
-		cert *leaf
+		cert *testbed.Leaf
 	}{
-		{"certificate of another CA", other.issue(t, leafOpts{dns: []string{infraA}})},
-		{"server-only certificate", e.ca.issue(t, leafOpts{dns: []string{infraA}, eku: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})},
+		{"certificate of another CA", issue(t, other, testbed.LeafOptions{}, infraA)},
+		{"server-only certificate", issue(t, e.ca, testbed.LeafOptions{Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, infraA)},
 	}
 	for _, tc := range cases {
 		for _, http1 := range []bool{false, true} {

@@ -22,19 +22,17 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/internal/testbed"
 )
 
 // ---- helpers ---------------------------------------------------------------
 
 // dialTLS opens a TLS connection to the ingress presenting cert (none when
 // nil) and offering the ALPN protocols, closed at cleanup.
-func (e *env) dialTLS(tb testing.TB, cert *leaf, protos ...string) *tls.Conn {
+func (e *env) dialTLS(tb testing.TB, cert *testbed.Leaf, protos ...string) *tls.Conn {
 	tb.Helper()
-	cfg := &tls.Config{RootCAs: e.ca.pool(), ServerName: "localhost", MinVersion: tls.VersionTLS13, NextProtos: protos}
-	if cert != nil {
-		c := cert.tls
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
-	}
+	cfg := e.clientTLS(tb, cert)
+	cfg.NextProtos = protos
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", e.in.Addr().String(), cfg)
 	if err != nil {
 		tb.Fatalf("dial TLS: %v", err)
@@ -141,24 +139,6 @@ func (e *env) holdingComponent(tb testing.TB) (held <-chan string, release func(
 		tb.Fatal(err)
 	}
 	return heldCh, releaseAll
-}
-
-// fakeClock is a settable clock for the limiter.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // ---- per-origin limits ---------------------------------------------------------
@@ -290,10 +270,10 @@ func TestOriginConcurrencyLimit(t *testing.T) {
 // origins go, but never while they still carry a budget that a new state
 // would not (requests in flight, a bucket not yet refilled).
 func TestOriginLimiterEviction(t *testing.T) {
-	newLimiter := func(tb testing.TB, rps float64, burst, conc int) (*originLimiter, *fakeClock) {
+	newLimiter := func(tb testing.TB, rps float64, burst, conc int) (*originLimiter, *testbed.Clock) {
 		tb.Helper()
-		clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-		l := newOriginLimiter(rps, burst, conc, clk.now)
+		clk := testbed.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+		l := newOriginLimiter(rps, burst, conc, clk.Now)
 		if l == nil {
 			tb.Fatal("no limiter")
 		}
@@ -322,7 +302,7 @@ func TestOriginLimiterEviction(t *testing.T) {
 		if n := l.len(); n != 3000 {
 			t.Fatalf("%d states, want 3000", n)
 		}
-		clk.advance(l.sweepEvery)
+		clk.Advance(l.sweepEvery)
 		use(t, l, "new.example.com")
 		if n := l.len(); n != 1 {
 			t.Fatalf("%d states after the sweep, want 1", n)
@@ -333,7 +313,7 @@ func TestOriginLimiterEviction(t *testing.T) {
 		most := 0
 		for i := range 20000 {
 			use(t, l, "o"+strconv.Itoa(i)+".example.com")
-			clk.advance(time.Millisecond)
+			clk.Advance(time.Millisecond)
 			most = max(most, l.len())
 		}
 		if most > 2*minSweep {
@@ -345,7 +325,7 @@ func TestOriginLimiterEviction(t *testing.T) {
 		if ok, _ := l.acquire("busy.example.com"); !ok {
 			t.Fatal("first acquire refused")
 		}
-		clk.advance(10 * l.sweepEvery)
+		clk.Advance(10 * l.sweepEvery)
 		use(t, l, "other.example.com")
 		if ok, r := l.acquire("busy.example.com"); ok || r.reason != refusedConcurrency {
 			t.Fatalf("second acquire: %v %+v, want refused for concurrency", ok, r)
@@ -367,7 +347,7 @@ func TestOriginLimiterEviction(t *testing.T) {
 		if use(t, l, "x.example.com") {
 			t.Fatal("over the burst accepted")
 		}
-		clk.advance(l.sweepEvery + time.Second)
+		clk.Advance(l.sweepEvery + time.Second)
 		use(t, l, "trigger.example.com")
 		if !use(t, l, "x.example.com") {
 			t.Fatal("the refilled token refused")
@@ -392,7 +372,7 @@ func TestOriginLimiterEviction(t *testing.T) {
 		if ok || r.reason != refusedRate || retryAfterSeconds(r.retryAfter) != 2 {
 			t.Fatalf("got %v %+v, want refused with 2s", ok, r)
 		}
-		clk.advance(1500 * time.Millisecond)
+		clk.Advance(1500 * time.Millisecond)
 		if _, r := l.acquire("r.example.com"); retryAfterSeconds(r.retryAfter) != 1 {
 			t.Fatalf("Retry-After %v, want 1s", r.retryAfter)
 		}
@@ -406,7 +386,7 @@ func TestOriginLimiterEviction(t *testing.T) {
 				warned = append(warned, r.refused)
 			}
 		}
-		clk.advance(warnEvery)
+		clk.Advance(warnEvery)
 		if _, r := l.acquire("w.example.com"); r.warn {
 			warned = append(warned, r.refused)
 		}
@@ -437,11 +417,11 @@ func TestRetryAfterSeconds(t *testing.T) {
 // TestIdentityModes checks FED_IDENTITY and FED_REQUIRE_DNSSEC through a
 // real TLS connection and a real DNS server.
 func TestIdentityModes(t *testing.T) {
-	type certOf func(e *env, tb testing.TB) *leaf
+	type certOf func(e *env, tb testing.TB) *testbed.Leaf
 	san := func(names ...string) certOf {
-		return func(e *env, tb testing.TB) *leaf { return e.ca.issue(tb, leafOpts{dns: names}) }
+		return func(e *env, tb testing.TB) *testbed.Leaf { return issue(tb, e.ca, testbed.LeafOptions{}, names...) }
 	}
-	srvTarget := func(e *env, _ testing.TB) *leaf { return e.certA }
+	srvTarget := func(e *env, _ testing.TB) *testbed.Leaf { return e.certA }
 	cases := []struct {
 		name   string
 		opts   envOpts

@@ -14,26 +14,6 @@ import (
 	"github.com/fedbus/fedbus/internal/testbed"
 )
 
-// clock is a fake clock for Config.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // logBuffer is a concurrency-safe slog destination.
 type logBuffer struct {
 	mu  sync.Mutex
@@ -62,7 +42,7 @@ func (b *logBuffer) String() string {
 // Resolver using them.
 type env struct {
 	dns   *testbed.DNS
-	clock *clock
+	clock *testbed.Clock
 	log   *logBuffer
 	r     *discovery.Resolver
 }
@@ -72,7 +52,7 @@ type env struct {
 // when not nil, adjusts the config before New.
 func newEnv(tb testing.TB, mutate func(*discovery.Config)) *env {
 	tb.Helper()
-	e := &env{dns: testbed.StartDNS(tb), clock: newClock(), log: &logBuffer{}}
+	e := &env{dns: testbed.StartDNS(tb), clock: testbed.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), log: &logBuffer{}}
 	cfg := discovery.Config{
 		Now:    e.clock.Now,
 		Logger: slog.New(slog.NewTextHandler(e.log, nil)),

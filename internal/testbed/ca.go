@@ -10,9 +10,13 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
+
+	"github.com/fedbus/fedbus/federator/certs"
 )
 
 // CA is a throwaway certificate authority for tests and the demo.
@@ -56,14 +60,19 @@ type Leaf struct {
 
 // LeafOptions adjusts an issued certificate.
 type LeafOptions struct {
-	// Usages defaults to serverAuth and clientAuth.
+	// Usages defaults (when nil) to serverAuth and clientAuth; an empty,
+	// non-nil slice issues a certificate without extended key usages.
 	Usages []x509.ExtKeyUsage
 	// NotAfter defaults to 24 hours from now.
 	NotAfter time.Time
+	// CommonName defaults to the first DNS name.
+	CommonName string
+	// IPAddresses are IP SANs, beside the DNS names.
+	IPAddresses []net.IP
 }
 
 // Issue issues a certificate with the given DNS SANs (the first is also the
-// common name).
+// common name, unless opts.CommonName is set).
 func (ca *CA) Issue(opts LeafOptions, dnsNames ...string) (*Leaf, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -77,14 +86,15 @@ func (ca *CA) Issue(opts LeafOptions, dnsNames ...string) (*Leaf, error) {
 	if notAfter.IsZero() {
 		notAfter = time.Now().Add(24 * time.Hour)
 	}
-	cn := ""
-	if len(dnsNames) > 0 {
+	cn := opts.CommonName
+	if cn == "" && len(dnsNames) > 0 {
 		cn = dnsNames[0]
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: cn},
 		DNSNames:     dnsNames,
+		IPAddresses:  opts.IPAddresses,
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -133,6 +143,22 @@ func (l *Leaf) WriteFiles(dir, name string, caPEM []byte) (Files, error) {
 		}
 	}
 	return f, nil
+}
+
+// CertStore writes leaf and the CA into a temporary directory of tb (as
+// WriteFiles does) and loads them with certs.Load, as the federator and the
+// ingress load their TLS material. It fails tb on error.
+func (ca *CA) CertStore(tb testing.TB, leaf *Leaf) *certs.Store {
+	tb.Helper()
+	files, err := leaf.WriteFiles(tb.TempDir(), "tls", ca.CertPEM)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	store, err := certs.Load(certs.Files{Cert: files.Cert, Key: files.Key, CA: files.CA})
+	if err != nil {
+		tb.Fatalf("load certs: %v", err)
+	}
+	return store
 }
 
 func serial() *big.Int {

@@ -1,2 +1,3 @@
-// Package testbed provides in-process infrastructure (DNS, CA, NATS) for tests and the demo.
+// Package testbed provides in-process infrastructure (DNS, CA, NATS, a
+// settable clock) for tests and the demo.
 package testbed
