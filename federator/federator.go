@@ -135,18 +135,19 @@ func (f *Federator) handle(ctx context.Context, msg *nats.Msg) {
 	}
 	ev, err := bus.Decode(msg)
 	if err != nil {
-		f.reply(msg, bus.ErrorReply(structured, f.source, bus.AsError(err)), f.log)
+		f.reply(msg, bus.ErrorReply(structured, f.source, bus.AsError(err)), "")
 		return
 	}
-	log := f.log.With("request_id", ev.ID)
-	body, err := f.call(ctx, msg.Subject, ev, log)
+	// No per-request logger on the hot path: the request id is added to
+	// the lines that are written.
+	body, err := f.call(ctx, msg.Subject, ev)
 	if err != nil {
 		e := bus.AsError(err)
-		log.Info("request failed", "subject", msg.Subject, "label", e.Label, "err", e.Message)
-		f.reply(msg, bus.ErrorReply(ev.Structured, f.source, e), log)
+		f.log.Info("request failed", "request_id", ev.ID, "subject", msg.Subject, "label", e.Label, "err", e.Message)
+		f.reply(msg, bus.ErrorReply(ev.Structured, f.source, e), ev.ID)
 		return
 	}
-	f.reply(msg, bus.Reply(ev, f.source, body), log)
+	f.reply(msg, bus.Reply(ev, f.source, body), ev.ID)
 }
 
 // SetMaxPerRemote changes the per-remote limit of requests in flight (0: no
@@ -156,7 +157,7 @@ func (f *Federator) SetMaxPerRemote(n int) {
 }
 
 // call validates the request and performs it; errors are *bus.Error.
-func (f *Federator) call(ctx context.Context, subject string, ev bus.Event, log *slog.Logger) ([]byte, error) {
+func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) ([]byte, error) {
 	route, err := f.subjects.ParseOut(subject)
 	if err != nil {
 		return nil, err
@@ -184,11 +185,11 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event, log 
 	if f.deps.Hook != nil {
 		step = func(s string) { f.deps.Hook(ev.ID, s) }
 	}
-	return f.remote.do(ctx, route, ev, step, log)
+	return f.remote.do(ctx, route, ev, step, f.log)
 }
 
-func (f *Federator) reply(msg *nats.Msg, ev bus.Event, log *slog.Logger) {
+func (f *Federator) reply(msg *nats.Msg, ev bus.Event, requestID string) {
 	if err := msg.RespondMsg(ev.Message(msg.Reply)); err != nil {
-		log.Warn("reply failed", "subject", msg.Subject, "err", err)
+		f.log.Warn("reply failed", "request_id", requestID, "subject", msg.Subject, "err", err)
 	}
 }

@@ -191,7 +191,7 @@ func (rc *remoteClient) do(ctx context.Context, route bus.Route, ev bus.Event, s
 		if !errors.As(err, &ce) || expired(ctx) {
 			return nil, requestError(ctx, t, err)
 		}
-		log.Info("target unreachable, trying next", "target", t.Host, "port", t.Port, "err", err)
+		log.Info("target unreachable, trying next", "request_id", ev.ID, "target", t.Host, "port", t.Port, "err", err)
 		if !ce.denied {
 			rc.resolver.ReportFailure(t)
 		}
