@@ -68,11 +68,12 @@ func (e *entry) stale(now mono) bool {
 // call is one in-flight resolution shared by all lookups of a name. Its
 // fields are set before done is closed: e is the new entry when err is
 // nil; when err is not nil, e is the cached entry that may be served stale
-// (or nil).
+// (or nil). cancel ends the context of its queries (Close).
 type call struct {
-	done chan struct{}
-	e    *entry
-	err  error
+	done   chan struct{}
+	cancel context.CancelFunc
+	e      *entry
+	err    error
 }
 
 // cache maps a name to its entry and to its in-flight resolution. Entries
@@ -213,6 +214,11 @@ func (r *Resolver) noteStale(c *cache, name string, e *entry, now mono) {
 
 // startFlight returns the in-flight resolution of name, starting one in a
 // tracked goroutine when there is none. It returns nil after Close.
+//
+// A flight outlives the lookups that wait for it (a refresh has none), so
+// its queries get a context of their own, cancelled by Close (see
+// cancelFlights): a flight registered in c.flights before Close set closed
+// is seen there by Close, and none starts after.
 func (r *Resolver) startFlight(c *cache, name string) *call {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -226,25 +232,36 @@ func (r *Resolver) startFlight(c *cache, name string) *call {
 	}
 	r.wg.Add(1)
 	r.mu.Unlock()
-	cl := &call{done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	cl := &call{done: make(chan struct{}), cancel: cancel}
 	c.flights[name] = cl
-	go r.fly(c, name, cl)
+	go r.fly(ctx, c, name, cl)
 	return cl
 }
 
-// fly resolves name for cl and publishes the result: a new answer replaces
-// the cached entry; a failure keeps a cached positive answer, marks it
-// failing and hands it out while it may be served stale.
-func (r *Resolver) fly(c *cache, name string, cl *call) {
+// cancelFlights cancels the queries of every flight of c (Close).
+func (c *cache) cancelFlights() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cl := range c.flights {
+		cl.cancel()
+	}
+}
+
+// fly resolves name for cl with ctx and publishes the result: a new answer
+// replaces the cached entry; a failure keeps a cached positive answer,
+// marks it failing and hands it out while it may be served stale.
+func (r *Resolver) fly(ctx context.Context, c *cache, name string, cl *call) {
 	defer r.wg.Done()
+	defer cl.cancel()
 	var (
 		e   *entry
 		err error
 	)
 	if c.kind == kindSRV {
-		e, err = r.resolveSRV(r.ctx, name)
+		e, err = r.resolveSRV(ctx, name)
 	} else {
-		e, err = r.resolveAddrs(r.ctx, name)
+		e, err = r.resolveAddrs(ctx, name)
 	}
 	now := r.now()
 	serveStale := false

@@ -146,9 +146,8 @@ type Resolver struct {
 	srv  *cache // key: normalized domain
 	addr *cache // key: normalized host name
 
-	ctx    context.Context // cancelled by Close; parent of every query
-	cancel context.CancelFunc
-	mu     sync.Mutex // guards closed and wg.Add
+	done   chan struct{} // closed by Close: stops the coarse clock
+	mu     sync.Mutex    // guards closed and wg.Add
 	closed bool
 	wg     sync.WaitGroup // every goroutine started by the Resolver
 
@@ -203,11 +202,11 @@ func New(cfg Config) (*Resolver, error) {
 		srv:     newCache(kindSRV),
 		addr:    newCache(kindAddr),
 		down:    make(map[downKey]*downState),
+		done:    make(chan struct{}),
 	}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
-	r.ctx, r.cancel = context.WithCancel(context.Background())
 	if r.fake != nil {
 		r.base = r.fake()
 	} else {
@@ -251,7 +250,7 @@ func (r *Resolver) tick() {
 	defer t.Stop()
 	for {
 		select {
-		case <-r.ctx.Done():
+		case <-r.done:
 			return
 		case <-t.C:
 			r.coarse.Store(int64(time.Since(r.base)))
@@ -310,7 +309,10 @@ func (r *Resolver) Close() error {
 	r.closed = true
 	r.mu.Unlock()
 	r.stopped.Store(true)
-	r.cancel()
+	close(r.done)
+	// No flight starts any more (closed is set); cancel those in flight.
+	r.srv.cancelFlights()
+	r.addr.cancelFlights()
 	r.wg.Wait()
 	return nil
 }

@@ -893,6 +893,55 @@ func TestClose(t *testing.T) {
 	srv(t, e.r, "b.example.com") // cached answers are still served
 }
 
+// TestCloseCancelsBackgroundQuery: Close cancels a query that no caller
+// waits for any more (a background refresh, a flight its callers gave up
+// on) well before its QueryTimeout.
+func TestCloseCancelsBackgroundQuery(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		start func(t *testing.T, e *env)
+	}{
+		{"refresh", func(t *testing.T, e *env) {
+			e.dns.SetSRV("b.example.com", 100, testbed.SRVRecord{Target: "fed.b-infra.test", Port: 443})
+			srv(t, e.r, "b.example.com")
+			e.dns.SetFailure("b.example.com", testbed.DropQuery)
+			e.clock.Advance(85 * time.Second) // last 20% of the TTL
+			srv(t, e.r, "b.example.com")      // cached; starts the refresh
+		}},
+		{"abandoned flight", func(t *testing.T, e *env) {
+			e.dns.SetFailure("b.example.com", testbed.DropQuery)
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if _, err := e.r.SRV(ctx, "b.example.com"); !errors.Is(err, context.Canceled) {
+				t.Fatalf("SRV with a cancelled context: %v", err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(c *discovery.Config) { c.QueryTimeout = time.Minute })
+			before := e.dns.Queries("b.example.com", dns.TypeSRV)
+			tc.start(t, e)
+			eventually(t, "the dropped background query", func() bool {
+				return e.dns.Queries("b.example.com", dns.TypeSRV) > before
+			})
+			closed := make(chan error, 1)
+			go func() { closed <- e.r.Close() }()
+			var err error
+			eventually(t, "Close with a background query in flight", func() bool {
+				select {
+				case err = <-closed:
+					return true
+				default:
+					return false
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 func TestNoAllocsOnCacheHit(t *testing.T) {
 	e := newEnv(t, nil)
 	e.dns.SetSRV("b.example.com", 3600,
