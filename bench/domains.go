@@ -80,6 +80,7 @@ type snapshot struct {
 	FDs        int    `json:"fds"`
 	Goroutines int    `json:"goroutines"`
 	HeapInuse  uint64 `json:"heap_inuse"`
+	StackInuse uint64 `json:"stack_inuse"`
 	GoSys      uint64 `json:"go_sys"`
 }
 
@@ -92,7 +93,7 @@ func takeSnapshot() (snapshot, error) {
 	s.Goroutines = runtime.NumGoroutine()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	s.HeapInuse, s.GoSys = ms.HeapInuse, ms.Sys
+	s.HeapInuse, s.StackInuse, s.GoSys = ms.HeapInuse, ms.StackInuse, ms.Sys
 	return s, errors.Join(err1, err2, err3)
 }
 
@@ -463,9 +464,9 @@ func printDomains(out io.Writer, cfg DomainsConfig, r childResult, peer snapshot
 	if r.FirstErr != "" {
 		fmt.Fprintf(out, "first error: %s\n", r.FirstErr)
 	}
-	fmt.Fprintf(out, "%-34s %10s %10s %7s %10s %11s\n", "federator process", "VmRSS", "VmHWM", "fds", "goroutines", "heap inuse")
+	fmt.Fprintf(out, "%-34s %10s %10s %7s %10s %11s %11s\n", "federator process", "VmRSS", "VmHWM", "fds", "goroutines", "heap inuse", "stack inuse")
 	row := func(name string, s snapshot) {
-		fmt.Fprintf(out, "%-34s %10s %10s %7d %10d %11s\n", name, mib(s.RSSKiB), mib(s.HWMKiB), s.FDs, s.Goroutines, mib(int64(s.HeapInuse/1024)))
+		fmt.Fprintf(out, "%-34s %10s %10s %7d %10d %11s %11s\n", name, mib(s.RSSKiB), mib(s.HWMKiB), s.FDs, s.Goroutines, mib(int64(s.HeapInuse/1024)), mib(int64(s.StackInuse/1024)))
 	}
 	row("started", r.Base)
 	row(fmt.Sprintf("after %d domains", r.Calls), r.After)

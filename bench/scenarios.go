@@ -129,7 +129,10 @@ func (w *world) busScenario(ctx context.Context) (*scenario, error) {
 		defer cancel()
 		return srv.Shutdown(ctx)
 	})
-	client := bus.NewClient(cliConn, subjects, "/bench")
+	client, err := w.batchedClient(cliConn, subjects)
+	if err != nil {
+		return nil, err
+	}
 	return &scenario{name: ScenarioBus, do: func(ctx context.Context, body, _ []byte) error {
 		resp, err := client.Call(ctx, domainB, echoComponent, echoRPC, body)
 		if err != nil {
@@ -172,7 +175,10 @@ func (w *world) ingressScenario() (*scenario, error) {
 // federatedScenario: a component of A calls the echo component of B
 // through NATS A, federator A, ingress B and NATS B.
 func (w *world) federatedScenario() (*scenario, error) {
-	client := w.a.Client("/bench")
+	client, err := w.batchedClient(w.a.NATS, w.a.Subjects)
+	if err != nil {
+		return nil, err
+	}
 	return &scenario{name: ScenarioFederated, do: func(ctx context.Context, body, _ []byte) error {
 		resp, err := client.Call(ctx, domainB, echoComponent, echoRPC, body)
 		if err != nil {
@@ -180,4 +186,16 @@ func (w *world) federatedScenario() (*scenario, error) {
 		}
 		return checkEcho(body, resp)
 	}}, nil
+}
+
+// batchedClient is a bus client on nc whose requests go through a
+// bus.Requester (publishes batched across concurrent calls), as a
+// component serving many users at once would make them.
+func (w *world) batchedClient(nc *nats.Conn, subjects bus.Subjects) (*bus.Client, error) {
+	req, err := bus.NewRequester(nc, nil)
+	if err != nil {
+		return nil, err
+	}
+	w.onClose(func(context.Context) error { return req.Close() })
+	return bus.NewClientVia(req, subjects, "/bench"), nil
 }

@@ -15,7 +15,7 @@ const DefaultTimeout = 10 * time.Second
 // contract request to fed.out.<component>.<rpc>.<target> and waits for the
 // federator's reply.
 type Client struct {
-	nc       *nats.Conn
+	d        Doer
 	subjects Subjects
 	source   string
 	// Timeout bounds calls whose context has no deadline (DefaultTimeout);
@@ -26,7 +26,13 @@ type Client struct {
 // NewClient returns a client that publishes on nc with the given subjects;
 // source is the CloudEvents source of its requests, e.g. "/brig".
 func NewClient(nc *nats.Conn, subjects Subjects, source string) *Client {
-	return &Client{nc: nc, subjects: subjects, source: source, Timeout: DefaultTimeout}
+	return NewClientVia(nc, subjects, source)
+}
+
+// NewClientVia is NewClient sending its requests through d, e.g. a
+// *Requester, which publishes the requests of concurrent calls in batches.
+func NewClientVia(d Doer, subjects Subjects, source string) *Client {
+	return &Client{d: d, subjects: subjects, source: source, Timeout: DefaultTimeout}
 }
 
 // CallOptions are the optional parts of a request.
@@ -59,15 +65,15 @@ func (c *Client) CallWith(ctx context.Context, targetDomain, component, rpc stri
 	if dl, ok := ctx.Deadline(); ok {
 		ev.TimeoutMs = max(time.Until(dl).Milliseconds(), 1)
 	}
-	return Exchange(ctx, c.nc, ev.Message(subject))
+	return Exchange(ctx, c.d, ev.Message(subject))
 }
 
 // Exchange sends a request message and decodes the reply: the body of a
 // fedbus.response, or the *Error of a fedbus.error. NATS failures map to the
 // contract: no responders is component-unavailable, a deadline is
 // federation-timeout.
-func Exchange(ctx context.Context, nc *nats.Conn, msg *nats.Msg) ([]byte, error) {
-	reply, err := nc.RequestMsgWithContext(ctx, msg)
+func Exchange(ctx context.Context, d Doer, msg *nats.Msg) ([]byte, error) {
+	reply, err := d.RequestMsgWithContext(ctx, msg)
 	if err != nil {
 		return nil, natsError(msg.Subject, err)
 	}

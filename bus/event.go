@@ -88,7 +88,7 @@ func (e Event) validate() error {
 	case e.Source == "":
 		return Errorf(LabelInvalidRequest, "CloudEvent attribute source is missing")
 	}
-	if e.DataContentType != "" {
+	if e.DataContentType != "" && e.DataContentType != ContentTypeJSON { // the common case needs no parsing
 		if _, _, err := mime.ParseMediaType(e.DataContentType); err != nil {
 			return Errorf(LabelInvalidRequest, "CloudEvent attribute datacontenttype %q is not a media type", truncate(e.DataContentType, 64))
 		}

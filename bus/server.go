@@ -37,6 +37,7 @@ type Server struct {
 	handler   Handler
 	log       *slog.Logger
 	sub       *nats.Subscription
+	out       *Outbox
 	sem       chan struct{}
 	wg        sync.WaitGroup
 }
@@ -57,15 +58,19 @@ func Serve(ctx context.Context, nc *nats.Conn, subjects Subjects, component stri
 		log: logger.With("component", component),
 		sem: make(chan struct{}, DefaultMaxInFlight),
 	}
+	s.out = NewOutbox(nc, s.log)
 	sub, err := nc.QueueSubscribe(subject, component, func(msg *nats.Msg) { s.onMsg(ctx, msg) })
 	if err != nil {
+		s.out.Close()
 		return nil, fmt.Errorf("serve %s: subscribe %s: %w", component, subject, err)
 	}
+	s.sub = sub
 	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		s.stop()
 		return nil, fmt.Errorf("serve %s: pending limits: %w", component, err)
 	}
-	s.sub = sub
 	if err := nc.Flush(); err != nil {
+		s.stop()
 		return nil, fmt.Errorf("serve %s: flush: %w", component, err)
 	}
 	return s, nil
@@ -117,10 +122,16 @@ func (s *Server) handle(ctx context.Context, msg *nats.Msg) {
 	s.respond(msg, Reply(ev, source, body))
 }
 
+// respond queues the reply on the server's Outbox (batched with the other
+// handlers' replies).
 func (s *Server) respond(msg *nats.Msg, ev Event) {
-	if err := msg.RespondMsg(ev.Message(msg.Reply)); err != nil {
-		s.log.Warn("reply failed", "subject", msg.Subject, "err", err)
-	}
+	s.out.Publish(ev.Message(msg.Reply), ev.ID)
+}
+
+// stop undoes a Serve that failed half way.
+func (s *Server) stop() {
+	_ = s.sub.Unsubscribe()
+	s.out.Close()
 }
 
 // asError converts any error to the contract error a handler replies with.
@@ -158,6 +169,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.wg.Wait()
 		close(done)
 	}()
+	// Queued replies go out either way; a handler that finishes later
+	// publishes its reply directly.
+	defer s.out.Close()
 	select {
 	case <-done:
 		return nil

@@ -22,6 +22,11 @@ const (
 	HeaderTimeoutMs = "ce-timeoutms"
 	// HeaderContentType is the NATS header that marks structured mode.
 	HeaderContentType = "content-type"
+	// natsStatusHeader and natsNoResponders: the status line of the NATS
+	// message the server sends to a request's reply subject when nothing
+	// subscribes to its subject (nats.go reads it as the "Status" header).
+	natsStatusHeader = "Status"
+	natsNoResponders = "503"
 
 	HTTPOriginDomain    = "Wire-Origin-Domain"
 	HTTPOriginDomainOld = "Wire-Domain"

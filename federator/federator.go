@@ -43,6 +43,7 @@ type Federator struct {
 	remote     *remoteClient
 	perRemote  *remoteLimiter
 	sub        *nats.Subscription
+	out        *bus.Outbox // replies, batched (nil until Start)
 	sem        chan struct{}
 	wg         sync.WaitGroup
 }
@@ -76,6 +77,7 @@ func New(cfg Config, deps Deps) (*Federator, error) {
 // flight (each still gets its reply, federation-timeout).
 func (f *Federator) Start(ctx context.Context) error {
 	subject := f.subjects.OutAll()
+	f.out = bus.NewOutbox(f.deps.NATS, f.log)
 	sub, err := f.deps.NATS.QueueSubscribe(subject, bus.FederatorQueueGroup, func(msg *nats.Msg) {
 		f.sem <- struct{}{}
 		f.wg.Add(1)
@@ -85,16 +87,21 @@ func (f *Federator) Start(ctx context.Context) error {
 		}()
 	})
 	if err != nil {
+		f.out.Close()
 		return fmt.Errorf("start federator: subscribe %s: %w", subject, err)
 	}
 	if err := sub.SetPendingLimits(-1, 256<<20); err != nil {
+		_ = sub.Unsubscribe()
+		f.out.Close()
 		return fmt.Errorf("start federator: pending limits: %w", err)
 	}
-	f.sub = sub
 	// Make sure the server has the subscription before we report ready.
 	if err := f.deps.NATS.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		f.out.Close()
 		return fmt.Errorf("start federator: flush: %w", err)
 	}
+	f.sub = sub
 	f.log.Info("federator started", "subject", subject, "queue", bus.FederatorQueueGroup)
 	return nil
 }
@@ -117,6 +124,9 @@ func (f *Federator) Shutdown(ctx context.Context) error {
 		f.wg.Wait()
 	}()
 	defer f.remote.closeIdle()
+	// Queued replies go out either way; a request that finishes later
+	// publishes its reply directly.
+	defer f.out.Close()
 	select {
 	case <-done:
 		f.log.Info("federator stopped")
@@ -188,8 +198,8 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) ([]b
 	return f.remote.do(ctx, route, ev, step, f.log)
 }
 
+// reply queues the reply on the federator's Outbox (batched with the
+// replies of the other requests finishing now).
 func (f *Federator) reply(msg *nats.Msg, ev bus.Event, requestID string) {
-	if err := msg.RespondMsg(ev.Message(msg.Reply)); err != nil {
-		f.log.Warn("reply failed", "request_id", requestID, "subject", msg.Subject, "err", err)
-	}
+	f.out.Publish(ev.Message(msg.Reply), requestID)
 }

@@ -98,6 +98,7 @@ type Ingress struct {
 	certs      *certs.Store
 	log        *slog.Logger
 	exchange   exchangeFunc
+	requester  *bus.Requester // nil when tests substitute exchange
 	srv        *http.Server
 	identity   string                        // config.IdentitySRV or config.IdentitySRVOrDomain
 	limits     atomic.Pointer[originLimiter] // nil: no per-origin limit
@@ -118,11 +119,22 @@ func New(cfg Config, deps Deps) (*Ingress, error) {
 	if deps.Resolver == nil {
 		return nil, errors.New("create ingress: no discovery resolver")
 	}
-	nc := deps.NATS
-	exchange := func(ctx context.Context, msg *nats.Msg) ([]byte, error) {
-		return bus.Exchange(ctx, nc, msg)
+	// Requests go out through a Requester: published in batches (one
+	// flush for the requests of many streams), replies on one inbox.
+	req, err := bus.NewRequester(deps.NATS, nil)
+	if err != nil {
+		return nil, fmt.Errorf("create ingress: %w", err)
 	}
-	return newIngress(cfg, deps, deps.Resolver, exchange)
+	exchange := func(ctx context.Context, msg *nats.Msg) ([]byte, error) {
+		return bus.Exchange(ctx, req, msg)
+	}
+	in, err := newIngress(cfg, deps, deps.Resolver, exchange)
+	if err != nil {
+		_ = req.Close()
+		return nil, err
+	}
+	in.requester = req
+	return in, nil
 }
 
 // newIngress is New with the resolver and the NATS exchange given
@@ -365,11 +377,15 @@ func (in *Ingress) Addr() net.Addr {
 // when they have, or with ctx's error when ctx ends first; then the
 // remaining connections are closed.
 func (in *Ingress) Shutdown(ctx context.Context) error {
-	if err := in.srv.Shutdown(ctx); err != nil {
+	err := in.srv.Shutdown(ctx)
+	if err != nil {
 		_ = in.srv.Close()
-		return fmt.Errorf("shut down ingress: %w", err)
+		err = fmt.Errorf("shut down ingress: %w", err)
 	}
-	return nil
+	if in.requester != nil {
+		err = errors.Join(err, in.requester.Close())
+	}
+	return err
 }
 
 // deadlineOf returns the deadline of a request started at start: the
