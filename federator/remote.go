@@ -19,6 +19,7 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/federator/certs"
 	"github.com/fedbus/fedbus/federator/discovery"
+	"github.com/fedbus/fedbus/internal/cork"
 	"github.com/fedbus/fedbus/internal/iox"
 )
 
@@ -107,7 +108,9 @@ func (rc *remoteClient) dialTLS(ctx context.Context, network, addr string) (net.
 			}
 			return nil, &connectError{tls: isTLSError(err), err: fmt.Errorf("tls handshake with %s: %w", addr, err)}
 		}
-		return pc, nil
+		// Batch the frames of concurrent requests (and each request's
+		// HEADERS and DATA) into one TLS record and one write.
+		return cork.New(pc), nil
 	}
 	if expired(ctx) {
 		return nil, fmt.Errorf("dial %s: %w", addr, context.DeadlineExceeded)
