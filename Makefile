@@ -96,7 +96,7 @@ integration: images
 	TESTCONTAINERS_RYUK_DISABLED=true $(GO) test -tags integration -count=1 -timeout 15m -v ./integration/
 
 ## bench: fedbench (see BENCHMARKS.md): every scenario at 64 in flight × 256 B plus a sweep
-## (1, 16, 256 in flight; 64 KiB at 64), the 10,000-domain memory mode, then the federator and
+## (1, 16, 256 in flight; 64 KiB at 64), the 10,000-domain memory mode (Go defaults, then GOMEMLIMIT=70MiB), then the bus, federator and
 ## ingress micro-benchmarks; about 4 minutes. BENCH_FLAGS adds fedbench flags (e.g. -matrix=full).
 BENCH_FLAGS ?=
 .PHONY: bench
@@ -104,4 +104,5 @@ bench:
 	$(GO) build -o $(BIN)/fedbench ./cmd/fedbench
 	$(BIN)/fedbench -duration=3s -warmup=500ms $(BENCH_FLAGS)
 	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=3s
-	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./federator ./ingress
+	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=3s -gomemlimit=70MiB
+	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./bus ./federator ./ingress

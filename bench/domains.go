@@ -56,8 +56,12 @@ type DomainsConfig struct {
 	// <HeapProfile>.idle after the idle timeout, <HeapProfile>.settled
 	// after Settle.
 	HeapProfile string
-	Out         io.Writer
-	Logger      *slog.Logger
+	// GoMemLimit, when set, is the GOMEMLIMIT of the federator process
+	// (Go's soft memory limit, e.g. "80MiB"): the garbage collector runs
+	// more often as the heap nears it.
+	GoMemLimit string
+	Out        io.Writer
+	Logger     *slog.Logger
 }
 
 // childConfig is what the parent passes to the federator process.
@@ -71,6 +75,7 @@ type childConfig struct {
 	IdleTimeout time.Duration `json:"idle_timeout"`
 	HeapProfile string        `json:"heap_profile,omitempty"`
 	Settle      time.Duration `json:"settle"`
+	GoMemLimit  string        `json:"gomemlimit,omitempty"`
 }
 
 // snapshot is the memory of a process at one moment.
@@ -199,7 +204,7 @@ func RunDomains(ctx context.Context, cfg DomainsConfig) (err error) {
 		}
 	}
 	cc := childConfig{DNS: w.dns.Addr(), Cert: files.Cert, Key: files.Key, CA: files.CA,
-		Domains: cfg.Domains, InFlight: cfg.InFlight, IdleTimeout: cfg.IdleTimeout, HeapProfile: cfg.HeapProfile, Settle: cfg.Settle}
+		Domains: cfg.Domains, InFlight: cfg.InFlight, IdleTimeout: cfg.IdleTimeout, HeapProfile: cfg.HeapProfile, Settle: cfg.Settle, GoMemLimit: cfg.GoMemLimit}
 	res, peer, err := runChild(ctx, cc, log)
 	if err != nil {
 		return err
@@ -236,6 +241,10 @@ func runChild(ctx context.Context, cc childConfig, log *slog.Logger) (childResul
 	}
 	cmd := exec.CommandContext(ctx, exe, "-domains-child", string(arg))
 	cmd.Stderr = os.Stderr
+	cmd.Env = os.Environ()
+	if cc.GoMemLimit != "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+cc.GoMemLimit)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 15 * time.Second
@@ -461,6 +470,11 @@ func printDomains(out io.Writer, cfg DomainsConfig, r childResult, peer snapshot
 	fmt.Fprintf(out, "fedbench domains: %d CPUs, %s, %s\n", runtime.NumCPU(), cpuModel(), runtime.Version())
 	fmt.Fprintf(out, "federator of %s (its own process, with its embedded NATS server and the calling client) called %d distinct domains once each,\n", domainA, r.Calls)
 	fmt.Fprintf(out, "each with its own SRV target host (one TLS connection each), %d in flight, in %v: %d errors\n", cfg.InFlight, r.Took.Round(time.Millisecond), r.Errors)
+	limit := "not set (Go's default: the heap may grow to twice the live heap)"
+	if cfg.GoMemLimit != "" {
+		limit = cfg.GoMemLimit
+	}
+	fmt.Fprintf(out, "federator GOMEMLIMIT: %s\n", limit)
 	if r.FirstErr != "" {
 		fmt.Fprintf(out, "first error: %s\n", r.FirstErr)
 	}

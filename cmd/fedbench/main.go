@@ -54,6 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		domains    = fs.Int("domains", 10000, "domains mode: number of distinct remote domains")
 		idle       = fs.Duration("idle", 3*time.Second, "domains mode: the federator's idle connection timeout (FED_IDLE_CONN_TIMEOUT)")
 		settle     = fs.Duration("settle", 0, "domains mode: one more snapshot this long after the idle one (x/net/http2 frees a closed connection when its 30s health-check timer fires)")
+		memlimit   = fs.String("gomemlimit", "", "domains mode: GOMEMLIMIT of the federator process, e.g. 80MiB (default: not set)")
 		child      = fs.String("domains-child", "", "internal: run as the federator process of the domains mode with this JSON configuration")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -76,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	names := splitList(*scenarios)
 	if len(names) == 1 && names[0] == bench.ScenarioDomains {
-		cfg := bench.DomainsConfig{Domains: *domains, InFlight: 64, IdleTimeout: *idle, HeapProfile: *memprofile, Settle: *settle, Out: stdout, Logger: log}
+		cfg := bench.DomainsConfig{Domains: *domains, InFlight: 64, IdleTimeout: *idle, HeapProfile: *memprofile, Settle: *settle, GoMemLimit: *memlimit, Out: stdout, Logger: log}
 		if n, err := parseInts(*inflight); err == nil && len(n) == 1 {
 			cfg.InFlight = n[0]
 		}
