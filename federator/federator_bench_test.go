@@ -96,6 +96,10 @@ func benchFederator(b *testing.B, maxBody int) (*Federator, *nats.Conn) {
 		b.Fatal(err)
 	}
 	f.remote.client.Transport = benchEchoTransport{body: bytes.Repeat([]byte("a"), maxBody)}
+	// Start is not called (handle is driven directly): give it the Outbox
+	// that Start would.
+	f.out = bus.NewOutbox(nc, nil)
+	b.Cleanup(f.out.Close)
 	// Fill the discovery cache.
 	if _, err := res.SRV(context.Background(), benchTarget); err != nil {
 		b.Fatal(err)
