@@ -28,8 +28,14 @@ const MaxPending = 1 << 20
 // closeFlush bounds how long Close spends writing what is still pending.
 const closeFlush = time.Second
 
-// keepBuf is the largest buffer returned to the pool.
-const keepBuf = 64 << 10
+// keepBuf is the largest buffer returned to the pool (the pool is shared
+// by every connection, and emptied by the garbage collector).
+const keepBuf = MaxPending + 64<<10
+
+// direct is the size from which a write to an idle connection is written
+// at once, without a copy: a batch would gain nothing (a TLS record holds
+// at most 16 KiB).
+const direct = 16 << 10
 
 var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
@@ -63,6 +69,16 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	if c.err != nil {
 		return 0, c.err
+	}
+	if len(p) >= direct && !c.flushing {
+		// Nothing is pending: write now (other writers wait on c.mu,
+		// which keeps the order).
+		n, err := c.Conn.Write(p)
+		if err != nil {
+			c.err = err
+			_ = c.Conn.Close()
+		}
+		return n, err
 	}
 	if c.buf == nil {
 		c.buf = bufs.Get().(*[]byte)

@@ -57,47 +57,62 @@ func pipe(tb testing.TB) (*Conn, net.Conn) {
 }
 
 // TestWritesArriveWhole: concurrent writers' messages all arrive, each in
-// one piece and in each writer's order.
+// one piece and in each writer's order, small ones (batched) and large ones
+// (written directly when nothing is pending) mixed.
 func TestWritesArriveWhole(t *testing.T) {
-	c, srv := pipe(t)
-	const writers, each = 8, 500
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			for i := range each {
-				if _, err := fmt.Fprintf(c, "<%d:%04d>", w, i); err != nil {
-					t.Errorf("write: %v", err)
-					return
+	for _, tc := range []struct {
+		name  string
+		sizes []int // payload sizes, used in turn
+	}{
+		{"small", []int{0}},
+		{"mixed", []int{0, direct + 100, 10, 3 * direct}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, srv := pipe(t)
+			const writers, each = 8, 200
+			var wg sync.WaitGroup
+			for w := range writers {
+				wg.Go(func() {
+					for i := range each {
+						n := tc.sizes[i%len(tc.sizes)]
+						msg := fmt.Appendf(nil, "<%d:%04d:%06d>", w, i, n)
+						msg = append(msg, bytes.Repeat([]byte{'x'}, n)...)
+						if _, err := c.Write(msg); err != nil {
+							t.Errorf("write: %v", err)
+							return
+						}
+					}
+				})
+			}
+			got := make(chan []byte, 1)
+			go func() { b, _ := io.ReadAll(srv); got <- b }()
+			wg.Wait()
+			if err := c.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			rest := <-got
+			next := make([]int, writers)
+			for len(rest) > 0 {
+				var w, i, n int
+				if _, err := fmt.Sscanf(string(rest[:min(len(rest), 18)]), "<%d:%04d:%06d>", &w, &i, &n); err != nil {
+					t.Fatalf("torn message at %q: %v", rest[:min(len(rest), 18)], err)
+				}
+				if w < 0 || w >= writers || i != next[w] {
+					t.Fatalf("writer %d: message %d after %d", w, i, next[w]-1)
+				}
+				next[w]++
+				head := len(fmt.Sprintf("<%d:%04d:%06d>", w, i, n))
+				if len(rest) < head+n || !bytes.Equal(rest[head:head+n], bytes.Repeat([]byte{'x'}, n)) {
+					t.Fatalf("writer %d message %d: payload torn", w, i)
+				}
+				rest = rest[head+n:]
+			}
+			for w, n := range next {
+				if n != each {
+					t.Errorf("writer %d: %d messages arrived, want %d", w, n, each)
 				}
 			}
 		})
-	}
-	wg.Wait()
-	if err := c.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	got, err := io.ReadAll(srv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next := make([]int, writers)
-	for _, m := range bytes.SplitAfter(got, []byte(">")) {
-		if len(m) == 0 {
-			continue
-		}
-		var w, i int
-		if _, err := fmt.Sscanf(string(m), "<%d:%04d>", &w, &i); err != nil {
-			t.Fatalf("torn message %q: %v", m, err)
-		}
-		if i != next[w] {
-			t.Fatalf("writer %d: message %d after %d", w, i, next[w]-1)
-		}
-		next[w]++
-	}
-	for w, n := range next {
-		if n != each {
-			t.Errorf("writer %d: %d messages arrived, want %d", w, n, each)
-		}
 	}
 }
 
@@ -126,7 +141,7 @@ func TestBackpressure(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		chunk := make([]byte, 64<<10)
+		chunk := make([]byte, 4<<10) // below direct: buffered
 		for range 3 * MaxPending / len(chunk) {
 			if _, err := c.Write(chunk); err != nil {
 				return
@@ -141,7 +156,7 @@ func TestBackpressure(t *testing.T) {
 	})
 	// At most MaxPending bytes wait, beside the batch being written (itself
 	// at most MaxPending plus one write).
-	if n, limit := written.Load(), int64(2*MaxPending+64<<10); n > limit {
+	if n, limit := written.Load(), int64(2*MaxPending+4<<10); n > limit {
 		t.Errorf("%d bytes accepted with no reader, limit %d", n, limit)
 	}
 	go func() { _, _ = io.Copy(io.Discard, server) }()
