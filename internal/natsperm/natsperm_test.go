@@ -403,7 +403,14 @@ func TestPermissions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			body, err := bus.Exchange(ctxFor(t), ing.Conn, inbound("a.example.com", `"alice"`).Message(subject))
+			// The ingress sends through a bus.Requester (its own inbox
+			// subscription, batched publishes).
+			req, err := bus.NewRequester(ing.Conn, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = req.Close() }()
+			body, err := bus.Exchange(ctxFor(t), req, inbound("a.example.com", `"alice"`).Message(subject))
 			if err != nil {
 				t.Fatalf("ingress's request: %v", err)
 			}
