@@ -34,6 +34,8 @@ const (
 	HTTPRequestTimeout  = "Request-Timeout-Ms"
 	HTTPTraceParent     = "traceparent"
 	HTTPContentType     = "Content-Type"
+	HTTPRetryAfter      = "Retry-After" // on a 429: seconds or an HTTP-date
+	HTTPDate            = "Date"
 )
 
 // CloudEvents attribute values of the contract.

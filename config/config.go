@@ -43,7 +43,7 @@ type Common struct {
 	LogFormat           string        `env:"FED_LOG_FORMAT, default=json" desc:"json or text"`
 	LogLevel            string        `env:"FED_LOG_LEVEL, default=info" desc:"debug, info, warn or error"`
 	Identity            string        `env:"FED_IDENTITY, default=srv" desc:"how the ingress ties a client certificate to its origin domain: srv (a DNS SAN is an SRV target of the origin) or srv-or-domain (also a DNS SAN equal to the origin domain)"`
-	RequireDNSSEC       bool          `env:"FED_REQUIRE_DNSSEC, default=false" desc:"trust only SRV answers that the resolver validated with DNSSEC (AD flag) for the ingress's identity check; needs a validating resolver on a trusted path"`
+	RequireDNSSEC       bool          `env:"FED_REQUIRE_DNSSEC, default=false" desc:"trust only SRV answers that the resolver validated with DNSSEC (AD flag), for the ingress's identity check and the federator's discovery of remotes; needs a validating resolver on a trusted path"`
 }
 
 // Identity modes (FED_IDENTITY).

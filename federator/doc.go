@@ -3,4 +3,10 @@
 // federation strategy, discover the remote backend through DNS SRV, call its
 // ingress over mutual TLS and reply on the request's inbox with the
 // response or a contract error. Every request gets exactly one reply.
+//
+// With FED_REQUIRE_DNSSEC, a remote whose SRV answer is not
+// DNSSEC-validated gets nothing (discovery-failure). A remote that answers
+// 429 gets nothing from this worker until its Retry-After (1s when
+// absent, at most 60s) has elapsed: its requests fail at once with
+// too-many-requests.
 package federator

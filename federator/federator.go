@@ -30,6 +30,10 @@ type Deps struct {
 	// Hook, when set, is told of each step of a request (used by the demo
 	// to print the hops). It must be fast and safe for concurrent use.
 	Hook func(requestID, step string)
+	// Now is the clock of the backoff after a remote's 429 (its
+	// Retry-After); nil means time.Now. Tests use a fake clock. It must
+	// be safe for concurrent use.
+	Now func() time.Time
 }
 
 // Federator is one outbound worker process.
@@ -66,7 +70,7 @@ func New(cfg Config, deps Deps) (*Federator, error) {
 		components: slices.Clone(cfg.Components),
 		log:        log,
 		source:     "//" + cfg.Domain + "/federator",
-		remote:     newRemoteClient(cfg, deps.Resolver, deps.Certs),
+		remote:     newRemoteClient(cfg, deps.Resolver, deps.Certs, deps.Now),
 		perRemote:  newRemoteLimiter(cfg.MaxPerRemote),
 		sem:        make(chan struct{}, cfg.MaxInFlight),
 	}, nil
@@ -181,6 +185,12 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) ([]b
 	if err := f.deps.Policy.Check(route.Domain); err != nil {
 		return nil, err
 	}
+	if until, ok := f.remote.backoff.check(route.Domain); ok {
+		// The remote's own limit, reported by its 429: nothing is sent
+		// (not even a DNS query) until its Retry-After ends.
+		return nil, bus.Errorf(bus.LabelTooManyRequests, "%s asked us to wait (429 with Retry-After): requests to it are not sent until %s",
+			route.Domain, until.UTC().Format(backoffTimeFormat))
+	}
 	if !f.perRemote.acquire(route.Domain) {
 		return nil, bus.Errorf(bus.LabelTooManyRequests, "%d requests to %s are in flight already (FED_MAX_IN_FLIGHT_PER_REMOTE)", f.perRemote.max.Load(), route.Domain)
 	}
@@ -197,6 +207,10 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) ([]b
 	}
 	return f.remote.do(ctx, route, ev, step, f.log)
 }
+
+// backoffTimeFormat is RFC 3339 in milliseconds: how a too-many-requests
+// message says until when a remote asked us to wait.
+const backoffTimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
 // reply queues the reply on the federator's Outbox (batched with the
 // replies of the other requests finishing now).

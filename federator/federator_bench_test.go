@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"testing"
@@ -13,10 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/federator/discovery"
-	"github.com/fedbus/fedbus/federator/policy"
-	"github.com/fedbus/fedbus/internal/testbed"
 )
 
 // The federator's request path without the network: the remote ingress is
@@ -54,57 +50,12 @@ func (t benchEchoTransport) RoundTrip(req *http.Request) (*http.Response, error)
 // NATS connection to an embedded server.
 func benchFederator(b *testing.B, maxBody int) (*Federator, *nats.Conn) {
 	b.Helper()
-	ca, err := testbed.NewCA("bench CA")
-	if err != nil {
-		b.Fatal(err)
-	}
-	leaf, err := ca.Issue(testbed.LeafOptions{}, "fed.a-infra.example.net")
-	if err != nil {
-		b.Fatal(err)
-	}
-	store := ca.CertStore(b, leaf)
-	dns := testbed.StartDNS(b)
-	dns.SetSRV(benchTarget, 3600, testbed.SRVRecord{Target: benchInfraB, Port: 443, Priority: 10, Weight: 5})
-	res, err := discovery.New(discovery.Config{Servers: []string{dns.Addr()}, AllowPrivate: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = res.Close() })
-	pol, err := policy.New("allow-list", []string{benchTarget})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ns, err := testbed.StartNATS("")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	cfg := Config{
-		Common: config.Common{
-			Domain: benchOrigin, SubjectPrefix: bus.DefaultPrefix, Strategy: "allow-list", AllowList: []string{benchTarget},
-			Components: []string{"brig", "galley", "cargohold"}, RequestTimeout: 10 * time.Second,
-		},
-		MaxInFlight: 2048, IdleConnTimeout: 90 * time.Second, MaxResponseBytes: 16 << 20,
-	}
-	f, err := New(cfg, Deps{NATS: nc, Resolver: res, Policy: pol, Certs: store, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	f.remote.client.Transport = benchEchoTransport{body: bytes.Repeat([]byte("a"), maxBody)}
-	// Start is not called (handle is driven directly): give it the Outbox
-	// that Start would.
-	f.out = bus.NewOutbox(nc, nil)
-	b.Cleanup(f.out.Close)
+	tf := newTestFederator(b, testFederatorOptions{transport: benchEchoTransport{body: bytes.Repeat([]byte("a"), maxBody)}})
 	// Fill the discovery cache.
-	if _, err := res.SRV(context.Background(), benchTarget); err != nil {
+	if _, err := tf.f.deps.Resolver.SRV(context.Background(), benchTarget); err != nil {
 		b.Fatal(err)
 	}
-	return f, nc
+	return tf.f, tf.nc
 }
 
 var benchSizes = []int{256, 64 << 10}

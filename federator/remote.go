@@ -34,6 +34,16 @@ type connectError struct {
 func (e *connectError) Error() string { return e.err.Error() }
 func (e *connectError) Unwrap() error { return e.err }
 
+// tooManyError is a remote's 429: the request's error (the remote's body
+// as federation-remote-error), and how long the remote asked us to wait.
+type tooManyError struct {
+	wait time.Duration
+	err  *bus.Error
+}
+
+func (e *tooManyError) Error() string { return e.err.Error() }
+func (e *tooManyError) Unwrap() error { return e.err }
+
 // remoteClient calls remote ingresses over mutual TLS with pooled HTTP/2
 // connections. The transport dials through the discovery resolver so that
 // address lookups and the private-address rule use FED_DNS_SERVER.
@@ -45,10 +55,18 @@ type remoteClient struct {
 	transport   *http2.Transport
 	maxResponse int64
 	dialer      net.Dialer
+	now         func() time.Time
+	// backoff holds the remote domains that answered 429, until their
+	// Retry-After ends.
+	backoff *backoffs
 }
 
-func newRemoteClient(cfg Config, resolver *discovery.Resolver, store *certs.Store) *remoteClient {
-	rc := &remoteClient{origin: cfg.Domain, resolver: resolver, certs: store, maxResponse: cfg.MaxResponseBytes}
+func newRemoteClient(cfg Config, resolver *discovery.Resolver, store *certs.Store, now func() time.Time) *remoteClient {
+	if now == nil {
+		now = time.Now
+	}
+	rc := &remoteClient{origin: cfg.Domain, resolver: resolver, certs: store, maxResponse: cfg.MaxResponseBytes,
+		now: now, backoff: newBackoffs(maxBackoffs, now)}
 	rc.dialer = net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	rc.transport = &http2.Transport{
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
@@ -174,6 +192,12 @@ func prime(ctx context.Context, conn *tls.Conn) (net.Conn, error) {
 func (rc *remoteClient) do(ctx context.Context, route bus.Route, ev bus.Event, step func(string), log *slog.Logger) ([]byte, error) {
 	targets, err := rc.resolver.SRV(ctx, route.Domain)
 	if err != nil {
+		if errors.Is(err, discovery.ErrInsecure) {
+			// A security event rather than an outage: whoever forges the
+			// SRV answer chooses where our requests go.
+			log.Warn("SRV answer of the remote not validated by DNSSEC, nothing sent (FED_REQUIRE_DNSSEC)",
+				"request_id", ev.ID, "remote", route.Domain, "err", err)
+		}
 		return nil, discoveryError(ctx, route.Domain, err)
 	}
 	if step != nil {
@@ -192,6 +216,13 @@ func (rc *remoteClient) do(ctx context.Context, route bus.Route, ev bus.Event, s
 			return body, nil
 		}
 		if !errors.As(err, &ce) || expired(ctx) {
+			var tm *tooManyError
+			if errors.As(err, &tm) && tm.wait > 0 {
+				until := rc.now().Add(tm.wait)
+				rc.backoff.set(route.Domain, until)
+				log.Warn("remote answered 429: requests to it fail here until its Retry-After ends",
+					"request_id", ev.ID, "remote", route.Domain, "target", t.Host, "retry_after", tm.wait.String(), "until", until.UTC().Format(backoffTimeFormat))
+			}
 			return nil, requestError(ctx, t, err)
 		}
 		log.Info("target unreachable, trying next", "request_id", ev.ID, "target", t.Host, "port", t.Port, "err", err)
@@ -244,6 +275,16 @@ func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route bus.
 	if int64(len(body)) > rc.maxResponse {
 		return nil, bus.Errorf(bus.LabelRemoteError, "response of %s is larger than %d bytes", t.Host, rc.maxResponse)
 	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		ref := rc.now()
+		if date, err := http.ParseTime(resp.Header.Get(bus.HTTPDate)); err == nil {
+			ref = date // an HTTP-date Retry-After is on the remote's clock
+		}
+		return nil, &tooManyError{
+			wait: parseRetryAfter(resp.Header.Get(bus.HTTPRetryAfter), ref),
+			err:  bus.RemoteError(bus.ParseError(resp.StatusCode, body)),
+		}
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil, bus.RemoteError(bus.ParseError(resp.StatusCode, body))
 	}
@@ -256,6 +297,17 @@ func discoveryError(ctx context.Context, domain string, err error) error {
 	switch {
 	case errors.As(err, &be):
 		return be
+	case errors.Is(err, discovery.ErrInsecure):
+		// FED_REQUIRE_DNSSEC and the SRV answer lacks the AD flag:
+		// discovery-failure, the contract's "any other DNS failure" (the
+		// lookup gave no endpoint we may trust). Not
+		// authentication-failure: the contract keeps that for a client
+		// certificate failing the ingress's check (which is why the
+		// ingress answers the same condition with it). Not
+		// invalid-domain: the record exists. Not federation-denied: that
+		// is the strategy and the private-address rule. Before the
+		// deadline case: the answer did arrive.
+		return bus.Errorf(bus.LabelDiscoveryFailure, "the SRV record of %s is not DNSSEC-validated (no AD flag), which this backend requires (FED_REQUIRE_DNSSEC); nothing was sent to it", domain)
 	case errors.Is(err, context.DeadlineExceeded) || expired(ctx):
 		return bus.Errorf(bus.LabelTimeout, "deadline ran out during discovery of %s", domain)
 	case errors.Is(err, discovery.ErrNotFound), errors.Is(err, discovery.ErrServiceUnavailable):

@@ -96,7 +96,7 @@ func (in *Ingress) writeError(w http.ResponseWriter, req *request, log *slog.Log
 		h.Set("Connection", "close")
 	}
 	if req.retryAfter > 0 && e.Label == bus.LabelTooManyRequests {
-		h.Set("Retry-After", strconv.FormatInt(retryAfterSeconds(req.retryAfter), 10))
+		h.Set(bus.HTTPRetryAfter, strconv.FormatInt(retryAfterSeconds(req.retryAfter), 10))
 	}
 	w.WriteHeader(e.Code)
 	if _, err := w.Write(body); err != nil {

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -74,24 +72,6 @@ func TestUserIDStable(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func startNATS(tb testing.TB) string {
 	tb.Helper()
 	ns, err := testbed.StartNATS("")
@@ -106,7 +86,7 @@ func TestServeAnswersInboundRequests(t *testing.T) {
 	url := startNATS(t)
 	env := envconfig.MapLookuper(map[string]string{"FED_NATS_URL": url, "FED_DOMAIN": "b.example.com"})
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
+	var logs testbed.LogBuffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"serve"}, env, &logs, &logs) }()
 
@@ -186,7 +166,7 @@ func TestCallPrintsResponse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr syncBuffer
+			var stdout, stderr testbed.LogBuffer
 			start := time.Now()
 			code := run(context.Background(), tc.args, env, &stdout, &stderr)
 			if code != tc.code {

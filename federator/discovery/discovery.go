@@ -46,9 +46,12 @@ var (
 	// host name.
 	ErrNoAddress = errors.New("host has no address")
 	// ErrInsecure: RequireDNSSEC is set and the SRV answer did not carry
-	// the AD (authentic data) flag of a validating resolver, so it cannot
-	// prove an identity. Contract label authentication-failure (never
-	// discovery-failure: the lookup worked, its answer is not trusted).
+	// the AD (authentic data) flag of a validating resolver, so it can
+	// neither prove an identity nor be trusted to say where to send a
+	// request. Contract label: authentication-failure for the ingress's
+	// identity check (HasTarget: the lookup worked, the peer's claim is
+	// not proven); discovery-failure for the federator's outbound
+	// discovery (SRV, AppendSRV: no endpoint we may trust was found).
 	ErrInsecure = errors.New("SRV answer not validated by DNSSEC (no AD flag)")
 )
 
@@ -111,12 +114,14 @@ type Config struct {
 	// AllowPrivate keeps addresses of refused classes (loopback, private,
 	// link-local, ...) in Addrs' results: FED_ALLOW_PRIVATE_TARGETS.
 	AllowPrivate bool
-	// RequireDNSSEC (FED_REQUIRE_DNSSEC) makes HasTarget trust only SRV
-	// answers that a validating resolver marked authentic (the AD flag):
-	// queries then set the DO bit (and AD) in EDNS0, the flag is cached
-	// with the answer, and HasTarget fails with ErrInsecure for an answer
-	// without it. The servers must be validating resolvers reached over a
-	// trusted path (the AD flag itself is not signed).
+	// RequireDNSSEC (FED_REQUIRE_DNSSEC) makes SRV, AppendSRV and
+	// HasTarget trust only SRV answers that a validating resolver marked
+	// authentic (the AD flag): queries then set the DO bit (and AD) in
+	// EDNS0, the flag is cached with the answer, and the three fail with
+	// ErrInsecure for an answer without it. The servers must be validating
+	// resolvers reached over a trusted path (the AD flag itself is not
+	// signed). Address lookups (Addrs) do not look at the flag: the TLS
+	// certificate of the SRV target is what authenticates the address.
 	RequireDNSSEC bool
 	// Logger receives the serve-stale warnings; nil means slog.Default().
 	Logger *slog.Logger
@@ -325,7 +330,9 @@ func (r *Resolver) Close() error {
 //
 // The error wraps ErrNotFound, ErrServiceUnavailable or ErrLookup, or
 // ctx.Err() when ctx ends before the DNS servers answer and no expired
-// answer can be served instead; an invalid domain gives the *bus.Error of
+// answer can be served instead; with RequireDNSSEC, an answer without the
+// AD flag is ErrInsecure (no targets are returned: the federator must not
+// send anything to them). An invalid domain gives the *bus.Error of
 // bus.NormalizeDomain. Errors start with "discover <domain>: ".
 func (r *Resolver) SRV(ctx context.Context, domain string) ([]Target, error) {
 	ts, err := r.AppendSRV(ctx, nil, domain)
@@ -348,6 +355,9 @@ func (r *Resolver) AppendSRV(ctx context.Context, dst []Target, domain string) (
 	}
 	if e.neg != nil {
 		return dst, fmt.Errorf("discover %s: %w", d, e.neg)
+	}
+	if r.cfg.RequireDNSSEC && !e.authentic {
+		return dst, fmt.Errorf("discover %s: %w", d, ErrInsecure)
 	}
 	return r.appendTargets(dst, e), nil
 }

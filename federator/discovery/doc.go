@@ -24,6 +24,7 @@
 //	ErrLookup                           discovery-failure
 //	ErrPrivateTarget                    federation-denied
 //	ErrInsecure                         authentication-failure (HasTarget, RequireDNSSEC)
+//	                                    discovery-failure (SRV, AppendSRV, RequireDNSSEC)
 //	context.DeadlineExceeded            federation-timeout
 //
 // ErrNoAddress concerns one target: the caller tries the next one. A
@@ -34,8 +35,10 @@
 //
 // With RequireDNSSEC (FED_REQUIRE_DNSSEC), queries set the EDNS0 DO bit
 // and the AD flag of each SRV answer is cached with it; HasTarget, the
-// identity check of the ingress, refuses an answer without it
-// (ErrInsecure). SRV and the address lookups do not look at the flag.
+// identity check of the ingress, and SRV and AppendSRV, the federator's
+// discovery of where to send a request, refuse an answer without it
+// (ErrInsecure). The address lookups do not look at the flag (the SRV
+// target's certificate authenticates its address).
 //
 // Cache hits do not allocate (AppendSRV, AppendAddrs, HasTarget) and read
 // a clock that a goroutine of the Resolver updates every 50ms; Close stops

@@ -1,12 +1,9 @@
 package discovery_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,36 +11,12 @@ import (
 	"github.com/fedbus/fedbus/internal/testbed"
 )
 
-// logBuffer is a concurrency-safe slog destination.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) Count(substr string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), substr)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // env is a testbed DNS server, a fake clock, a captured log and a
 // Resolver using them.
 type env struct {
 	dns   *testbed.DNS
 	clock *testbed.Clock
-	log   *logBuffer
+	log   *testbed.LogBuffer
 	r     *discovery.Resolver
 }
 
@@ -52,7 +25,7 @@ type env struct {
 // when not nil, adjusts the config before New.
 func newEnv(tb testing.TB, mutate func(*discovery.Config)) *env {
 	tb.Helper()
-	e := &env{dns: testbed.StartDNS(tb), clock: testbed.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), log: &logBuffer{}}
+	e := &env{dns: testbed.StartDNS(tb), clock: testbed.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), log: &testbed.LogBuffer{}}
 	cfg := discovery.Config{
 		Now:    e.clock.Now,
 		Logger: slog.New(slog.NewTextHandler(e.log, nil)),

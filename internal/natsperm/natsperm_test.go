@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -624,7 +623,7 @@ func TestStackOpen(t *testing.T) {
 	}
 	for _, user := range []string{"federator", "ingress"} {
 		t.Run(user+" opens and watches the bucket", func(t *testing.T) {
-			var logs syncBuffer
+			var logs testbed.LogBuffer
 			log := slog.New(slog.NewTextHandler(&logs, nil))
 			sh, err := stack.Open(common(config.NATSAuth{User: user, Password: passwords[user], InboxPrefix: "_INBOX_" + user}), user, log)
 			if err != nil {
@@ -658,24 +657,6 @@ func TestStackOpen(t *testing.T) {
 			t.Errorf("got %v, want the variable named", err)
 		}
 	})
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent log writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestFedctl runs fedctl's commands (internal/ctl) as the fedctl user, and

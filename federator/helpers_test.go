@@ -1,0 +1,155 @@
+package federator
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/federator/discovery"
+	"github.com/fedbus/fedbus/federator/policy"
+	"github.com/fedbus/fedbus/internal/testbed"
+)
+
+// testFederatorOptions configure newTestFederator.
+type testFederatorOptions struct {
+	transport     http.RoundTripper // the remote ingresses
+	targets       []string          // allowed and in DNS; default benchTarget
+	requireDNSSEC bool              // FED_REQUIRE_DNSSEC
+	logger        *slog.Logger      // default: discarded
+	now           func() time.Time  // Deps.Now
+}
+
+// testFederator is a federator of benchOrigin and what it runs on.
+type testFederator struct {
+	f   *Federator
+	nc  *nats.Conn
+	dns *testbed.DNS
+}
+
+// newTestFederator returns a federator of benchOrigin, not started, whose
+// remote calls go to o.transport, with each target's SRV record (pointing
+// at benchInfraB:443) in a testbed DNS, and a NATS connection to an
+// embedded server.
+func newTestFederator(tb testing.TB, o testFederatorOptions) testFederator {
+	tb.Helper()
+	if len(o.targets) == 0 {
+		o.targets = []string{benchTarget}
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	ca, err := testbed.NewCA("bench CA")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	leaf, err := ca.Issue(testbed.LeafOptions{}, "fed.a-infra.example.net")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	store := ca.CertStore(tb, leaf)
+	dns := testbed.StartDNS(tb)
+	for _, target := range o.targets {
+		dns.SetSRV(target, 3600, testbed.SRVRecord{Target: benchInfraB, Port: 443, Priority: 10, Weight: 5})
+	}
+	res, err := discovery.New(discovery.Config{Servers: []string{dns.Addr()}, AllowPrivate: true, RequireDNSSEC: o.requireDNSSEC})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = res.Close() })
+	pol, err := policy.New("allow-list", o.targets)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ns, err := testbed.StartNATS("")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	cfg := Config{
+		Common: config.Common{
+			Domain: benchOrigin, SubjectPrefix: bus.DefaultPrefix, Strategy: "allow-list", AllowList: o.targets,
+			Components: []string{"brig", "galley", "cargohold"}, RequestTimeout: 10 * time.Second,
+			RequireDNSSEC: o.requireDNSSEC,
+		},
+		MaxInFlight: 2048, IdleConnTimeout: 90 * time.Second, MaxResponseBytes: 16 << 20,
+	}
+	f, err := New(cfg, Deps{NATS: nc, Resolver: res, Policy: pol, Certs: store, Logger: o.logger, Now: o.now})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f.remote.client.Transport = o.transport
+	// Start is not called (handle is driven directly): give it the Outbox
+	// that Start would.
+	f.out = bus.NewOutbox(nc, nil)
+	tb.Cleanup(f.out.Close)
+	return testFederator{f: f, nc: nc, dns: dns}
+}
+
+// stubRemote is a RoundTripper standing for the remote ingresses: it
+// answers every request with the status and headers last set (200 with
+// the body "ok" until then; an error status with a too-many-requests
+// body) and counts the requests it was sent.
+type stubRemote struct {
+	calls atomic.Int32
+
+	mu     sync.Mutex
+	status int
+	header http.Header
+}
+
+// answer makes the stub answer status with header from now on.
+func (s *stubRemote) answer(status int, header http.Header) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status, s.header = status, header
+}
+
+// RoundTrip implements http.RoundTripper.
+func (s *stubRemote) RoundTrip(req *http.Request) (*http.Response, error) {
+	s.calls.Add(1)
+	s.mu.Lock()
+	status, header := s.status, s.header.Clone()
+	s.mu.Unlock()
+	if status == 0 {
+		status = http.StatusOK
+	}
+	if header == nil {
+		header = http.Header{}
+	}
+	header.Set(bus.HTTPContentType, bus.ContentTypeJSON)
+	body := []byte(`"ok"`)
+	if status != http.StatusOK {
+		body = bus.Errorf(bus.LabelTooManyRequests, "stub over its limit").JSON()
+	}
+	return &http.Response{
+		StatusCode: status, Proto: "HTTP/2.0", ProtoMajor: 2, Header: header,
+		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)), Request: req,
+	}, nil
+}
+
+// call sends one request for brig.echo on target through f.call (policy,
+// backoff, discovery and the remote) and returns its outcome.
+func call(tb testing.TB, f *Federator, target, id string) ([]byte, error) {
+	tb.Helper()
+	subject, err := f.subjects.Out("brig", "echo", target)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ev := bus.Event{ID: id, Source: "/brig", Type: bus.TypeRequest, Data: []byte(`{}`)}
+	return f.call(context.Background(), subject, ev)
+}
