@@ -112,4 +112,4 @@ bench:
 	$(BIN)/fedbench -inflight=64 -sizes=256 -duration=2s -rounds=3
 	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=3s
 	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=3s -gomemlimit=70MiB
-	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./bus ./federator ./ingress
+	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./bus ./federator ./federator/policy ./federator/discovery ./ingress
