@@ -25,8 +25,10 @@ import (
 // MaxPending is how many bytes may wait to be written before Write blocks.
 const MaxPending = 1 << 20
 
-// closeFlush bounds how long Close spends writing what is still pending.
-const closeFlush = time.Second
+// closeFlush bounds how long Close spends writing what is still pending
+// (and the TLS close alert): x/net/http2 gives an unresponsive peer 250 ms
+// before it forces a *tls.Conn closed, which it cannot do through a Conn.
+const closeFlush = 250 * time.Millisecond
 
 // keepBuf is the largest buffer returned to the pool (the pool is shared
 // by every connection, and emptied by the garbage collector).
@@ -128,9 +130,16 @@ func release(b *[]byte) {
 	}
 }
 
-// Close writes what is pending (for at most a second), then closes the
+// Close writes what is pending (for at most closeFlush), then closes the
 // wrapped connection.
 func (c *Conn) Close() error {
+	// A TLS connection's Close sends an alert with a deadline of its own:
+	// close the network connection under it when closeFlush is over, as
+	// x/net/http2 does for a *tls.Conn it holds directly.
+	if nc, ok := c.Conn.(interface{ NetConn() net.Conn }); ok {
+		t := time.AfterFunc(closeFlush, func() { _ = nc.NetConn().Close() })
+		defer t.Stop()
+	}
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlush))
 	c.mu.Lock()
 	for c.flushing {

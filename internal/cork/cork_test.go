@@ -190,3 +190,34 @@ func TestCloseEndsGoroutines(t *testing.T) {
 	_ = srv.Close()
 	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+// stuckClose is a connection whose Close hangs (like a TLS close alert to
+// a peer that reads nothing) until its network connection is closed.
+type stuckClose struct {
+	net.Conn // a net.Pipe end nobody reads
+}
+
+func (s stuckClose) Close() error {
+	_, _ = s.Conn.Write([]byte("close alert")) // blocks: nobody reads
+	return s.Conn.Close()
+}
+
+func (s stuckClose) NetConn() net.Conn { return s.Conn }
+
+// TestCloseDoesNotHang: with a peer that reads nothing, Close still
+// returns (it closes the network connection under a hanging TLS close).
+func TestCloseDoesNotHang(t *testing.T) {
+	client, server := net.Pipe()
+	t.Cleanup(func() { _ = server.Close() })
+	c := New(stuckClose{client})
+	if _, err := c.Write([]byte("pending")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Close() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hung with a peer that reads nothing")
+	}
+}
