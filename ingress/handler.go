@@ -48,7 +48,9 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.id = bus.NewID()
 	}
 	req.deadline = in.deadlineOf(req.start, r.Header.Get(bus.HTTPRequestTimeout))
-	log := in.log.With("request_id", req.id)
+	// No per-request logger on the hot path: each line written carries the
+	// request id itself.
+	log := in.log
 
 	body, err := in.safeHandle(w, r, req, log)
 	if err != nil {
@@ -59,11 +61,13 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if _, werr := w.Write(body); werr != nil {
-		log.Info("writing response failed", "err", werr)
+		log.Info("writing response failed", "request_id", req.id, "err", werr)
 	}
-	log.Info("request served", "status", http.StatusOK,
-		"fed_component", req.component, "rpc", req.rpc, "origin", req.origin, "san", req.san,
-		"duration_ms", time.Since(req.start).Milliseconds())
+	if log.Enabled(r.Context(), slog.LevelInfo) { // the arguments cost allocations
+		log.Info("request served", "request_id", req.id, "status", http.StatusOK,
+			"fed_component", req.component, "rpc", req.rpc, "origin", req.origin, "san", req.san,
+			"duration_ms", time.Since(req.start).Milliseconds())
+	}
 }
 
 // safeHandle runs handle and turns a panic into a server error, so that
@@ -71,7 +75,7 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (in *Ingress) safeHandle(w http.ResponseWriter, r *http.Request, req *request, log *slog.Logger) (body []byte, err *bus.Error) {
 	defer func() {
 		if p := recover(); p != nil {
-			log.Error("handler panicked", "panic", fmt.Sprint(p))
+			log.Error("handler panicked", "request_id", req.id, "panic", fmt.Sprint(p))
 			body, err = nil, bus.Errorf(bus.LabelServerError, "internal error")
 		}
 	}()
@@ -100,7 +104,7 @@ func (in *Ingress) writeError(w http.ResponseWriter, req *request, log *slog.Log
 	}
 	w.WriteHeader(e.Code)
 	if _, err := w.Write(body); err != nil {
-		log.Info("writing error response failed", "err", err)
+		log.Info("writing error response failed", "request_id", req.id, "err", err)
 	}
 	level := slog.LevelInfo
 	switch {
@@ -109,7 +113,10 @@ func (in *Ingress) writeError(w http.ResponseWriter, req *request, log *slog.Log
 	case e.Label == bus.LabelTooManyRequests:
 		level = slog.LevelDebug // admit warns about the origin, sparingly
 	}
-	attrs := []any{"status", e.Code, "label", e.Label, "message", e.Message,
+	if !log.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := []any{"request_id", req.id, "status", e.Code, "label", e.Label, "message", e.Message,
 		"fed_component", req.component, "rpc", req.rpc, "origin", req.origin,
 		"duration_ms", time.Since(req.start).Milliseconds()}
 	if req.cause != nil {

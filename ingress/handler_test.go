@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -462,4 +463,43 @@ func TestNew(t *testing.T) {
 			t.Fatalf("ListenAndServe: %v", err)
 		}
 	})
+}
+
+// TestEveryLineHasTheRequestID: each log line a request causes carries its
+// Request-Id (the ingress builds no per-request logger; every line must
+// add it), for a success, a component's error, a refusal and a panic.
+func TestEveryLineHasTheRequestID(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		target   string
+		exchange exchangeFunc
+	}{
+		{"served", "/federation/brig/x", nil},
+		{"component error", "/federation/brig/fail", nil},
+		{"refused", "/federation/nope/x", nil},
+		{"panic", "/federation/brig/x", func(context.Context, *nats.Msg) ([]byte, error) { panic("boom") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newStubWorld(t, 1024, tc.exchange)
+			var logs testbed.LogBuffer
+			w.in.log = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			const id = "line-check-42"
+			h := origin(originA)
+			h.Set(bus.HTTPRequestID, id)
+			serve(t, w.in, newRequest("POST", tc.target, h, []byte(`{}`), w.trusted(w.certA.Cert)))
+			lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+			if len(lines) == 0 || lines[0] == "" {
+				t.Fatal("no log line")
+			}
+			for _, line := range lines {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(line), &m); err != nil {
+					t.Fatalf("log line %q: %v", line, err)
+				}
+				if m["request_id"] != id {
+					t.Errorf("line without request_id %q: %s", id, line)
+				}
+			}
+		})
+	}
 }
