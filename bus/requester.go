@@ -86,6 +86,9 @@ func (r *Requester) RequestMsgWithContext(ctx context.Context, msg *nats.Msg) (*
 	r.out.Publish(msg, msg.Header.Get(HeaderID))
 	select {
 	case reply := <-ch:
+		if reply == nil { // Close
+			return nil, ErrRequesterClosed
+		}
 		if len(reply.Data) == 0 && reply.Header.Get(natsStatusHeader) == natsNoResponders {
 			return nil, nats.ErrNoResponders
 		}
@@ -98,11 +101,16 @@ func (r *Requester) RequestMsgWithContext(ctx context.Context, msg *nats.Msg) (*
 	}
 }
 
-// Close unsubscribes the inbox; requests still waiting end with their
-// contexts. It closes the Outbox if the Requester made it.
+// Close unsubscribes the inbox; requests still waiting end at once with
+// ErrRequesterClosed. It closes the Outbox if the Requester made it.
 func (r *Requester) Close() error {
 	r.mu.Lock()
 	r.closed = true
+	for token, ch := range r.pending {
+		// Not sent to yet: deliver removes an entry before sending.
+		ch <- nil
+		delete(r.pending, token)
+	}
 	r.mu.Unlock()
 	err := r.sub.Unsubscribe()
 	if r.ownOut {

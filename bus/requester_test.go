@@ -150,3 +150,33 @@ func TestOutboxDeliversEverything(t *testing.T) {
 		t.Errorf("received %d messages, want %d", n, before+after)
 	}
 }
+
+// TestRequesterCloseEndsWaitingRequests: a request waiting for a reply
+// that will never come ends when the Requester is closed, not at its
+// deadline.
+func TestRequesterCloseEndsWaitingRequests(t *testing.T) {
+	url := startNATS(t)
+	got := make(chan struct{}, 1)
+	subscribe(t, url, "silent", func(*nats.Msg) { got <- struct{}{} })
+	r, err := bus.NewRequester(connect(t, url), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.RequestMsgWithContext(testCtx(t, time.Hour), &nats.Msg{Subject: "silent"})
+		done <- err
+	}()
+	<-got // the request is out and waiting
+	if err := r.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, bus.ErrRequesterClosed) {
+			t.Errorf("waiting request ended with %v, want ErrRequesterClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting request did not end on Close")
+	}
+}
