@@ -10,12 +10,12 @@ BIN      := bin
 
 # Fuzz targets run by `make fuzz` (package:target).
 FUZZ_TARGETS := \
-	./bus:FuzzParseOut \
+	./contract:FuzzParseOut \
 	./bus:FuzzDecode \
-	./bus:FuzzNormalizeDomain \
+	./contract:FuzzNormalizeDomain \
 	./ingress:FuzzParsePath \
 	./ingress:FuzzIngressRequest \
-	./federator/policy:FuzzParseEntry \
+	./policy:FuzzParseEntry \
 	./federator:FuzzParseRetryAfter
 
 .PHONY: all build test unit vet fuzz demo demo-serve clean
@@ -112,4 +112,4 @@ bench:
 	$(BIN)/fedbench -inflight=64 -sizes=256 -duration=2s -rounds=3
 	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=3s
 	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=3s -gomemlimit=70MiB
-	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./bus ./federator ./federator/policy ./federator/discovery ./ingress
+	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./bus ./federator ./policy ./discovery ./contract ./ingress

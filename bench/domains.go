@@ -25,9 +25,10 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/federator"
-	"github.com/fedbus/fedbus/internal/stack"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/setup"
 )
 
 // Names of the domains mode: remote domain i is d<i>.bench.example, its SRV
@@ -156,7 +157,7 @@ func RunDomains(ctx context.Context, cfg DomainsConfig) (err error) {
 		return fmt.Errorf("start dns: %w", err)
 	}
 	w.onClose(func(context.Context) error { return w.dns.Stop() })
-	w.b, err = stack.StartBackend(stack.BackendOptions{
+	w.b, err = setup.StartBackend(setup.BackendOptions{
 		Domain: domainB, InfraHost: infraB, CA: w.ca, DNS: w.dns, Dir: w.dir,
 		Strategy: "allow-list", AllowList: []string{domainA}, Logger: w.log,
 		CertNames: []string{infraB, targetsSAN},
@@ -321,7 +322,7 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 	if err := fcfg.Validate(); err != nil {
 		return err
 	}
-	sh, err := stack.Open(fcfg.Common, "federator", log)
+	sh, err := setup.Open(fcfg.Common, "federator", log)
 	if err != nil {
 		return err
 	}
@@ -344,7 +345,7 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 		return err
 	}
 	defer nc.Close()
-	subjects, err := bus.NewSubjects(bus.DefaultPrefix)
+	subjects, err := contract.NewSubjects(contract.DefaultPrefix)
 	if err != nil {
 		return err
 	}

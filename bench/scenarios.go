@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
 )
 
@@ -96,7 +97,7 @@ func (w *world) busScenario(ctx context.Context) (*scenario, error) {
 	if err != nil {
 		return nil, err
 	}
-	subjects, err := bus.NewSubjects(bus.DefaultPrefix)
+	subjects, err := contract.NewSubjects(contract.DefaultPrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +192,7 @@ func (w *world) federatedScenario() (*scenario, error) {
 // batchedClient is a bus client on nc whose requests go through a
 // bus.Requester (publishes batched across concurrent calls), as a
 // component serving many users at once would make them.
-func (w *world) batchedClient(nc *nats.Conn, subjects bus.Subjects) (*bus.Client, error) {
+func (w *world) batchedClient(nc *nats.Conn, subjects contract.Subjects) (*bus.Client, error) {
 	req, err := bus.NewRequester(nc, nil)
 	if err != nil {
 		return nil, err

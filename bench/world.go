@@ -21,8 +21,9 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/internal/stack"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/setup"
 )
 
 // The two backends of the benchmark.
@@ -46,7 +47,7 @@ type world struct {
 	dir        string
 	ca         *testbed.CA
 	dns        *testbed.DNS
-	a, b       *stack.Backend
+	a, b       *setup.Backend
 	clientCert tls.Certificate // A's certificate, SAN infraA
 	serverCert tls.Certificate // B's certificate, SAN infraB
 	pool       *x509.CertPool
@@ -108,8 +109,8 @@ func newWorld(ctx context.Context, log *slog.Logger) (_ *world, err error) {
 	return w, nil
 }
 
-func (w *world) startBackend(domain, infra, peer string) (*stack.Backend, error) {
-	be, err := stack.StartBackend(stack.BackendOptions{
+func (w *world) startBackend(domain, infra, peer string) (*setup.Backend, error) {
+	be, err := setup.StartBackend(setup.BackendOptions{
 		Domain: domain, InfraHost: infra, CA: w.ca, DNS: w.dns, Dir: w.dir,
 		Strategy: "allow-list", AllowList: []string{peer}, Logger: w.log,
 	})
@@ -126,7 +127,7 @@ func (w *world) startBackend(domain, infra, peer string) (*stack.Backend, error)
 // unlimited lifts the ingress's per-origin rate and concurrency limits
 // (FED_INGRESS_ORIGIN_RATE and friends): the benchmark measures the
 // request path's capacity, not the limiter's setting.
-func unlimited(be *stack.Backend) error {
+func unlimited(be *setup.Backend) error {
 	if err := be.Ingress.SetOriginLimits(0, 0, 0); err != nil {
 		return fmt.Errorf("backend %s: %w", be.Domain, err)
 	}
@@ -158,7 +159,7 @@ func (w *world) close(ctx context.Context) error {
 // echoHandler is the component of the bus scenarios: it returns the body.
 func echoHandler(_ context.Context, req *bus.Request) ([]byte, error) {
 	if req.RPC != echoRPC {
-		return nil, bus.Errorf(bus.LabelInvalidEndpoint, "unknown rpc %s", req.RPC)
+		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "unknown rpc %s", req.RPC)
 	}
 	return req.Body, nil
 }
@@ -172,7 +173,7 @@ func httpEcho(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", bus.ContentTypeJSON)
+	h.Set("Content-Type", contract.ContentTypeJSON)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	_, _ = w.Write(body)
 }
@@ -229,10 +230,10 @@ func httpScenario(name string, client *http.Client, url string) *scenario {
 			return fmt.Errorf("build request: %w", err)
 		}
 		h := req.Header
-		h[bus.HTTPOriginDomain] = []string{domainA}
-		h[bus.HTTPContentType] = []string{bus.ContentTypeJSON}
-		h[bus.HTTPRequestID] = []string{bus.NewID()}
-		h[bus.HTTPRequestTimeout] = []string{"10000"}
+		h[contract.HTTPOriginDomain] = []string{domainA}
+		h[contract.HTTPContentType] = []string{contract.ContentTypeJSON}
+		h[contract.HTTPRequestID] = []string{bus.NewID()}
+		h[contract.HTTPRequestTimeout] = []string{"10000"}
 		resp, err := client.Do(req)
 		if err != nil {
 			return err

@@ -8,57 +8,17 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 )
 
 var (
-	benchRoute bus.Route
 	benchStr   string
 	benchEvent bus.Event
 )
 
-func BenchmarkParseOut(b *testing.B) {
-	subjects := newSubjects(b, bus.DefaultPrefix)
-	for _, bc := range []struct{ name, subject string }{
-		{"canonical", "fed.out.brig.get-user-by-handle.b.example.com"},
-		{"upper-case", "fed.out.brig.get-user-by-handle.B.Example.COM"},
-		{"idna", "fed.out.brig.get-user-by-handle.bücher.example"},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				r, err := subjects.ParseOut(bc.subject)
-				if err != nil {
-					b.Fatal(err)
-				}
-				benchRoute = r
-			}
-		})
-	}
-}
-
-func BenchmarkNormalizeDomain(b *testing.B) {
-	for _, bc := range []struct{ name, domain string }{
-		{"canonical", "b.example.com"},
-		{"upper-case", "B.Example.COM"},
-		{"idna", "bücher.example"},
-		{"253-chars", domainOfLen(b, 253)},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				d, err := bus.NormalizeDomain(bc.domain)
-				if err != nil {
-					b.Fatal(err)
-				}
-				benchStr = d
-			}
-		})
-	}
-}
-
 func benchRequest() bus.Event {
 	return bus.Event{
-		ID: "2bCjq5Ws1yDkaNU3x5Pbe7", Source: "/brig", Type: bus.TypeRequest,
+		ID: "2bCjq5Ws1yDkaNU3x5Pbe7", Source: "/brig", Type: contract.TypeRequest,
 		TraceParent: testTraceParent, TimeoutMs: 9876,
 		Data: []byte(`{"handle":"alice","domain":"b.example.com"}`),
 	}
@@ -91,7 +51,7 @@ func BenchmarkDecodeBinary(b *testing.B) {
 // Serve's echo handler → reply. It includes both ends and the server.
 func BenchmarkCallServe(b *testing.B) {
 	url := startNATS(b)
-	subjects := newSubjects(b, bus.DefaultPrefix)
+	subjects := newSubjects(b, contract.DefaultPrefix)
 	srv := connect(b, url)
 	ctx := testCtx(b, time.Hour)
 	echo := func(_ context.Context, req *bus.Request) ([]byte, error) { return req.Body, nil }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/fedbus/fedbus/contract"
 	"github.com/nats-io/nats.go"
 )
 
@@ -16,7 +17,7 @@ const DefaultTimeout = 10 * time.Second
 // federator's reply.
 type Client struct {
 	d        Doer
-	subjects Subjects
+	subjects contract.Subjects
 	source   string
 	// Timeout bounds calls whose context has no deadline (DefaultTimeout);
 	// 0 leaves such calls unbounded.
@@ -25,13 +26,13 @@ type Client struct {
 
 // NewClient returns a client that publishes on nc with the given subjects;
 // source is the CloudEvents source of its requests, e.g. "/brig".
-func NewClient(nc *nats.Conn, subjects Subjects, source string) *Client {
+func NewClient(nc *nats.Conn, subjects contract.Subjects, source string) *Client {
 	return NewClientVia(nc, subjects, source)
 }
 
 // NewClientVia is NewClient sending its requests through d, e.g. a
 // *Requester, which publishes the requests of concurrent calls in batches.
-func NewClientVia(d Doer, subjects Subjects, source string) *Client {
+func NewClientVia(d Doer, subjects contract.Subjects, source string) *Client {
 	return &Client{d: d, subjects: subjects, source: source, Timeout: DefaultTimeout}
 }
 
@@ -58,7 +59,7 @@ func (c *Client) CallWith(ctx context.Context, targetDomain, component, rpc stri
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
 		defer cancel()
 	}
-	ev := Event{ID: opts.ID, Source: c.source, Type: TypeRequest, TraceParent: opts.TraceParent, Data: body}
+	ev := Event{ID: opts.ID, Source: c.source, Type: contract.TypeRequest, TraceParent: opts.TraceParent, Data: body}
 	if ev.ID == "" {
 		ev.ID = NewID()
 	}
@@ -79,29 +80,29 @@ func Exchange(ctx context.Context, d Doer, msg *nats.Msg) ([]byte, error) {
 	}
 	ev, err := Decode(reply)
 	if err != nil {
-		return nil, Errorf(LabelServerError, "reply on %s is not a CloudEvent: %v", msg.Subject, err)
+		return nil, contract.Errorf(contract.LabelServerError, "reply on %s is not a CloudEvent: %v", msg.Subject, err)
 	}
-	if ev.Type == TypeError {
-		e := ParseError(StatusOf(LabelServerError), ev.Data)
+	if ev.Type == contract.TypeError {
+		e := contract.ParseError(contract.StatusOf(contract.LabelServerError), ev.Data)
 		return nil, e
 	}
 	return ev.Data, nil
 }
 
 // natsError maps a NATS request error to a contract error.
-func natsError(subject string, err error) *Error {
+func natsError(subject string, err error) *contract.Error {
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return Errorf(LabelComponentUnavailable, "nothing serves %s", subject)
+		return contract.Errorf(contract.LabelComponentUnavailable, "nothing serves %s", subject)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-		return Errorf(LabelTimeout, "no reply on %s in time", subject)
+		return contract.Errorf(contract.LabelTimeout, "no reply on %s in time", subject)
 	case errors.Is(err, context.Canceled):
-		return Errorf(LabelTimeout, "request on %s cancelled", subject)
+		return contract.Errorf(contract.LabelTimeout, "request on %s cancelled", subject)
 	default:
-		return Errorf(LabelComponentUnavailable, "request on %s: %v", subject, err)
+		return contract.Errorf(contract.LabelComponentUnavailable, "request on %s: %v", subject, err)
 	}
 }
 
 // NATSError maps an error of a NATS request-reply to the contract's error;
 // it is exported for the federator and ingress, which make the same calls.
-func NATSError(subject string, err error) *Error { return natsError(subject, err) }
+func NATSError(subject string, err error) *contract.Error { return natsError(subject, err) }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/nats-io/nats.go"
 )
 
@@ -22,10 +23,10 @@ import (
 type fakeFederator struct {
 	mu     sync.Mutex
 	seen   []bus.Event
-	routes []bus.Route
+	routes []contract.Route
 }
 
-func (f *fakeFederator) last(tb testing.TB) (bus.Event, bus.Route) {
+func (f *fakeFederator) last(tb testing.TB) (bus.Event, contract.Route) {
 	tb.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -36,7 +37,7 @@ func (f *fakeFederator) last(tb testing.TB) (bus.Event, bus.Route) {
 }
 
 // startFederator subscribes a fake federator on nc.
-func startFederator(tb testing.TB, nc *nats.Conn, subjects bus.Subjects) *fakeFederator {
+func startFederator(tb testing.TB, nc *nats.Conn, subjects contract.Subjects) *fakeFederator {
 	tb.Helper()
 	f := &fakeFederator{}
 	respond := func(msg *nats.Msg, ev bus.Event) {
@@ -44,15 +45,15 @@ func startFederator(tb testing.TB, nc *nats.Conn, subjects bus.Subjects) *fakeFe
 			tb.Errorf("federator respond: %v", err)
 		}
 	}
-	sub, err := nc.QueueSubscribe(subjects.OutAll(), bus.FederatorQueueGroup, func(msg *nats.Msg) {
+	sub, err := nc.QueueSubscribe(subjects.OutAll(), contract.FederatorQueueGroup, func(msg *nats.Msg) {
 		ev, err := bus.Decode(msg)
 		if err != nil {
-			respond(msg, bus.ErrorReply(bus.WantsStructured(msg), "/federator", bus.AsError(err)))
+			respond(msg, bus.ErrorReply(bus.WantsStructured(msg), "/federator", contract.AsError(err)))
 			return
 		}
 		route, err := subjects.ParseOut(msg.Subject)
 		if err != nil {
-			respond(msg, bus.ErrorReply(ev.Structured, "/federator", bus.AsError(err)))
+			respond(msg, bus.ErrorReply(ev.Structured, "/federator", contract.AsError(err)))
 			return
 		}
 		f.mu.Lock()
@@ -64,11 +65,11 @@ func startFederator(tb testing.TB, nc *nats.Conn, subjects bus.Subjects) *fakeFe
 			respond(msg, bus.Reply(ev, "/federator", ev.Data))
 		case "remote-fail":
 			respond(msg, bus.ErrorReply(ev.Structured, "/federator",
-				bus.RemoteError(bus.Errorf(bus.LabelInvalidDomain, "no SRV for %s", route.Domain))))
+				contract.RemoteError(contract.Errorf(contract.LabelInvalidDomain, "no SRV for %s", route.Domain))))
 		case "deny":
-			respond(msg, bus.ErrorReply(ev.Structured, "/federator", bus.Errorf(bus.LabelFederationDenied, "%s not allowed", route.Domain)))
+			respond(msg, bus.ErrorReply(ev.Structured, "/federator", contract.Errorf(contract.LabelFederationDenied, "%s not allowed", route.Domain)))
 		case "html-error":
-			respond(msg, bus.Event{ID: bus.NewID(), Source: "/federator", Type: bus.TypeError, Data: []byte("<html>oops</html>")})
+			respond(msg, bus.Event{ID: bus.NewID(), Source: "/federator", Type: contract.TypeError, Data: []byte("<html>oops</html>")})
 		case "not-cloudevent":
 			if err := msg.Respond([]byte("plain reply")); err != nil {
 				tb.Errorf("federator respond: %v", err)
@@ -76,7 +77,7 @@ func startFederator(tb testing.TB, nc *nats.Conn, subjects bus.Subjects) *fakeFe
 		case "slow":
 			// Never answers in time: the caller's deadline ends first.
 		default:
-			respond(msg, bus.ErrorReply(ev.Structured, "/federator", bus.Errorf(bus.LabelInvalidEndpoint, "unknown rpc %s", route.RPC)))
+			respond(msg, bus.ErrorReply(ev.Structured, "/federator", contract.Errorf(contract.LabelInvalidEndpoint, "unknown rpc %s", route.RPC)))
 		}
 	})
 	if err != nil {
@@ -91,7 +92,7 @@ func startFederator(tb testing.TB, nc *nats.Conn, subjects bus.Subjects) *fakeFe
 
 func TestClientCall(t *testing.T) {
 	url := startNATS(t)
-	subjects := newSubjects(t, bus.DefaultPrefix)
+	subjects := newSubjects(t, contract.DefaultPrefix)
 	fed := startFederator(t, connect(t, url), subjects)
 	client := bus.NewClient(connect(t, url), subjects, "/brig")
 
@@ -106,10 +107,10 @@ func TestClientCall(t *testing.T) {
 			t.Errorf("body = %s, want %s", got, body)
 		}
 		ev, route := fed.last(t)
-		if want := (bus.Route{Component: "brig", RPC: "echo", Domain: "b.example.com"}); route != want {
+		if want := (contract.Route{Component: "brig", RPC: "echo", Domain: "b.example.com"}); route != want {
 			t.Errorf("route = %+v, want %+v", route, want)
 		}
-		if ev.ID != "req-42" || ev.Source != "/brig" || ev.Type != bus.TypeRequest || ev.TraceParent != testTraceParent || ev.Structured {
+		if ev.ID != "req-42" || ev.Source != "/brig" || ev.Type != contract.TypeRequest || ev.TraceParent != testTraceParent || ev.Structured {
 			t.Errorf("request event = %+v", ev)
 		}
 		if ev.TimeoutMs <= 0 || ev.TimeoutMs > 5000 {
@@ -122,7 +123,7 @@ func TestClientCall(t *testing.T) {
 			t.Fatalf("Call: %v", err)
 		}
 		ev, _ := fed.last(t)
-		if !bus.ValidRequestID(ev.ID) {
+		if !contract.ValidRequestID(ev.ID) {
 			t.Errorf("generated id %q", ev.ID)
 		}
 		if ev.TimeoutMs <= 0 || ev.TimeoutMs > bus.DefaultTimeout.Milliseconds() {
@@ -134,22 +135,22 @@ func TestClientCall(t *testing.T) {
 		name      string
 		component string
 		rpc       string
-		want      *bus.Error
-		check     func(t *testing.T, e *bus.Error)
+		want      *contract.Error
+		check     func(t *testing.T, e *contract.Error)
 	}{
-		{"remote error keeps inner", "brig", "remote-fail", bus.ErrRemoteError, func(t *testing.T, e *bus.Error) {
-			if e.Inner == nil || e.Inner.Label != bus.LabelInvalidDomain || e.Inner.Code != 422 || !strings.Contains(e.Inner.Message, "b.example.com") {
+		{"remote error keeps inner", "brig", "remote-fail", contract.ErrRemoteError, func(t *testing.T, e *contract.Error) {
+			if e.Inner == nil || e.Inner.Label != contract.LabelInvalidDomain || e.Inner.Code != 422 || !strings.Contains(e.Inner.Message, "b.example.com") {
 				t.Errorf("inner = %+v", e.Inner)
 			}
 		}},
-		{"typed local error", "brig", "deny", bus.ErrFederationDenied, nil},
-		{"error body not a contract error", "brig", "html-error", &bus.Error{Code: 500, Label: bus.LabelUnknownError}, func(t *testing.T, e *bus.Error) {
+		{"typed local error", "brig", "deny", contract.ErrFederationDenied, nil},
+		{"error body not a contract error", "brig", "html-error", &contract.Error{Code: 500, Label: contract.LabelUnknownError}, func(t *testing.T, e *contract.Error) {
 			if e.Message != "<html>oops</html>" {
 				t.Errorf("message = %q", e.Message)
 			}
 		}},
-		{"reply not a CloudEvent", "brig", "not-cloudevent", &bus.Error{Code: 500, Label: bus.LabelServerError}, nil},
-		{"no responders", "cargohold", "echo", bus.ErrComponentUnavailable, nil},
+		{"reply not a CloudEvent", "brig", "not-cloudevent", &contract.Error{Code: 500, Label: contract.LabelServerError}, nil},
+		{"no responders", "cargohold", "echo", contract.ErrComponentUnavailable, nil},
 	}
 	for _, tc := range errTests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -169,7 +170,7 @@ func TestClientCall(t *testing.T) {
 	t.Run("slow responder and short deadline", func(t *testing.T) {
 		start := time.Now()
 		_, err := client.Call(testCtx(t, 100*time.Millisecond), "b.example.com", "brig", "slow", nil)
-		wantBusError(t, err, bus.ErrTimeout)
+		wantBusError(t, err, contract.ErrTimeout)
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("timed out after %v", d)
 		}
@@ -178,7 +179,7 @@ func TestClientCall(t *testing.T) {
 		c := bus.NewClient(connect(t, url), subjects, "/brig")
 		c.Timeout = 100 * time.Millisecond
 		_, err := c.Call(context.Background(), "b.example.com", "brig", "slow", nil)
-		wantBusError(t, err, bus.ErrTimeout)
+		wantBusError(t, err, contract.ErrTimeout)
 	})
 	t.Run("zero client timeout leaves calls unbounded", func(t *testing.T) {
 		c := bus.NewClient(connect(t, url), subjects, "/brig")
@@ -194,13 +195,13 @@ func TestClientCall(t *testing.T) {
 		ctx, cancel := context.WithCancel(testCtx(t, 5*time.Second))
 		cancel()
 		_, err := client.Call(ctx, "b.example.com", "brig", "echo", nil)
-		wantBusError(t, err, bus.ErrTimeout)
+		wantBusError(t, err, contract.ErrTimeout)
 	})
 }
 
 func TestClientBadTokensNeverPublished(t *testing.T) {
 	url := startNATS(t)
-	subjects := newSubjects(t, bus.DefaultPrefix)
+	subjects := newSubjects(t, contract.DefaultPrefix)
 
 	// A spy sees every message on the server.
 	spy := connect(t, url)
@@ -222,21 +223,21 @@ func TestClientBadTokensNeverPublished(t *testing.T) {
 	tests := []struct {
 		name                   string
 		domain, component, rpc string
-		want                   *bus.Error
+		want                   *contract.Error
 	}{
-		{"star domain", "*", "brig", "rpc", bus.ErrDomainParseError},
-		{"star label", "*.example.com", "brig", "rpc", bus.ErrDomainParseError},
-		{"gt domain", ">", "brig", "rpc", bus.ErrDomainParseError},
-		{"space in domain", "b example.com", "brig", "rpc", bus.ErrDomainParseError},
-		{"double dot", "b..example.com", "brig", "rpc", bus.ErrDomainParseError},
-		{"300-char domain", domainOfLen(t, 300), "brig", "rpc", bus.ErrDomainParseError},
-		{"star component", "b.example.com", "*", "rpc", bus.ErrInvalidEndpoint},
-		{"gt component", "b.example.com", ">", "rpc", bus.ErrInvalidEndpoint},
-		{"upper-case component", "b.example.com", "Brig", "rpc", bus.ErrInvalidEndpoint},
-		{"star rpc", "b.example.com", "brig", "*", bus.ErrInvalidEndpoint},
-		{"gt rpc", "b.example.com", "brig", ">", bus.ErrInvalidEndpoint},
-		{"space in rpc", "b.example.com", "brig", "get user", bus.ErrInvalidEndpoint},
-		{"dotted rpc", "b.example.com", "brig", "a.b", bus.ErrInvalidEndpoint},
+		{"star domain", "*", "brig", "rpc", contract.ErrDomainParseError},
+		{"star label", "*.example.com", "brig", "rpc", contract.ErrDomainParseError},
+		{"gt domain", ">", "brig", "rpc", contract.ErrDomainParseError},
+		{"space in domain", "b example.com", "brig", "rpc", contract.ErrDomainParseError},
+		{"double dot", "b..example.com", "brig", "rpc", contract.ErrDomainParseError},
+		{"300-char domain", strings.Repeat("a.", 150)[:299] + "a", "brig", "rpc", contract.ErrDomainParseError},
+		{"star component", "b.example.com", "*", "rpc", contract.ErrInvalidEndpoint},
+		{"gt component", "b.example.com", ">", "rpc", contract.ErrInvalidEndpoint},
+		{"upper-case component", "b.example.com", "Brig", "rpc", contract.ErrInvalidEndpoint},
+		{"star rpc", "b.example.com", "brig", "*", contract.ErrInvalidEndpoint},
+		{"gt rpc", "b.example.com", "brig", ">", contract.ErrInvalidEndpoint},
+		{"space in rpc", "b.example.com", "brig", "get user", contract.ErrInvalidEndpoint},
+		{"dotted rpc", "b.example.com", "brig", "a.b", contract.ErrInvalidEndpoint},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -286,7 +287,7 @@ func (s *testServer) handledIDs() []string {
 	return slices.Clone(s.ids)
 }
 
-func startServer(tb testing.TB, nc *nats.Conn, subjects bus.Subjects, component string) *testServer {
+func startServer(tb testing.TB, nc *nats.Conn, subjects contract.Subjects, component string) *testServer {
 	tb.Helper()
 	ts := &testServer{started: make(chan string, 16), release: make(chan struct{})}
 	handler := func(ctx context.Context, req *bus.Request) ([]byte, error) {
@@ -298,9 +299,9 @@ func startServer(tb testing.TB, nc *nats.Conn, subjects bus.Subjects, component 
 			_, dl := ctx.Deadline()
 			return json.Marshal(whoami{req.ID, req.Origin, req.Component, req.RPC, req.TraceParent, string(req.Body), dl})
 		case "typed":
-			return nil, bus.Errorf(bus.LabelFederationDenied, "not for %s", req.Origin)
+			return nil, contract.Errorf(contract.LabelFederationDenied, "not for %s", req.Origin)
 		case "typed-wrapped":
-			return nil, fmt.Errorf("lookup: %w", bus.Errorf(bus.LabelInvalidDomain, "gone"))
+			return nil, fmt.Errorf("lookup: %w", contract.Errorf(contract.LabelInvalidDomain, "gone"))
 		case "plain":
 			return nil, errors.New("database is down")
 		case "deadline":
@@ -311,7 +312,7 @@ func startServer(tb testing.TB, nc *nats.Conn, subjects bus.Subjects, component 
 			<-ts.release
 			return []byte(`"released"`), nil
 		}
-		return nil, bus.Errorf(bus.LabelInvalidEndpoint, "no rpc %s", req.RPC)
+		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "no rpc %s", req.RPC)
 	}
 	srv, err := bus.Serve(context.Background(), nc, subjects, component, handler, discardLogger())
 	if err != nil {
@@ -333,7 +334,7 @@ func startServer(tb testing.TB, nc *nats.Conn, subjects bus.Subjects, component 
 }
 
 // inbound builds an inbound request as the ingress publishes it.
-func inbound(tb testing.TB, subjects bus.Subjects, component, rpc, origin string, ev bus.Event) *nats.Msg {
+func inbound(tb testing.TB, subjects contract.Subjects, component, rpc, origin string, ev bus.Event) *nats.Msg {
 	tb.Helper()
 	subject, err := subjects.In(component, rpc, origin)
 	if err != nil {
@@ -346,14 +347,14 @@ func inbound(tb testing.TB, subjects bus.Subjects, component, rpc, origin string
 		ev.Source = "//" + origin + "/" + component
 	}
 	if ev.Type == "" {
-		ev.Type = bus.TypeRequest
+		ev.Type = contract.TypeRequest
 	}
 	return ev.Message(subject)
 }
 
 func TestServe(t *testing.T) {
 	url := startNATS(t)
-	subjects := newSubjects(t, bus.DefaultPrefix)
+	subjects := newSubjects(t, contract.DefaultPrefix)
 	startServer(t, connect(t, url), subjects, "brig")
 	caller := connect(t, url)
 
@@ -379,23 +380,23 @@ func TestServe(t *testing.T) {
 		name  string
 		rpc   string
 		ev    bus.Event
-		want  *bus.Error
-		check func(t *testing.T, e *bus.Error)
+		want  *contract.Error
+		check func(t *testing.T, e *contract.Error)
 	}{
-		{"typed error", "typed", bus.Event{}, bus.ErrFederationDenied, func(t *testing.T, e *bus.Error) {
+		{"typed error", "typed", bus.Event{}, contract.ErrFederationDenied, func(t *testing.T, e *contract.Error) {
 			if e.Message != "not for a.example.com" {
 				t.Errorf("message = %q", e.Message)
 			}
 		}},
-		{"wrapped typed error", "typed-wrapped", bus.Event{}, bus.ErrInvalidDomain, nil},
-		{"plain error is server-error", "plain", bus.Event{}, &bus.Error{Code: 500, Label: bus.LabelServerError}, func(t *testing.T, e *bus.Error) {
+		{"wrapped typed error", "typed-wrapped", bus.Event{}, contract.ErrInvalidDomain, nil},
+		{"plain error is server-error", "plain", bus.Event{}, &contract.Error{Code: 500, Label: contract.LabelServerError}, func(t *testing.T, e *contract.Error) {
 			if !strings.Contains(e.Message, "database is down") {
 				t.Errorf("message = %q", e.Message)
 			}
 		}},
-		{"handler deadline from timeoutms", "deadline", bus.Event{TimeoutMs: 20}, bus.ErrTimeout, nil},
-		{"origin header disagrees with subject", "whoami", bus.Event{OriginDomain: "evil.example.com"}, bus.ErrNoOriginDomain, nil},
-		{"unknown rpc", "nope", bus.Event{}, bus.ErrInvalidEndpoint, nil},
+		{"handler deadline from timeoutms", "deadline", bus.Event{TimeoutMs: 20}, contract.ErrTimeout, nil},
+		{"origin header disagrees with subject", "whoami", bus.Event{OriginDomain: "evil.example.com"}, contract.ErrNoOriginDomain, nil},
+		{"unknown rpc", "nope", bus.Event{}, contract.ErrInvalidEndpoint, nil},
 	}
 	for _, tc := range errTests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -413,10 +414,10 @@ func TestServe(t *testing.T) {
 		rpc        string
 		wantType   string
 	}{
-		{"binary success", false, "whoami", bus.TypeResponse},
-		{"structured success", true, "whoami", bus.TypeResponse},
-		{"binary error", false, "plain", bus.TypeError},
-		{"structured error", true, "plain", bus.TypeError},
+		{"binary success", false, "whoami", contract.TypeResponse},
+		{"structured success", true, "whoami", contract.TypeResponse},
+		{"binary error", false, "plain", contract.TypeError},
+		{"structured error", true, "plain", contract.TypeError},
 	}
 	for _, tc := range modes {
 		t.Run("reply mode/"+tc.name, func(t *testing.T) {
@@ -432,7 +433,7 @@ func TestServe(t *testing.T) {
 			if ev.Type != tc.wantType || ev.Source != "/brig" || ev.Structured != tc.structured {
 				t.Errorf("reply = %+v", ev)
 			}
-			if tc.wantType == bus.TypeResponse {
+			if tc.wantType == contract.TypeResponse {
 				var w whoami
 				if err := json.Unmarshal(ev.Data, &w); err != nil || w.ID != "m1" {
 					t.Errorf("reply body %s: %v", ev.Data, err)
@@ -445,22 +446,22 @@ func TestServe(t *testing.T) {
 		name       string
 		msg        func(subject string) *nats.Msg
 		structured bool
-		want       *bus.Error
+		want       *contract.Error
 	}{
-		{"no headers", func(s string) *nats.Msg { return &nats.Msg{Subject: s, Data: []byte(`{}`)} }, false, bus.ErrInvalidRequest},
+		{"no headers", func(s string) *nats.Msg { return &nats.Msg{Subject: s, Data: []byte(`{}`)} }, false, contract.ErrInvalidRequest},
 		{"structured body not JSON", func(s string) *nats.Msg {
-			return &nats.Msg{Subject: s, Header: nats.Header{bus.HeaderContentType: []string{bus.ContentTypeCEJSON}}, Data: []byte("<xml/>")}
-		}, true, bus.ErrInvalidRequest},
+			return &nats.Msg{Subject: s, Header: nats.Header{contract.HeaderContentType: []string{contract.ContentTypeCEJSON}}, Data: []byte("<xml/>")}
+		}, true, contract.ErrInvalidRequest},
 		{"structured JSON missing id", func(s string) *nats.Msg {
-			return &nats.Msg{Subject: s, Header: nats.Header{bus.HeaderContentType: []string{bus.ContentTypeCEJSON}},
+			return &nats.Msg{Subject: s, Header: nats.Header{contract.HeaderContentType: []string{contract.ContentTypeCEJSON}},
 				Data: []byte(`{"specversion":"1.0","source":"/x","type":"fedbus.request"}`)}
-		}, true, bus.ErrInvalidRequest},
+		}, true, contract.ErrInvalidRequest},
 		{"bad rpc token in subject", func(string) *nats.Msg {
-			return bus.Event{ID: "1", Source: "/x", Type: bus.TypeRequest}.Message("fed.in.brig.bad~rpc.a.example.com")
-		}, false, bus.ErrInvalidEndpoint},
+			return bus.Event{ID: "1", Source: "/x", Type: contract.TypeRequest}.Message("fed.in.brig.bad~rpc.a.example.com")
+		}, false, contract.ErrInvalidEndpoint},
 		{"bad domain in subject", func(string) *nats.Msg {
-			return bus.Event{ID: "1", Source: "/x", Type: bus.TypeRequest}.Message("fed.in.brig.whoami.localhost")
-		}, false, bus.ErrDomainParseError},
+			return bus.Event{ID: "1", Source: "/x", Type: contract.TypeRequest}.Message("fed.in.brig.whoami.localhost")
+		}, false, contract.ErrDomainParseError},
 	}
 	for _, tc := range invalid {
 		t.Run("invalid/"+tc.name, func(t *testing.T) {
@@ -473,10 +474,10 @@ func TestServe(t *testing.T) {
 				t.Errorf("reply structured = %v, want %v", got, tc.structured)
 			}
 			ev := decodeOK(t, reply)
-			if ev.Type != bus.TypeError {
+			if ev.Type != contract.TypeError {
 				t.Fatalf("reply type %q", ev.Type)
 			}
-			e := bus.ParseError(0, ev.Data)
+			e := contract.ParseError(0, ev.Data)
 			if !errors.Is(e, tc.want) || e.Code != tc.want.Code {
 				t.Errorf("reply error = %+v, want %s", e, tc.want.Label)
 			}
@@ -486,7 +487,7 @@ func TestServe(t *testing.T) {
 
 func TestServeDropsRequestWithoutReply(t *testing.T) {
 	url := startNATS(t)
-	subjects := newSubjects(t, bus.DefaultPrefix)
+	subjects := newSubjects(t, contract.DefaultPrefix)
 	ts := startServer(t, connect(t, url), subjects, "brig")
 	caller := connect(t, url)
 
@@ -507,7 +508,7 @@ func TestServeDropsRequestWithoutReply(t *testing.T) {
 
 func TestServeShutdownWaitsForInFlight(t *testing.T) {
 	url := startNATS(t)
-	subjects := newSubjects(t, bus.DefaultPrefix)
+	subjects := newSubjects(t, contract.DefaultPrefix)
 	ts := startServer(t, connect(t, url), subjects, "brig")
 	caller := connect(t, url)
 
@@ -546,7 +547,7 @@ func TestServeShutdownWaitsForInFlight(t *testing.T) {
 	probe := inbound(t, subjects, "brig", "whoami", "a.example.com", bus.Event{})
 	waitFor(t, 5*time.Second, "the subscription to go", func() bool {
 		_, err := bus.Exchange(ctx, caller, probe)
-		return errors.Is(err, bus.ErrComponentUnavailable)
+		return errors.Is(err, contract.ErrComponentUnavailable)
 	})
 
 	ts.releaseAll()
@@ -569,7 +570,7 @@ func TestServeShutdownWaitsForInFlight(t *testing.T) {
 
 func TestServeShutdownContextEnds(t *testing.T) {
 	url := startNATS(t)
-	subjects := newSubjects(t, bus.DefaultPrefix)
+	subjects := newSubjects(t, contract.DefaultPrefix)
 	ts := startServer(t, connect(t, url), subjects, "brig")
 	caller := connect(t, url)
 
@@ -593,7 +594,7 @@ func TestServeRefusesBadComponent(t *testing.T) {
 	for _, c := range []string{"", "*", ">", "Brig", "br ig", "a.b"} {
 		t.Run(c, func(t *testing.T) {
 			srv, err := bus.Serve(context.Background(), nc, newSubjects(t, "fed"), c, func(context.Context, *bus.Request) ([]byte, error) { return nil, nil }, discardLogger())
-			if !errors.Is(err, bus.ErrInvalidEndpoint) || srv != nil {
+			if !errors.Is(err, contract.ErrInvalidEndpoint) || srv != nil {
 				t.Errorf("Serve(%q) = %v, %v; want invalid-endpoint", c, srv, err)
 			}
 		})
@@ -602,11 +603,11 @@ func TestServeRefusesBadComponent(t *testing.T) {
 
 func TestServeNoGoroutineLeak(t *testing.T) {
 	url := startNATS(t)
-	subjects := newSubjects(t, bus.DefaultPrefix)
+	subjects := newSubjects(t, contract.DefaultPrefix)
 	snc, caller := connect(t, url), connect(t, url)
 	// Warm up the caller's response subscription, which lives as long as
 	// the connection.
-	if _, err := bus.Exchange(testCtx(t, 5*time.Second), caller, inbound(t, subjects, "brig", "whoami", "a.example.com", bus.Event{})); !errors.Is(err, bus.ErrComponentUnavailable) {
+	if _, err := bus.Exchange(testCtx(t, 5*time.Second), caller, inbound(t, subjects, "brig", "whoami", "a.example.com", bus.Event{})); !errors.Is(err, contract.ErrComponentUnavailable) {
 		t.Fatalf("warm-up: %v", err)
 	}
 

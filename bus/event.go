@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	ce "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 )
@@ -34,7 +35,7 @@ func NewID() string { return nuid.Next() }
 // Decode reads an event from a NATS message. Anything that is not a valid
 // CloudEvent fails with a *Error labelled invalid-request.
 func Decode(msg *nats.Msg) (Event, error) {
-	if ct := msg.Header.Get(HeaderContentType); isStructured(ct) {
+	if ct := msg.Header.Get(contract.HeaderContentType); isStructured(ct) {
 		return decodeStructured(msg.Data)
 	}
 	return decodeBinary(msg)
@@ -45,30 +46,30 @@ func isStructured(contentType string) bool {
 		return false
 	}
 	mt, _, err := mime.ParseMediaType(contentType)
-	return err == nil && mt == ContentTypeCEJSON
+	return err == nil && mt == contract.ContentTypeCEJSON
 }
 
 func decodeBinary(msg *nats.Msg) (Event, error) {
 	h := msg.Header
 	ev := Event{
-		ID:              h.Get(HeaderID),
-		Source:          h.Get(HeaderSource),
-		Type:            h.Get(HeaderType),
-		DataContentType: h.Get(HeaderDataContentType),
-		TraceParent:     h.Get(HeaderTraceParent),
-		OriginDomain:    h.Get(HeaderOriginDomain),
+		ID:              h.Get(contract.HeaderID),
+		Source:          h.Get(contract.HeaderSource),
+		Type:            h.Get(contract.HeaderType),
+		DataContentType: h.Get(contract.HeaderDataContentType),
+		TraceParent:     h.Get(contract.HeaderTraceParent),
+		OriginDomain:    h.Get(contract.HeaderOriginDomain),
 		Data:            msg.Data,
 	}
-	if v := h.Get(HeaderSpecVersion); v != SpecVersion {
+	if v := h.Get(contract.HeaderSpecVersion); v != contract.SpecVersion {
 		if v == "" {
-			return Event{}, Errorf(LabelInvalidRequest, "not a CloudEvent: header %s is missing", HeaderSpecVersion)
+			return Event{}, contract.Errorf(contract.LabelInvalidRequest, "not a CloudEvent: header %s is missing", contract.HeaderSpecVersion)
 		}
-		return Event{}, Errorf(LabelInvalidRequest, "unsupported CloudEvents %s %q (want %s)", HeaderSpecVersion, truncate(v, 16), SpecVersion)
+		return Event{}, contract.Errorf(contract.LabelInvalidRequest, "unsupported CloudEvents %s %q (want %s)", contract.HeaderSpecVersion, contract.Truncate(v, 16), contract.SpecVersion)
 	}
-	if ms := h.Get(HeaderTimeoutMs); ms != "" {
+	if ms := h.Get(contract.HeaderTimeoutMs); ms != "" {
 		n, err := strconv.ParseInt(ms, 10, 64)
 		if err != nil || n <= 0 {
-			return Event{}, Errorf(LabelInvalidRequest, "header %s %q is not a positive integer", HeaderTimeoutMs, truncate(ms, 32))
+			return Event{}, contract.Errorf(contract.LabelInvalidRequest, "header %s %q is not a positive integer", contract.HeaderTimeoutMs, contract.Truncate(ms, 32))
 		}
 		ev.TimeoutMs = n
 	}
@@ -82,22 +83,22 @@ func decodeBinary(msg *nats.Msg) (Event, error) {
 func (e Event) validate() error {
 	switch {
 	case e.ID == "":
-		return Errorf(LabelInvalidRequest, "CloudEvent attribute id is missing")
+		return contract.Errorf(contract.LabelInvalidRequest, "CloudEvent attribute id is missing")
 	case e.Type == "":
-		return Errorf(LabelInvalidRequest, "CloudEvent attribute type is missing")
+		return contract.Errorf(contract.LabelInvalidRequest, "CloudEvent attribute type is missing")
 	case e.Source == "":
-		return Errorf(LabelInvalidRequest, "CloudEvent attribute source is missing")
+		return contract.Errorf(contract.LabelInvalidRequest, "CloudEvent attribute source is missing")
 	}
-	if e.DataContentType != "" && e.DataContentType != ContentTypeJSON { // the common case needs no parsing
+	if e.DataContentType != "" && e.DataContentType != contract.ContentTypeJSON { // the common case needs no parsing
 		if _, _, err := mime.ParseMediaType(e.DataContentType); err != nil {
-			return Errorf(LabelInvalidRequest, "CloudEvent attribute datacontenttype %q is not a media type", truncate(e.DataContentType, 64))
+			return contract.Errorf(contract.LabelInvalidRequest, "CloudEvent attribute datacontenttype %q is not a media type", contract.Truncate(e.DataContentType, 64))
 		}
 	}
 	if !simpleURIRef(e.Source) {
 		// A reference that parses to nothing ("#") cannot be carried in
 		// structured mode: refuse it in both.
 		if u, err := url.Parse(e.Source); err != nil || u.String() == "" {
-			return Errorf(LabelInvalidRequest, "CloudEvent attribute source %q is not a URI reference", truncate(e.Source, 64))
+			return contract.Errorf(contract.LabelInvalidRequest, "CloudEvent attribute source %q is not a URI reference", contract.Truncate(e.Source, 64))
 		}
 	}
 	return nil
@@ -127,13 +128,13 @@ func simpleURIRef(s string) bool {
 func decodeStructured(body []byte) (Event, error) {
 	var ev ce.Event
 	if err := ev.UnmarshalJSON(body); err != nil {
-		return Event{}, Errorf(LabelInvalidRequest, "structured CloudEvent is not valid JSON event: %v", err)
+		return Event{}, contract.Errorf(contract.LabelInvalidRequest, "structured CloudEvent is not valid JSON event: %v", err)
 	}
 	if err := ev.Validate(); err != nil {
-		return Event{}, Errorf(LabelInvalidRequest, "structured CloudEvent is invalid: %v", err)
+		return Event{}, contract.Errorf(contract.LabelInvalidRequest, "structured CloudEvent is invalid: %v", err)
 	}
-	if ev.SpecVersion() != SpecVersion {
-		return Event{}, Errorf(LabelInvalidRequest, "unsupported CloudEvents specversion %q (want %s)", truncate(ev.SpecVersion(), 16), SpecVersion)
+	if ev.SpecVersion() != contract.SpecVersion {
+		return Event{}, contract.Errorf(contract.LabelInvalidRequest, "unsupported CloudEvents specversion %q (want %s)", contract.Truncate(ev.SpecVersion(), 16), contract.SpecVersion)
 	}
 	out := Event{
 		ID:              ev.ID(),
@@ -149,7 +150,7 @@ func decodeStructured(body []byte) (Event, error) {
 	if v, ok := ext["timeoutms"]; ok {
 		n, err := strconv.ParseInt(strings.TrimSpace(toString(v)), 10, 64)
 		if err != nil || n <= 0 {
-			return Event{}, Errorf(LabelInvalidRequest, "extension timeoutms is not a positive integer")
+			return Event{}, contract.Errorf(contract.LabelInvalidRequest, "extension timeoutms is not a positive integer")
 		}
 		out.TimeoutMs = n
 	}
@@ -160,7 +161,7 @@ func decodeStructured(body []byte) (Event, error) {
 // a +json suffix).
 func isJSONType(ct string) bool {
 	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && (mt == ContentTypeJSON || strings.HasSuffix(mt, "+json"))
+	return err == nil && (mt == contract.ContentTypeJSON || strings.HasSuffix(mt, "+json"))
 }
 
 func extString(ext map[string]any, name string) string {
@@ -198,33 +199,33 @@ func (e Event) Message(subject string) *nats.Msg {
 		vals = append(vals, v)
 		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
-	set(HeaderSpecVersion, SpecVersion)
-	set(HeaderID, e.ID)
-	set(HeaderSource, e.Source)
-	set(HeaderType, e.Type)
+	set(contract.HeaderSpecVersion, contract.SpecVersion)
+	set(contract.HeaderID, e.ID)
+	set(contract.HeaderSource, e.Source)
+	set(contract.HeaderType, e.Type)
 	if e.DataContentType != "" {
-		set(HeaderDataContentType, e.DataContentType)
+		set(contract.HeaderDataContentType, e.DataContentType)
 	}
 	if e.TraceParent != "" {
-		set(HeaderTraceParent, e.TraceParent)
+		set(contract.HeaderTraceParent, e.TraceParent)
 	}
 	if e.OriginDomain != "" {
-		set(HeaderOriginDomain, e.OriginDomain)
+		set(contract.HeaderOriginDomain, e.OriginDomain)
 	}
 	if e.TimeoutMs > 0 {
-		set(HeaderTimeoutMs, strconv.FormatInt(e.TimeoutMs, 10))
+		set(contract.HeaderTimeoutMs, strconv.FormatInt(e.TimeoutMs, 10))
 	}
 	return &nats.Msg{Subject: subject, Header: h, Data: e.Data}
 }
 
 func (e Event) structuredMessage(subject string) *nats.Msg {
-	ev := ce.New(SpecVersion)
+	ev := ce.New(contract.SpecVersion)
 	ev.SetID(e.ID)
 	ev.SetSource(e.Source)
 	ev.SetType(e.Type)
 	ct := e.DataContentType
 	if ct == "" {
-		ct = ContentTypeJSON
+		ct = contract.ContentTypeJSON
 	}
 	if e.TraceParent != "" {
 		ev.SetExtension("traceparent", e.TraceParent)
@@ -244,9 +245,9 @@ func (e Event) structuredMessage(subject string) *nats.Msg {
 	}
 	body, err := ev.MarshalJSON()
 	if err != nil { // cannot happen for a valid id/source/type; keep one reply
-		body = []byte(`{"specversion":"1.0","id":"` + NewID() + `","source":"/fedbus","type":"` + TypeError + `"}`)
+		body = []byte(`{"specversion":"1.0","id":"` + NewID() + `","source":"/fedbus","type":"` + contract.TypeError + `"}`)
 	}
-	h := nats.Header{HeaderContentType: []string{ContentTypeCEJSON}}
+	h := nats.Header{contract.HeaderContentType: []string{contract.ContentTypeCEJSON}}
 	return &nats.Msg{Subject: subject, Header: h, Data: body}
 }
 
@@ -254,17 +255,17 @@ func (e Event) structuredMessage(subject string) *nats.Msg {
 // the request's content mode. It carries the request's id (with its own
 // source, the pair stays unique), which ties the two together in logs.
 func Reply(req Event, source string, body []byte) Event {
-	return Event{ID: req.ID, Source: source, Type: TypeResponse, DataContentType: ContentTypeJSON, Data: body, Structured: req.Structured}
+	return Event{ID: req.ID, Source: source, Type: contract.TypeResponse, DataContentType: contract.ContentTypeJSON, Data: body, Structured: req.Structured}
 }
 
 // ErrorReply builds the fedbus.error reply to a request, in its content mode.
-func ErrorReply(structured bool, source string, e *Error) Event {
-	return Event{ID: NewID(), Source: source, Type: TypeError, DataContentType: ContentTypeJSON, Data: e.JSON(), Structured: structured}
+func ErrorReply(structured bool, source string, e *contract.Error) Event {
+	return Event{ID: NewID(), Source: source, Type: contract.TypeError, DataContentType: contract.ContentTypeJSON, Data: e.JSON(), Structured: structured}
 }
 
 // WantsStructured reports whether a raw request message is in structured
 // mode, for choosing the mode of an error reply to a message that could not
 // be decoded.
 func WantsStructured(msg *nats.Msg) bool {
-	return isStructured(msg.Header.Get(HeaderContentType))
+	return isStructured(msg.Header.Get(contract.HeaderContentType))
 }

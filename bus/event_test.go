@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/nats-io/nats.go"
 )
 
@@ -38,7 +39,7 @@ func binaryMsg(tb testing.TB, body string, kv ...string) *nats.Msg {
 // structuredMsg builds a structured-mode message with body.
 func structuredMsg(tb testing.TB, body string) *nats.Msg {
 	tb.Helper()
-	return &nats.Msg{Subject: "s", Header: nats.Header{bus.HeaderContentType: []string{bus.ContentTypeCEJSON}}, Data: []byte(body)}
+	return &nats.Msg{Subject: "s", Header: nats.Header{contract.HeaderContentType: []string{contract.ContentTypeCEJSON}}, Data: []byte(body)}
 }
 
 func TestBinaryRoundTrip(t *testing.T) {
@@ -50,7 +51,7 @@ func TestBinaryRoundTrip(t *testing.T) {
 		{
 			name: "every attribute",
 			ev: bus.Event{
-				ID: "req-1", Source: "/brig", Type: bus.TypeRequest, DataContentType: "application/json",
+				ID: "req-1", Source: "/brig", Type: contract.TypeRequest, DataContentType: "application/json",
 				TraceParent: testTraceParent, OriginDomain: "a.example.com", TimeoutMs: 1500,
 				Data: []byte(`{"handle":"alice"}`),
 			},
@@ -62,12 +63,12 @@ func TestBinaryRoundTrip(t *testing.T) {
 		},
 		{
 			name: "required only",
-			ev:   bus.Event{ID: "req-2", Source: "//a.example.com/brig", Type: bus.TypeResponse},
+			ev:   bus.Event{ID: "req-2", Source: "//a.example.com/brig", Type: contract.TypeResponse},
 			want: map[string]string{"ce-specversion": "1.0", "ce-id": "req-2", "ce-source": "//a.example.com/brig", "ce-type": "fedbus.response"},
 		},
 		{
 			name: "non-JSON data is untouched",
-			ev:   bus.Event{ID: "3", Source: "/cargohold", Type: bus.TypeRequest, DataContentType: "application/octet-stream", Data: []byte{0, 1, 2, 0xff}},
+			ev:   bus.Event{ID: "3", Source: "/cargohold", Type: contract.TypeRequest, DataContentType: "application/octet-stream", Data: []byte{0, 1, 2, 0xff}},
 			want: map[string]string{"ce-specversion": "1.0", "ce-id": "3", "ce-source": "/cargohold", "ce-type": "fedbus.request", "ce-datacontenttype": "application/octet-stream"},
 		},
 	}
@@ -107,22 +108,22 @@ func TestStructuredRoundTrip(t *testing.T) {
 		ev   bus.Event
 	}{
 		{"every attribute", bus.Event{
-			ID: "req-1", Source: "/brig", Type: bus.TypeRequest, DataContentType: "application/json",
+			ID: "req-1", Source: "/brig", Type: contract.TypeRequest, DataContentType: "application/json",
 			TraceParent: testTraceParent, OriginDomain: "a.example.com", TimeoutMs: 1500,
 			Data: []byte(`{"handle":"alice"}`), Structured: true,
 		}},
-		{"text data", bus.Event{ID: "2", Source: "/brig", Type: bus.TypeResponse, DataContentType: "text/plain", Data: []byte("hello, <world>"), Structured: true}},
-		{"binary data", bus.Event{ID: "3", Source: "/cargohold", Type: bus.TypeResponse, DataContentType: "application/octet-stream", Data: []byte{0, 1, 0xfe, 0xff}, Structured: true}},
-		{"declared JSON but is not", bus.Event{ID: "4", Source: "/brig", Type: bus.TypeRequest, DataContentType: "application/json", Data: []byte("{not json"), Structured: true}},
-		{"no data", bus.Event{ID: "5", Source: "/brig", Type: bus.TypeRequest, DataContentType: "application/json", Structured: true}},
+		{"text data", bus.Event{ID: "2", Source: "/brig", Type: contract.TypeResponse, DataContentType: "text/plain", Data: []byte("hello, <world>"), Structured: true}},
+		{"binary data", bus.Event{ID: "3", Source: "/cargohold", Type: contract.TypeResponse, DataContentType: "application/octet-stream", Data: []byte{0, 1, 0xfe, 0xff}, Structured: true}},
+		{"declared JSON but is not", bus.Event{ID: "4", Source: "/brig", Type: contract.TypeRequest, DataContentType: "application/json", Data: []byte("{not json"), Structured: true}},
+		{"no data", bus.Event{ID: "5", Source: "/brig", Type: contract.TypeRequest, DataContentType: "application/json", Structured: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := tc.ev.Message("_INBOX.x")
-			if ct := msg.Header.Get(bus.HeaderContentType); ct != bus.ContentTypeCEJSON {
-				t.Errorf("content-type = %q, want %q", ct, bus.ContentTypeCEJSON)
+			if ct := msg.Header.Get(contract.HeaderContentType); ct != contract.ContentTypeCEJSON {
+				t.Errorf("content-type = %q, want %q", ct, contract.ContentTypeCEJSON)
 			}
-			if msg.Header.Get(bus.HeaderID) != "" || msg.Header.Get(bus.HeaderSpecVersion) != "" {
+			if msg.Header.Get(contract.HeaderID) != "" || msg.Header.Get(contract.HeaderSpecVersion) != "" {
 				t.Errorf("structured message has binary-mode headers: %v", msg.Header)
 			}
 			if !bus.WantsStructured(msg) {
@@ -149,9 +150,9 @@ func TestStructuredRoundTrip(t *testing.T) {
 		})
 	}
 	t.Run("empty datacontenttype defaults to application/json", func(t *testing.T) {
-		ev := bus.Event{ID: "1", Source: "/brig", Type: bus.TypeRequest, Data: []byte(`{}`), Structured: true}
+		ev := bus.Event{ID: "1", Source: "/brig", Type: contract.TypeRequest, Data: []byte(`{}`), Structured: true}
 		back := decodeOK(t, ev.Message("s"))
-		if back.DataContentType != bus.ContentTypeJSON || string(back.Data) != `{}` {
+		if back.DataContentType != contract.ContentTypeJSON || string(back.Data) != `{}` {
 			t.Errorf("decoded %q %q", back.DataContentType, back.Data)
 		}
 	})
@@ -165,33 +166,33 @@ func TestDecodeStructuredHandWritten(t *testing.T) {
 		want bus.Event
 	}{
 		{"JSON data and extensions",
-			bus.ContentTypeCEJSON,
+			contract.ContentTypeCEJSON,
 			`{"specversion":"1.0","id":"r1","source":"/brig","type":"fedbus.request","datacontenttype":"application/json",` +
 				`"traceparent":"` + testTraceParent + `","origindomain":"a.example.com","timeoutms":"2500","data":{"handle":"alice"}}`,
-			bus.Event{ID: "r1", Source: "/brig", Type: bus.TypeRequest, DataContentType: "application/json", TraceParent: testTraceParent,
+			bus.Event{ID: "r1", Source: "/brig", Type: contract.TypeRequest, DataContentType: "application/json", TraceParent: testTraceParent,
 				OriginDomain: "a.example.com", TimeoutMs: 2500, Data: []byte(`{"handle":"alice"}`), Structured: true}},
 		{"numeric timeoutms",
-			bus.ContentTypeCEJSON,
+			contract.ContentTypeCEJSON,
 			`{"specversion":"1.0","id":"r2","source":"/brig","type":"fedbus.request","timeoutms":750}`,
-			bus.Event{ID: "r2", Source: "/brig", Type: bus.TypeRequest, TimeoutMs: 750, Structured: true}},
+			bus.Event{ID: "r2", Source: "/brig", Type: contract.TypeRequest, TimeoutMs: 750, Structured: true}},
 		{"content-type with parameter",
 			"application/cloudevents+json; charset=utf-8",
 			`{"specversion":"1.0","id":"r3","source":"/brig","type":"fedbus.request","datacontenttype":"text/plain","data":"hi"}`,
-			bus.Event{ID: "r3", Source: "/brig", Type: bus.TypeRequest, DataContentType: "text/plain", Data: []byte("hi"), Structured: true}},
+			bus.Event{ID: "r3", Source: "/brig", Type: contract.TypeRequest, DataContentType: "text/plain", Data: []byte("hi"), Structured: true}},
 		// The CloudEvents SDK reads a JSON number extension as a CloudEvents
 		// Integer (int32) and truncates a fraction; binary mode refuses "1.5".
 		{"fractional timeoutms truncated by the SDK",
-			bus.ContentTypeCEJSON,
+			contract.ContentTypeCEJSON,
 			`{"specversion":"1.0","id":"r5","source":"/brig","type":"fedbus.request","timeoutms":1.5}`,
-			bus.Event{ID: "r5", Source: "/brig", Type: bus.TypeRequest, TimeoutMs: 1, Structured: true}},
+			bus.Event{ID: "r5", Source: "/brig", Type: contract.TypeRequest, TimeoutMs: 1, Structured: true}},
 		{"base64 data",
-			bus.ContentTypeCEJSON,
+			contract.ContentTypeCEJSON,
 			`{"specversion":"1.0","id":"r4","source":"/brig","type":"fedbus.request","datacontenttype":"application/octet-stream","data_base64":"AAH/"}`,
-			bus.Event{ID: "r4", Source: "/brig", Type: bus.TypeRequest, DataContentType: "application/octet-stream", Data: []byte{0, 1, 0xff}, Structured: true}},
+			bus.Event{ID: "r4", Source: "/brig", Type: contract.TypeRequest, DataContentType: "application/octet-stream", Data: []byte{0, 1, 0xff}, Structured: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			msg := &nats.Msg{Subject: "s", Header: nats.Header{bus.HeaderContentType: []string{tc.ct}}, Data: []byte(tc.body)}
+			msg := &nats.Msg{Subject: "s", Header: nats.Header{contract.HeaderContentType: []string{tc.ct}}, Data: []byte(tc.body)}
 			got := decodeOK(t, msg)
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("Decode = %+v\nwant     %+v", got, tc.want)
@@ -201,7 +202,7 @@ func TestDecodeStructuredHandWritten(t *testing.T) {
 }
 
 func TestDecodeInvalid(t *testing.T) {
-	full := []string{"ce-specversion", "1.0", "ce-id", "1", "ce-source", "/brig", "ce-type", bus.TypeRequest}
+	full := []string{"ce-specversion", "1.0", "ce-id", "1", "ce-source", "/brig", "ce-type", contract.TypeRequest}
 	without := func(name string) []string {
 		var kv []string
 		for i := 0; i < len(full); i += 2 {
@@ -248,19 +249,19 @@ func TestDecodeInvalid(t *testing.T) {
 		{"structured timeoutms bool", structuredMsg(t, `{`+okStructured+`,"timeoutms":true}`)},
 		{"structured binary headers ignored", func() *nats.Msg {
 			m := binaryMsg(t, "not json", full...)
-			m.Header.Set(bus.HeaderContentType, bus.ContentTypeCEJSON)
+			m.Header.Set(contract.HeaderContentType, contract.ContentTypeCEJSON)
 			return m
 		}()},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ev, err := bus.Decode(tc.msg)
-			if !errors.Is(err, bus.ErrInvalidRequest) {
+			if !errors.Is(err, contract.ErrInvalidRequest) {
 				t.Fatalf("Decode = %+v, %v; want invalid-request", ev, err)
 			}
-			var e *bus.Error
+			var e *contract.Error
 			if !errors.As(err, &e) || e.Code != 400 {
-				t.Errorf("error = %#v, want *bus.Error with code 400", err)
+				t.Errorf("error = %#v, want *contract.Error with code 400", err)
 			}
 			if !reflect.DeepEqual(ev, bus.Event{}) {
 				t.Errorf("Decode returned %+v with an error", ev)
@@ -274,7 +275,7 @@ func TestDecodeBinaryIgnoresOtherContentType(t *testing.T) {
 	// the batch format, which fedbus does not accept) leaves binary mode.
 	for _, ct := range []string{"application/json", "application/cloudevents-batch+json", "not a media type;;"} {
 		t.Run(ct, func(t *testing.T) {
-			m := binaryMsg(t, "{}", "ce-specversion", "1.0", "ce-id", "1", "ce-source", "/brig", "ce-type", "t", bus.HeaderContentType, ct)
+			m := binaryMsg(t, "{}", "ce-specversion", "1.0", "ce-id", "1", "ce-source", "/brig", "ce-type", "t", contract.HeaderContentType, ct)
 			ev := decodeOK(t, m)
 			if ev.Structured || ev.ID != "1" {
 				t.Errorf("Decode = %+v", ev)
@@ -290,23 +291,23 @@ func TestReplies(t *testing.T) {
 			name = "structured"
 		}
 		t.Run(name, func(t *testing.T) {
-			req := bus.Event{ID: "q", Source: "/brig", Type: bus.TypeRequest, Structured: structured}
+			req := bus.Event{ID: "q", Source: "/brig", Type: contract.TypeRequest, Structured: structured}
 			r := bus.Reply(req, "/federator", []byte(`{"ok":true}`))
-			if r.Type != bus.TypeResponse || r.Source != "/federator" || r.Structured != structured || r.ID != req.ID {
+			if r.Type != contract.TypeResponse || r.Source != "/federator" || r.Structured != structured || r.ID != req.ID {
 				t.Errorf("Reply = %+v", r)
 			}
 			back := decodeOK(t, r.Message("_INBOX.1"))
-			if string(back.Data) != `{"ok":true}` || back.Type != bus.TypeResponse || back.Structured != structured {
+			if string(back.Data) != `{"ok":true}` || back.Type != contract.TypeResponse || back.Structured != structured {
 				t.Errorf("decoded reply = %+v", back)
 			}
 
-			e := bus.RemoteError(bus.Errorf(bus.LabelInvalidDomain, "no SRV"))
+			e := contract.RemoteError(contract.Errorf(contract.LabelInvalidDomain, "no SRV"))
 			er := bus.ErrorReply(structured, "/federator", e)
-			if er.Type != bus.TypeError || er.Structured != structured {
+			if er.Type != contract.TypeError || er.Structured != structured {
 				t.Errorf("ErrorReply = %+v", er)
 			}
 			back = decodeOK(t, er.Message("_INBOX.1"))
-			if got := bus.ParseError(500, back.Data); !reflect.DeepEqual(got, e) {
+			if got := contract.ParseError(500, back.Data); !reflect.DeepEqual(got, e) {
 				t.Errorf("error reply body = %s, parsed %+v, want %+v", back.Data, got, e)
 			}
 		})
@@ -315,7 +316,7 @@ func TestReplies(t *testing.T) {
 		seen := map[string]bool{}
 		for range 1000 {
 			id := bus.NewID()
-			if seen[id] || !bus.ValidRequestID(id) {
+			if seen[id] || !contract.ValidRequestID(id) {
 				t.Fatalf("NewID = %q (seen %v)", id, seen[id])
 			}
 			seen[id] = true

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/nats-io/nats.go"
 )
@@ -62,16 +62,26 @@ func testCtx(tb testing.TB, timeout time.Duration) context.Context {
 	return ctx
 }
 
-// wantBusError checks that err is a *bus.Error matching target, with the
+// wantBusError checks that err is a *contract.Error matching target, with the
 // label's status, and returns it.
-func wantBusError(tb testing.TB, err error, target *bus.Error) *bus.Error {
+func wantBusError(tb testing.TB, err error, target *contract.Error) *contract.Error {
 	tb.Helper()
 	if !errors.Is(err, target) {
 		tb.Fatalf("error = %v, want %s", err, target.Label)
 	}
-	e := bus.AsError(err)
+	e := contract.AsError(err)
 	if e.Code != target.Code {
 		tb.Errorf("error code = %d, want %d", e.Code, target.Code)
 	}
 	return e
+}
+
+// newSubjects returns the subjects of prefix, failing the test on error.
+func newSubjects(tb testing.TB, prefix string) contract.Subjects {
+	tb.Helper()
+	s, err := contract.NewSubjects(prefix)
+	if err != nil {
+		tb.Fatalf("NewSubjects(%q): %v", prefix, err)
+	}
+	return s
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/fedbus/fedbus/contract"
 	"github.com/nats-io/nats.go"
 )
 
@@ -83,13 +84,13 @@ func (r *Requester) RequestMsgWithContext(ctx context.Context, msg *nats.Msg) (*
 	r.pending[token] = ch
 	r.mu.Unlock()
 	msg.Reply = r.prefix + token
-	r.out.Publish(msg, msg.Header.Get(HeaderID))
+	r.out.Publish(msg, msg.Header.Get(contract.HeaderID))
 	select {
 	case reply := <-ch:
 		if reply == nil { // Close
 			return nil, ErrRequesterClosed
 		}
-		if len(reply.Data) == 0 && reply.Header.Get(natsStatusHeader) == natsNoResponders {
+		if len(reply.Data) == 0 && reply.Header.Get(contract.HeaderStatus) == contract.StatusNoResponders {
 			return nil, nats.ErrNoResponders
 		}
 		return reply, nil

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fedbus/fedbus/contract"
 	"github.com/nats-io/nats.go"
 )
 
@@ -31,7 +32,7 @@ const DefaultMaxInFlight = 512
 // Server serves a component's inbound federated RPCs: it subscribes to
 // fed.in.<component>.> in the queue group <component>.
 type Server struct {
-	subjects  Subjects
+	subjects  contract.Subjects
 	component string
 	source    string // CloudEvents source of the replies: /<component>
 	handler   Handler
@@ -45,7 +46,7 @@ type Server struct {
 // Serve subscribes handler for component on nc. Handlers run concurrently,
 // at most DefaultMaxInFlight at once; their contexts derive from ctx, so
 // cancelling ctx cancels running handlers (Shutdown stops new ones).
-func Serve(ctx context.Context, nc *nats.Conn, subjects Subjects, component string, handler Handler, logger *slog.Logger) (*Server, error) {
+func Serve(ctx context.Context, nc *nats.Conn, subjects contract.Subjects, component string, handler Handler, logger *slog.Logger) (*Server, error) {
 	subject, err := subjects.InComponent(component)
 	if err != nil {
 		return nil, fmt.Errorf("serve %s: %w", component, err)
@@ -94,17 +95,17 @@ func (s *Server) handle(ctx context.Context, msg *nats.Msg) {
 	}
 	ev, err := Decode(msg)
 	if err != nil {
-		s.respond(msg, ErrorReply(structured, source, asError(err)))
+		s.respond(msg, ErrorReply(structured, source, contract.AsError(err)))
 		return
 	}
 	route, err := s.subjects.ParseIn(msg.Subject)
 	if err != nil {
-		s.respond(msg, ErrorReply(structured, source, asError(err)))
+		s.respond(msg, ErrorReply(structured, source, contract.AsError(err)))
 		return
 	}
 	origin := route.Domain
 	if ev.OriginDomain != "" && ev.OriginDomain != origin {
-		s.respond(msg, ErrorReply(structured, source, Errorf(LabelNoOriginDomain, "origin header %q disagrees with subject", truncate(ev.OriginDomain, 64))))
+		s.respond(msg, ErrorReply(structured, source, contract.Errorf(contract.LabelNoOriginDomain, "origin header %q disagrees with subject", contract.Truncate(ev.OriginDomain, 64))))
 		return
 	}
 	if ev.TimeoutMs > 0 {
@@ -116,7 +117,7 @@ func (s *Server) handle(ctx context.Context, msg *nats.Msg) {
 	body, err := s.handler(ctx, req)
 	if err != nil {
 		s.log.Info("handler failed", "request_id", ev.ID, "rpc", route.RPC, "origin", origin, "err", err)
-		s.respond(msg, ErrorReply(ev.Structured, source, asError(err)))
+		s.respond(msg, ErrorReply(ev.Structured, source, contract.AsError(err)))
 		return
 	}
 	s.respond(msg, Reply(ev, source, body))
@@ -133,22 +134,6 @@ func (s *Server) stop() {
 	_ = s.sub.Unsubscribe()
 	s.out.Close()
 }
-
-// asError converts any error to the contract error a handler replies with.
-func asError(err error) *Error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Sanitized()
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return Errorf(LabelTimeout, "handler: %v", err)
-	}
-	return Errorf(LabelServerError, "handler: %v", err)
-}
-
-// AsError converts any error to a contract *Error (server-error when it is
-// not one already).
-func AsError(err error) *Error { return asError(err) }
 
 // Shutdown stops taking requests, lets the pending and running ones finish,
 // and returns when they have or ctx ends (cancel Serve's context to stop

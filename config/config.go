@@ -16,8 +16,7 @@ import (
 
 	"github.com/sethvargo/go-envconfig"
 
-	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/federator/policy"
+	"github.com/fedbus/fedbus/contract"
 )
 
 // Common is the part of the configuration that the federator and the
@@ -62,7 +61,7 @@ func (c *Common) Validate() error {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.Domain == "" {
 		add("FED_DOMAIN is required")
-	} else if d, err := bus.NormalizeDomain(c.Domain); err != nil {
+	} else if d, err := contract.NormalizeDomain(c.Domain); err != nil {
 		add("FED_DOMAIN %q is not a valid domain", c.Domain)
 	} else {
 		c.Domain = d
@@ -70,7 +69,7 @@ func (c *Common) Validate() error {
 	if c.NATSURL == "" {
 		add("FED_NATS_URL is empty")
 	}
-	if _, err := bus.NewSubjects(c.SubjectPrefix); err != nil {
+	if _, err := contract.NewSubjects(c.SubjectPrefix); err != nil {
 		add("FED_SUBJECT_PREFIX: %v", err)
 	}
 	for _, s := range c.DNSServers() {
@@ -78,11 +77,11 @@ func (c *Common) Validate() error {
 			add("FED_DNS_SERVER %q is not host:port", s)
 		}
 	}
-	if _, err := policy.New(c.Strategy, nil); err != nil {
+	if !contract.ValidStrategy(c.Strategy) {
 		add("FED_STRATEGY %q is not allow-none, allow-all or allow-list", c.Strategy)
 	}
 	for i, d := range c.AllowList {
-		n, err := bus.NormalizeDomain(strings.TrimSpace(d))
+		n, err := contract.NormalizeDomain(strings.TrimSpace(d))
 		if err != nil {
 			add("FED_ALLOW_LIST entry %q is not a valid domain", d)
 			continue
@@ -100,7 +99,7 @@ func (c *Common) Validate() error {
 		add("FED_COMPONENTS is empty")
 	}
 	for _, comp := range c.Components {
-		if !bus.ValidComponent(comp) {
+		if !contract.ValidComponent(comp) {
 			add("FED_COMPONENTS entry %q is not [a-z0-9-]{1,63}", comp)
 		}
 	}

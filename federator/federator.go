@@ -12,9 +12,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/federator/certs"
-	"github.com/fedbus/fedbus/federator/discovery"
-	"github.com/fedbus/fedbus/federator/policy"
+	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/discovery"
+	"github.com/fedbus/fedbus/policy"
+	"github.com/fedbus/fedbus/tlsconf"
 )
 
 // ErrNotStarted is returned by Shutdown before Start.
@@ -25,7 +26,7 @@ type Deps struct {
 	NATS     *nats.Conn
 	Resolver *discovery.Resolver
 	Policy   *policy.Policy
-	Certs    *certs.Store
+	Certs    *tlsconf.Store
 	Logger   *slog.Logger
 	// Hook, when set, is told of each step of a request (used by the demo
 	// to print the hops). It must be fast and safe for concurrent use.
@@ -40,7 +41,7 @@ type Deps struct {
 type Federator struct {
 	cfg        Config
 	deps       Deps
-	subjects   bus.Subjects
+	subjects   contract.Subjects
 	components []string
 	log        *slog.Logger
 	source     string
@@ -54,7 +55,7 @@ type Federator struct {
 
 // New builds a federator; Start subscribes it.
 func New(cfg Config, deps Deps) (*Federator, error) {
-	subjects, err := bus.NewSubjects(cfg.SubjectPrefix)
+	subjects, err := contract.NewSubjects(cfg.SubjectPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("new federator: %w", err)
 	}
@@ -82,7 +83,7 @@ func New(cfg Config, deps Deps) (*Federator, error) {
 func (f *Federator) Start(ctx context.Context) error {
 	subject := f.subjects.OutAll()
 	f.out = bus.NewOutbox(f.deps.NATS, f.log)
-	sub, err := f.deps.NATS.QueueSubscribe(subject, bus.FederatorQueueGroup, func(msg *nats.Msg) {
+	sub, err := f.deps.NATS.QueueSubscribe(subject, contract.FederatorQueueGroup, func(msg *nats.Msg) {
 		f.sem <- struct{}{}
 		f.wg.Add(1)
 		go func() {
@@ -106,7 +107,7 @@ func (f *Federator) Start(ctx context.Context) error {
 		return fmt.Errorf("start federator: flush: %w", err)
 	}
 	f.sub = sub
-	f.log.Info("federator started", "subject", subject, "queue", bus.FederatorQueueGroup)
+	f.log.Info("federator started", "subject", subject, "queue", contract.FederatorQueueGroup)
 	return nil
 }
 
@@ -149,14 +150,14 @@ func (f *Federator) handle(ctx context.Context, msg *nats.Msg) {
 	}
 	ev, err := bus.Decode(msg)
 	if err != nil {
-		f.reply(msg, bus.ErrorReply(structured, f.source, bus.AsError(err)), "")
+		f.reply(msg, bus.ErrorReply(structured, f.source, contract.AsError(err)), "")
 		return
 	}
 	// No per-request logger on the hot path: the request id is added to
 	// the lines that are written.
 	body, err := f.call(ctx, msg.Subject, ev)
 	if err != nil {
-		e := bus.AsError(err)
+		e := contract.AsError(err)
 		f.log.Info("request failed", "request_id", ev.ID, "subject", msg.Subject, "label", e.Label, "err", e.Message)
 		f.reply(msg, bus.ErrorReply(ev.Structured, f.source, e), ev.ID)
 		return
@@ -170,7 +171,7 @@ func (f *Federator) SetMaxPerRemote(n int) {
 	f.perRemote.max.Store(int64(n))
 }
 
-// call validates the request and performs it; errors are *bus.Error.
+// call validates the request and performs it; errors are *contract.Error.
 func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) ([]byte, error) {
 	route, err := f.subjects.ParseOut(subject)
 	if err != nil {
@@ -180,7 +181,7 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) ([]b
 		f.deps.Hook(ev.ID, "federator: request for "+route.Component+"."+route.RPC+" on "+route.Domain+": component allowed, "+route.Domain+" on the allow list")
 	}
 	if !slices.Contains(f.components, route.Component) {
-		return nil, bus.Errorf(bus.LabelUnknownComponent, "component %s is not federated (FED_COMPONENTS)", route.Component)
+		return nil, contract.Errorf(contract.LabelUnknownComponent, "component %s is not federated (FED_COMPONENTS)", route.Component)
 	}
 	if err := f.deps.Policy.Check(route.Domain); err != nil {
 		return nil, err
@@ -188,11 +189,11 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) ([]b
 	if until, ok := f.remote.backoff.check(route.Domain); ok {
 		// The remote's own limit, reported by its 429: nothing is sent
 		// (not even a DNS query) until its Retry-After ends.
-		return nil, bus.Errorf(bus.LabelTooManyRequests, "%s asked us to wait (429 with Retry-After): requests to it are not sent until %s",
+		return nil, contract.Errorf(contract.LabelTooManyRequests, "%s asked us to wait (429 with Retry-After): requests to it are not sent until %s",
 			route.Domain, until.UTC().Format(backoffTimeFormat))
 	}
 	if !f.perRemote.acquire(route.Domain) {
-		return nil, bus.Errorf(bus.LabelTooManyRequests, "%d requests to %s are in flight already (FED_MAX_IN_FLIGHT_PER_REMOTE)", f.perRemote.max.Load(), route.Domain)
+		return nil, contract.Errorf(contract.LabelTooManyRequests, "%d requests to %s are in flight already (FED_MAX_IN_FLIGHT_PER_REMOTE)", f.perRemote.max.Load(), route.Domain)
 	}
 	defer f.perRemote.release(route.Domain)
 	timeout := f.cfg.RequestTimeout

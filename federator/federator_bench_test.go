@@ -12,7 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/federator/discovery"
+	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/discovery"
 )
 
 // The federator's request path without the network: the remote ingress is
@@ -38,7 +39,7 @@ func (t benchEchoTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		StatusCode:    http.StatusOK,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
-		Header:        http.Header{"Content-Type": []string{bus.ContentTypeJSON}},
+		Header:        http.Header{"Content-Type": []string{contract.ContentTypeJSON}},
 		Body:          io.NopCloser(bytes.NewReader(t.body[:req.ContentLength])),
 		ContentLength: req.ContentLength,
 		Request:       req,
@@ -83,7 +84,7 @@ func BenchmarkFederatorHandle(b *testing.B) {
 				b.Fatal(err)
 			}
 			body := bytes.Repeat([]byte("x"), size)
-			ev := bus.Event{ID: bus.NewID(), Source: "/brig", Type: bus.TypeRequest, TimeoutMs: 10000, Data: body}
+			ev := bus.Event{ID: bus.NewID(), Source: "/brig", Type: contract.TypeRequest, TimeoutMs: 10000, Data: body}
 			req := ev.Message(subject)
 			req.Reply = "_INBOX.bench.reply"
 			ctx := context.Background()
@@ -105,8 +106,8 @@ func BenchmarkRemotePost(b *testing.B) {
 		b.Run(benchSizeName(size), func(b *testing.B) {
 			f, _ := benchFederator(b, size)
 			target := discovery.Target{Host: benchInfraB, Port: 443}
-			route := bus.Route{Component: "brig", RPC: "get-user-by-handle", Domain: benchTarget}
-			ev := bus.Event{ID: bus.NewID(), Source: "/brig", Type: bus.TypeRequest, Data: bytes.Repeat([]byte("x"), size)}
+			route := contract.Route{Component: "brig", RPC: "get-user-by-handle", Domain: benchTarget}
+			ev := bus.Event{ID: bus.NewID(), Source: "/brig", Type: contract.TypeRequest, Data: bytes.Repeat([]byte("x"), size)}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 			defer cancel()
 			b.ReportAllocs()

@@ -15,9 +15,10 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
-	"github.com/fedbus/fedbus/federator/discovery"
-	"github.com/fedbus/fedbus/federator/policy"
+	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/policy"
 )
 
 // testFederatorOptions configure newTestFederator.
@@ -82,7 +83,7 @@ func newTestFederator(tb testing.TB, o testFederatorOptions) testFederator {
 	tb.Cleanup(nc.Close)
 	cfg := Config{
 		Common: config.Common{
-			Domain: benchOrigin, SubjectPrefix: bus.DefaultPrefix, Strategy: "allow-list", AllowList: o.targets,
+			Domain: benchOrigin, SubjectPrefix: contract.DefaultPrefix, Strategy: "allow-list", AllowList: o.targets,
 			Components: []string{"brig", "galley", "cargohold"}, RequestTimeout: 10 * time.Second,
 			RequireDNSSEC: o.requireDNSSEC,
 		},
@@ -131,10 +132,10 @@ func (s *stubRemote) RoundTrip(req *http.Request) (*http.Response, error) {
 	if header == nil {
 		header = http.Header{}
 	}
-	header.Set(bus.HTTPContentType, bus.ContentTypeJSON)
+	header.Set(contract.HTTPContentType, contract.ContentTypeJSON)
 	body := []byte(`"ok"`)
 	if status != http.StatusOK {
-		body = bus.Errorf(bus.LabelTooManyRequests, "stub over its limit").JSON()
+		body = contract.Errorf(contract.LabelTooManyRequests, "stub over its limit").JSON()
 	}
 	return &http.Response{
 		StatusCode: status, Proto: "HTTP/2.0", ProtoMajor: 2, Header: header,
@@ -150,6 +151,6 @@ func call(tb testing.TB, f *Federator, target, id string) ([]byte, error) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ev := bus.Event{ID: id, Source: "/brig", Type: bus.TypeRequest, Data: []byte(`{}`)}
+	ev := bus.Event{ID: id, Source: "/brig", Type: contract.TypeRequest, Data: []byte(`{}`)}
 	return f.call(context.Background(), subject, ev)
 }

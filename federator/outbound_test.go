@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
 )
 
@@ -29,7 +30,7 @@ func TestRequireDNSSECOutbound(t *testing.T) {
 		authentic bool
 		wantLabel string // empty: success
 	}{
-		{"required, no AD", true, false, bus.LabelDiscoveryFailure},
+		{"required, no AD", true, false, contract.LabelDiscoveryFailure},
 		{"required, AD", true, true, ""},
 		{"not required, no AD", false, false, ""},
 	}
@@ -51,8 +52,8 @@ func TestRequireDNSSECOutbound(t *testing.T) {
 				}
 				return
 			}
-			var be *bus.Error
-			if !errors.As(err, &be) || be.Label != tc.wantLabel || be.Code != bus.StatusOf(tc.wantLabel) {
+			var be *contract.Error
+			if !errors.As(err, &be) || be.Label != tc.wantLabel || be.Code != contract.StatusOf(tc.wantLabel) {
 				t.Fatalf("call = %q, %v; want %s", body, err, tc.wantLabel)
 			}
 			if !strings.Contains(be.Message, "FED_REQUIRE_DNSSEC") {
@@ -122,9 +123,9 @@ func TestBackoffAfterRemote429(t *testing.T) {
 
 			remote.answer(http.StatusTooManyRequests, tc.header)
 			_, err := call(t, tf.f, benchTarget, "req-429")
-			var be *bus.Error
-			if !errors.As(err, &be) || be.Label != bus.LabelRemoteError || be.Inner == nil || be.Inner.Label != bus.LabelTooManyRequests {
-				t.Fatalf("the 429 itself: %v; want %s with inner %s", err, bus.LabelRemoteError, bus.LabelTooManyRequests)
+			var be *contract.Error
+			if !errors.As(err, &be) || be.Label != contract.LabelRemoteError || be.Inner == nil || be.Inner.Label != contract.LabelTooManyRequests {
+				t.Fatalf("the 429 itself: %v; want %s with inner %s", err, contract.LabelRemoteError, contract.LabelTooManyRequests)
 			}
 			sent(1)
 			remote.answer(http.StatusOK, nil)
@@ -136,8 +137,8 @@ func TestBackoffAfterRemote429(t *testing.T) {
 
 			_, err = call(t, tf.f, benchTarget, "req-fast")
 			until := clockStart.Add(tc.wait).Format(backoffTimeFormat)
-			if !errors.As(err, &be) || be.Label != bus.LabelTooManyRequests || be.Code != http.StatusTooManyRequests || be.Inner != nil {
-				t.Fatalf("during the backoff: %v; want a local %s", err, bus.LabelTooManyRequests)
+			if !errors.As(err, &be) || be.Label != contract.LabelTooManyRequests || be.Code != http.StatusTooManyRequests || be.Inner != nil {
+				t.Fatalf("during the backoff: %v; want a local %s", err, contract.LabelTooManyRequests)
 			}
 			if !strings.Contains(be.Message, "asked us to wait") || !strings.Contains(be.Message, until) {
 				t.Errorf("message %q does not say the remote asked us to wait until %s", be.Message, until)
@@ -147,8 +148,8 @@ func TestBackoffAfterRemote429(t *testing.T) {
 			sent(2)
 
 			clock.Advance(tc.wait - time.Millisecond)
-			if _, err := call(t, tf.f, benchTarget, "req-still"); !errors.Is(err, bus.ErrTooManyRequests) {
-				t.Fatalf("just before the end of the backoff: %v; want %s", err, bus.LabelTooManyRequests)
+			if _, err := call(t, tf.f, benchTarget, "req-still"); !errors.Is(err, contract.ErrTooManyRequests) {
+				t.Fatalf("just before the end of the backoff: %v; want %s", err, contract.LabelTooManyRequests)
 			}
 			sent(2)
 			clock.Advance(time.Millisecond)

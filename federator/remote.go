@@ -17,10 +17,11 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/federator/certs"
-	"github.com/fedbus/fedbus/federator/discovery"
+	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/cork"
 	"github.com/fedbus/fedbus/internal/iox"
+	"github.com/fedbus/fedbus/tlsconf"
 )
 
 // connectError marks a failure to reach a target before any request byte
@@ -38,7 +39,7 @@ func (e *connectError) Unwrap() error { return e.err }
 // as federation-remote-error), and how long the remote asked us to wait.
 type tooManyError struct {
 	wait time.Duration
-	err  *bus.Error
+	err  *contract.Error
 }
 
 func (e *tooManyError) Error() string { return e.err.Error() }
@@ -50,7 +51,7 @@ func (e *tooManyError) Unwrap() error { return e.err }
 type remoteClient struct {
 	origin      string // this backend's domain
 	resolver    *discovery.Resolver
-	certs       *certs.Store
+	certs       *tlsconf.Store
 	client      *http.Client
 	transport   *http2.Transport
 	maxResponse int64
@@ -61,7 +62,7 @@ type remoteClient struct {
 	backoff *backoffs
 }
 
-func newRemoteClient(cfg Config, resolver *discovery.Resolver, store *certs.Store, now func() time.Time) *remoteClient {
+func newRemoteClient(cfg Config, resolver *discovery.Resolver, store *tlsconf.Store, now func() time.Time) *remoteClient {
 	if now == nil {
 		now = time.Now
 	}
@@ -189,7 +190,7 @@ func prime(ctx context.Context, conn *tls.Conn) (net.Conn, error) {
 // do performs the request against the SRV targets (step, when not nil, is
 // told of each hop) of the route's domain in
 // RFC 2782 order, falling back to the next target on connection failures.
-func (rc *remoteClient) do(ctx context.Context, route bus.Route, ev bus.Event, step func(string), log *slog.Logger) ([]byte, error) {
+func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Event, step func(string), log *slog.Logger) ([]byte, error) {
 	targets, err := rc.resolver.SRV(ctx, route.Domain)
 	if err != nil {
 		if errors.Is(err, discovery.ErrInsecure) {
@@ -236,32 +237,32 @@ func (rc *remoteClient) do(ctx context.Context, route bus.Route, ev bus.Event, s
 	joined := errors.Join(failures...)
 	switch {
 	case expired(ctx):
-		return nil, bus.Errorf(bus.LabelTimeout, "no target of %s answered in time: %v", route.Domain, joined)
+		return nil, contract.Errorf(contract.LabelTimeout, "no target of %s answered in time: %v", route.Domain, joined)
 	case allDenied:
-		return nil, bus.Errorf(bus.LabelFederationDenied, "every target of %s resolves to a refused address (FED_ALLOW_PRIVATE_TARGETS is false): %v", route.Domain, joined)
+		return nil, contract.Errorf(contract.LabelFederationDenied, "every target of %s resolves to a refused address (FED_ALLOW_PRIVATE_TARGETS is false): %v", route.Domain, joined)
 	case allTLS:
-		return nil, bus.Errorf(bus.LabelTLSError, "TLS handshake failed with every target of %s: %v", route.Domain, joined)
+		return nil, contract.Errorf(contract.LabelTLSError, "TLS handshake failed with every target of %s: %v", route.Domain, joined)
 	default:
-		return nil, bus.Errorf(bus.LabelConnectionRefused, "no target of %s could be connected to: %v", route.Domain, joined)
+		return nil, contract.Errorf(contract.LabelConnectionRefused, "no target of %s could be connected to: %v", route.Domain, joined)
 	}
 }
 
 // post sends one HTTP request to one target.
-func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route bus.Route, ev bus.Event) ([]byte, error) {
+func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route contract.Route, ev bus.Event) ([]byte, error) {
 	url := "https://" + net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))) + "/federation/" + route.Component + "/" + route.RPC
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(ev.Data))
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}
 	h := req.Header
-	h[bus.HTTPOriginDomain] = []string{rc.origin}
-	h[bus.HTTPContentType] = []string{bus.ContentTypeJSON}
-	h[bus.HTTPRequestID] = []string{ev.ID}
+	h[contract.HTTPOriginDomain] = []string{rc.origin}
+	h[contract.HTTPContentType] = []string{contract.ContentTypeJSON}
+	h[contract.HTTPRequestID] = []string{ev.ID}
 	if ev.TraceParent != "" {
-		h[bus.HTTPTraceParent] = []string{ev.TraceParent}
+		h[contract.HTTPTraceParent] = []string{ev.TraceParent}
 	}
 	if dl, ok := ctx.Deadline(); ok {
-		h[bus.HTTPRequestTimeout] = []string{strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10)}
+		h[contract.HTTPRequestTimeout] = []string{strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10)}
 	}
 	resp, err := rc.client.Do(req)
 	if err != nil {
@@ -273,27 +274,27 @@ func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route bus.
 		return nil, fmt.Errorf("read response: %w", err)
 	}
 	if int64(len(body)) > rc.maxResponse {
-		return nil, bus.Errorf(bus.LabelRemoteError, "response of %s is larger than %d bytes", t.Host, rc.maxResponse)
+		return nil, contract.Errorf(contract.LabelRemoteError, "response of %s is larger than %d bytes", t.Host, rc.maxResponse)
 	}
 	if resp.StatusCode == http.StatusTooManyRequests {
 		ref := rc.now()
-		if date, err := http.ParseTime(resp.Header.Get(bus.HTTPDate)); err == nil {
+		if date, err := http.ParseTime(resp.Header.Get(contract.HTTPDate)); err == nil {
 			ref = date // an HTTP-date Retry-After is on the remote's clock
 		}
 		return nil, &tooManyError{
-			wait: parseRetryAfter(resp.Header.Get(bus.HTTPRetryAfter), ref),
-			err:  bus.RemoteError(bus.ParseError(resp.StatusCode, body)),
+			wait: parseRetryAfter(resp.Header.Get(contract.HTTPRetryAfter), ref),
+			err:  contract.RemoteError(contract.ParseError(resp.StatusCode, body)),
 		}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, bus.RemoteError(bus.ParseError(resp.StatusCode, body))
+		return nil, contract.RemoteError(contract.ParseError(resp.StatusCode, body))
 	}
 	return body, nil
 }
 
 // discoveryError maps a discovery failure to the contract.
 func discoveryError(ctx context.Context, domain string, err error) error {
-	var be *bus.Error
+	var be *contract.Error
 	switch {
 	case errors.As(err, &be):
 		return be
@@ -307,30 +308,30 @@ func discoveryError(ctx context.Context, domain string, err error) error {
 		// invalid-domain: the record exists. Not federation-denied: that
 		// is the strategy and the private-address rule. Before the
 		// deadline case: the answer did arrive.
-		return bus.Errorf(bus.LabelDiscoveryFailure, "the SRV record of %s is not DNSSEC-validated (no AD flag), which this backend requires (FED_REQUIRE_DNSSEC); nothing was sent to it", domain)
+		return contract.Errorf(contract.LabelDiscoveryFailure, "the SRV record of %s is not DNSSEC-validated (no AD flag), which this backend requires (FED_REQUIRE_DNSSEC); nothing was sent to it", domain)
 	case errors.Is(err, context.DeadlineExceeded) || expired(ctx):
-		return bus.Errorf(bus.LabelTimeout, "deadline ran out during discovery of %s", domain)
+		return contract.Errorf(contract.LabelTimeout, "deadline ran out during discovery of %s", domain)
 	case errors.Is(err, discovery.ErrNotFound), errors.Is(err, discovery.ErrServiceUnavailable):
-		return bus.Errorf(bus.LabelInvalidDomain, "%v", err)
+		return contract.Errorf(contract.LabelInvalidDomain, "%v", err)
 	case errors.Is(err, discovery.ErrPrivateTarget):
-		return bus.Errorf(bus.LabelFederationDenied, "%v", err)
+		return contract.Errorf(contract.LabelFederationDenied, "%v", err)
 	default:
-		return bus.Errorf(bus.LabelDiscoveryFailure, "%v", err)
+		return contract.Errorf(contract.LabelDiscoveryFailure, "%v", err)
 	}
 }
 
 // requestError maps a failure after the connection was made.
 func requestError(ctx context.Context, t discovery.Target, err error) error {
-	var be *bus.Error
+	var be *contract.Error
 	switch {
 	case errors.As(err, &be):
 		return be
 	case expired(ctx) || errors.Is(err, context.DeadlineExceeded):
-		return bus.Errorf(bus.LabelTimeout, "no answer from %s:%d in time", t.Host, t.Port)
+		return contract.Errorf(contract.LabelTimeout, "no answer from %s:%d in time", t.Host, t.Port)
 	case isTLSError(err):
-		return bus.Errorf(bus.LabelTLSError, "TLS with %s:%d: %v", t.Host, t.Port, err)
+		return contract.Errorf(contract.LabelTLSError, "TLS with %s:%d: %v", t.Host, t.Port, err)
 	default:
-		return bus.Errorf(bus.LabelConnectionRefused, "request to %s:%d failed: %v", t.Host, t.Port, err)
+		return contract.Errorf(contract.LabelConnectionRefused, "request to %s:%d failed: %v", t.Host, t.Port, err)
 	}
 }
 

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 )
 
 // FuzzIngressRequest runs ServeHTTP on arbitrary methods, paths, origin
@@ -31,7 +31,7 @@ func FuzzIngressRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, method, path, originHeader string, body []byte) {
 		header := http.Header{}
 		if originHeader != "" {
-			header[bus.HTTPOriginDomain] = []string{originHeader}
+			header[contract.HTTPOriginDomain] = []string{originHeader}
 		}
 		if _, err := url.ParseRequestURI(path); err != nil {
 			return // net/http refuses the request line before any handler
@@ -61,9 +61,9 @@ func FuzzIngressRequest(f *testing.F) {
 		if !published && method == http.MethodPost {
 			// A refusal before publishing must be one of the checks.
 			switch e.Label {
-			case bus.LabelInvalidEndpoint, bus.LabelUnknownComponent, bus.LabelNoOriginDomain,
-				bus.LabelDomainParseError, bus.LabelInvalidDomain, bus.LabelDiscoveryFailure,
-				bus.LabelTimeout, bus.LabelAuthenticationFailure, bus.LabelPayloadTooLarge:
+			case contract.LabelInvalidEndpoint, contract.LabelUnknownComponent, contract.LabelNoOriginDomain,
+				contract.LabelDomainParseError, contract.LabelInvalidDomain, contract.LabelDiscoveryFailure,
+				contract.LabelTimeout, contract.LabelAuthenticationFailure, contract.LabelPayloadTooLarge:
 			default:
 				t.Fatalf("unexpected refusal %s", res.Body.Bytes())
 			}
@@ -76,7 +76,7 @@ func FuzzIngressRequest(f *testing.F) {
 // whatever it refuses is invalid-endpoint or unknown-component.
 func FuzzParsePath(f *testing.F) {
 	components := map[string]struct{}{"brig": {}, "galley": {}}
-	subjects, err := bus.NewSubjects("fed")
+	subjects, err := contract.NewSubjects("fed")
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func FuzzParsePath(f *testing.F) {
 	f.Fuzz(func(t *testing.T, path string) {
 		component, rpc, e := parsePath(path, components)
 		if e != nil {
-			if e.Code != http.StatusForbidden || (e.Label != bus.LabelInvalidEndpoint && e.Label != bus.LabelUnknownComponent) {
+			if e.Code != http.StatusForbidden || (e.Label != contract.LabelInvalidEndpoint && e.Label != contract.LabelUnknownComponent) {
 				t.Fatalf("refusal %+v", e)
 			}
 			return

@@ -14,7 +14,8 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
-	"github.com/fedbus/fedbus/federator/discovery"
+	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/iox"
 )
 
@@ -43,11 +44,11 @@ type request struct {
 func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in.servedRequest(r)
 	req := &request{start: time.Now()}
-	req.id = r.Header.Get(bus.HTTPRequestID)
-	if !bus.ValidRequestID(req.id) {
+	req.id = r.Header.Get(contract.HTTPRequestID)
+	if !contract.ValidRequestID(req.id) {
 		req.id = bus.NewID()
 	}
-	req.deadline = in.deadlineOf(req.start, r.Header.Get(bus.HTTPRequestTimeout))
+	req.deadline = in.deadlineOf(req.start, r.Header.Get(contract.HTTPRequestTimeout))
 	// No per-request logger on the hot path: each line written carries the
 	// request id itself.
 	log := in.log
@@ -57,7 +58,7 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in.writeError(w, req, log, err)
 		return
 	}
-	w.Header().Set(bus.HTTPContentType, bus.ContentTypeJSON)
+	w.Header().Set(contract.HTTPContentType, contract.ContentTypeJSON)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if _, werr := w.Write(body); werr != nil {
@@ -72,18 +73,18 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // safeHandle runs handle and turns a panic into a server error, so that
 // the request still gets its one response.
-func (in *Ingress) safeHandle(w http.ResponseWriter, r *http.Request, req *request, log *slog.Logger) (body []byte, err *bus.Error) {
+func (in *Ingress) safeHandle(w http.ResponseWriter, r *http.Request, req *request, log *slog.Logger) (body []byte, err *contract.Error) {
 	defer func() {
 		if p := recover(); p != nil {
 			log.Error("handler panicked", "request_id", req.id, "panic", fmt.Sprint(p))
-			body, err = nil, bus.Errorf(bus.LabelServerError, "internal error")
+			body, err = nil, contract.Errorf(contract.LabelServerError, "internal error")
 		}
 	}()
 	return in.handle(w, r, req)
 }
 
 // writeError writes the contract error body with its status.
-func (in *Ingress) writeError(w http.ResponseWriter, req *request, log *slog.Logger, e *bus.Error) {
+func (in *Ingress) writeError(w http.ResponseWriter, req *request, log *slog.Logger, e *contract.Error) {
 	e = e.Sanitized()
 	if e.Code < 400 || e.Code > 599 {
 		c := *e
@@ -92,15 +93,15 @@ func (in *Ingress) writeError(w http.ResponseWriter, req *request, log *slog.Log
 	}
 	body := e.JSON()
 	h := w.Header()
-	h.Set(bus.HTTPContentType, bus.ContentTypeJSON)
+	h.Set(contract.HTTPContentType, contract.ContentTypeJSON)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("X-Content-Type-Options", "nosniff")
 	if req.closeConn {
 		// HTTP/1.1 closes after the answer, HTTP/2 sends GOAWAY.
 		h.Set("Connection", "close")
 	}
-	if req.retryAfter > 0 && e.Label == bus.LabelTooManyRequests {
-		h.Set(bus.HTTPRetryAfter, strconv.FormatInt(retryAfterSeconds(req.retryAfter), 10))
+	if req.retryAfter > 0 && e.Label == contract.LabelTooManyRequests {
+		h.Set(contract.HTTPRetryAfter, strconv.FormatInt(retryAfterSeconds(req.retryAfter), 10))
 	}
 	w.WriteHeader(e.Code)
 	if _, err := w.Write(body); err != nil {
@@ -110,7 +111,7 @@ func (in *Ingress) writeError(w http.ResponseWriter, req *request, log *slog.Log
 	switch {
 	case e.Code >= 500:
 		level = slog.LevelWarn
-	case e.Label == bus.LabelTooManyRequests:
+	case e.Label == contract.LabelTooManyRequests:
 		level = slog.LevelDebug // admit warns about the origin, sparingly
 	}
 	if !log.Enabled(context.Background(), level) {
@@ -127,7 +128,7 @@ func (in *Ingress) writeError(w http.ResponseWriter, req *request, log *slog.Log
 
 // handle runs the checks and the NATS exchange and returns the response
 // body or the contract error to answer with. It writes nothing.
-func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) ([]byte, *bus.Error) {
+func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) ([]byte, *contract.Error) {
 	// 1. Client certificate.
 	leaf, err := clientCertificate(r.TLS)
 	if err != nil {
@@ -136,16 +137,16 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	}
 	// 2. Method, query string, path.
 	if r.Method != http.MethodPost {
-		return nil, bus.Errorf(bus.LabelInvalidEndpoint, "method %s is not POST", quote(r.Method))
+		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "method %s is not POST", quote(r.Method))
 	}
 	if r.URL == nil {
-		return nil, bus.Errorf(bus.LabelInvalidEndpoint, "request without URL")
+		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "request without URL")
 	}
 	if r.URL.RawQuery != "" || r.URL.ForceQuery {
-		return nil, bus.Errorf(bus.LabelInvalidEndpoint, "a query string is not allowed")
+		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "a query string is not allowed")
 	}
 	if r.URL.Opaque != "" {
-		return nil, bus.Errorf(bus.LabelInvalidEndpoint, "path %s is not %s<component>/<rpc>", quote(r.URL.Opaque), pathPrefix)
+		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "path %s is not %s<component>/<rpc>", quote(r.URL.Opaque), pathPrefix)
 	}
 	req.component, req.rpc, err = parsePath(r.URL.EscapedPath(), in.components)
 	if err != nil {
@@ -192,16 +193,16 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 // the contract's error: no-client-certificate without one,
 // authentication-failure when it was not verified against the trusted CAs
 // or may not be used for client authentication.
-func clientCertificate(cs *tls.ConnectionState) (*x509.Certificate, *bus.Error) {
+func clientCertificate(cs *tls.ConnectionState) (*x509.Certificate, *contract.Error) {
 	if cs == nil || len(cs.PeerCertificates) == 0 || cs.PeerCertificates[0] == nil {
-		return nil, bus.Errorf(bus.LabelNoClientCertificate, "a client certificate is required")
+		return nil, contract.Errorf(contract.LabelNoClientCertificate, "a client certificate is required")
 	}
 	if len(cs.VerifiedChains) == 0 {
-		return nil, bus.Errorf(bus.LabelAuthenticationFailure, "the client certificate is not trusted")
+		return nil, contract.Errorf(contract.LabelAuthenticationFailure, "the client certificate is not trusted")
 	}
 	leaf := cs.PeerCertificates[0]
 	if !clientAuthAllowed(leaf) {
-		return nil, bus.Errorf(bus.LabelAuthenticationFailure, "the client certificate is not valid for client authentication")
+		return nil, contract.Errorf(contract.LabelAuthenticationFailure, "the client certificate is not valid for client authentication")
 	}
 	return leaf, nil
 }
@@ -225,11 +226,11 @@ func clientAuthAllowed(c *x509.Certificate) bool {
 // more than once, no (or an empty) header, or two headers that do not name
 // the same domain are no-origin-domain; the domain is then checked
 // (domain-parse-error).
-func originDomain(h http.Header) (string, *bus.Error) {
-	cur := h.Values(bus.HTTPOriginDomain)
-	old := h.Values(bus.HTTPOriginDomainOld)
+func originDomain(h http.Header) (string, *contract.Error) {
+	cur := h.Values(contract.HTTPOriginDomain)
+	old := h.Values(contract.HTTPOriginDomainOld)
 	if len(cur) > 1 || len(old) > 1 {
-		return "", bus.Errorf(bus.LabelNoOriginDomain, "the origin domain header is given more than once")
+		return "", contract.Errorf(contract.LabelNoOriginDomain, "the origin domain header is given more than once")
 	}
 	var a, b string
 	if len(cur) == 1 {
@@ -240,14 +241,14 @@ func originDomain(h http.Header) (string, *bus.Error) {
 	}
 	switch {
 	case a == "" && b == "":
-		return "", bus.Errorf(bus.LabelNoOriginDomain, "header %s is missing", bus.HTTPOriginDomain)
+		return "", contract.Errorf(contract.LabelNoOriginDomain, "header %s is missing", contract.HTTPOriginDomain)
 	case a == "":
 		a = b
 	case b != "" && !sameDomain(a, b):
-		return "", bus.Errorf(bus.LabelNoOriginDomain, "headers %s %s and %s %s disagree",
-			bus.HTTPOriginDomain, quote(a), bus.HTTPOriginDomainOld, quote(b))
+		return "", contract.Errorf(contract.LabelNoOriginDomain, "headers %s %s and %s %s disagree",
+			contract.HTTPOriginDomain, quote(a), contract.HTTPOriginDomainOld, quote(b))
 	}
-	d, err := bus.NormalizeDomain(a)
+	d, err := contract.NormalizeDomain(a)
 	if err != nil {
 		return "", asBusError(err)
 	}
@@ -260,8 +261,8 @@ func sameDomain(a, b string) bool {
 	if a == b {
 		return true
 	}
-	na, errA := bus.NormalizeDomain(a)
-	nb, errB := bus.NormalizeDomain(b)
+	na, errA := contract.NormalizeDomain(a)
+	nb, errB := contract.NormalizeDomain(b)
 	return errA == nil && errB == nil && na == nb
 }
 
@@ -272,7 +273,7 @@ func sameDomain(a, b string) bool {
 // errors first), then authentication-failure. The discovery runs in every
 // mode: the origin must have a federation SRV record (and, with
 // FED_REQUIRE_DNSSEC, a validated one) even when its domain is the SAN.
-func (in *Ingress) authorize(ctx context.Context, req *request, leaf *x509.Certificate) (string, *bus.Error) {
+func (in *Ingress) authorize(ctx context.Context, req *request, leaf *x509.Certificate) (string, *contract.Error) {
 	origin := req.origin
 	if len(leaf.DNSNames) == 0 {
 		// "" never matches a target; the call only runs the discovery.
@@ -280,7 +281,7 @@ func (in *Ingress) authorize(ctx context.Context, req *request, leaf *x509.Certi
 			req.cause = err
 			return "", discoveryError(ctx, origin, err)
 		}
-		return "", bus.Errorf(bus.LabelAuthenticationFailure, "the client certificate has no DNS name to match the SRV targets of %s", origin)
+		return "", contract.Errorf(contract.LabelAuthenticationFailure, "the client certificate has no DNS name to match the SRV targets of %s", origin)
 	}
 	for _, san := range leaf.DNSNames {
 		ok, err := in.resolver.HasTarget(ctx, origin, san)
@@ -298,15 +299,15 @@ func (in *Ingress) authorize(ctx context.Context, req *request, leaf *x509.Certi
 				return san, nil
 			}
 		}
-		return "", bus.Errorf(bus.LabelAuthenticationFailure, "no DNS name of the client certificate is %s or one of its SRV targets", origin)
+		return "", contract.Errorf(contract.LabelAuthenticationFailure, "no DNS name of the client certificate is %s or one of its SRV targets", origin)
 	}
-	return "", bus.Errorf(bus.LabelAuthenticationFailure, "no DNS name of the client certificate is an SRV target of %s", origin)
+	return "", contract.Errorf(contract.LabelAuthenticationFailure, "no DNS name of the client certificate is an SRV target of %s", origin)
 }
 
 // admit applies the origin's limits to the request and returns the
 // function that gives its slot back, or too-many-requests (with
 // req.retryAfter).
-func (in *Ingress) admit(req *request) (func(), *bus.Error) {
+func (in *Ingress) admit(req *request) (func(), *contract.Error) {
 	lim := in.limits.Load()
 	if lim == nil {
 		return func() {}, nil
@@ -317,11 +318,11 @@ func (in *Ingress) admit(req *request) (func(), *bus.Error) {
 		return func() { lim.release(origin) }, nil
 	}
 	req.retryAfter = r.retryAfter
-	var e *bus.Error
+	var e *contract.Error
 	if r.reason == refusedConcurrency {
-		e = bus.Errorf(bus.LabelTooManyRequests, "%s has %d requests in flight, the limit of this backend", req.origin, lim.maxInFlight)
+		e = contract.Errorf(contract.LabelTooManyRequests, "%s has %d requests in flight, the limit of this backend", req.origin, lim.maxInFlight)
 	} else {
-		e = bus.Errorf(bus.LabelTooManyRequests, "%s is over the rate of %g requests per second (burst %d) of this backend", req.origin, float64(lim.limit), lim.burst)
+		e = contract.Errorf(contract.LabelTooManyRequests, "%s is over the rate of %g requests per second (burst %d) of this backend", req.origin, float64(lim.limit), lim.burst)
 	}
 	if r.warn {
 		in.log.Warn("origin over its limit, requests refused with too-many-requests",
@@ -333,34 +334,34 @@ func (in *Ingress) admit(req *request) (func(), *bus.Error) {
 // discoveryError maps a discovery failure to the contract. The message
 // does not carry the lookup's detail (it names this backend's DNS
 // servers); the caller logs it.
-func discoveryError(ctx context.Context, origin string, err error) *bus.Error {
-	var be *bus.Error
+func discoveryError(ctx context.Context, origin string, err error) *contract.Error {
+	var be *contract.Error
 	switch {
 	case errors.As(err, &be):
 		return be
 	case errors.Is(err, discovery.ErrInsecure):
 		// The lookup worked; its answer just cannot prove an identity.
-		return bus.Errorf(bus.LabelAuthenticationFailure, "the SRV record of %s is not DNSSEC-validated, which this backend requires (FED_REQUIRE_DNSSEC)", origin)
+		return contract.Errorf(contract.LabelAuthenticationFailure, "the SRV record of %s is not DNSSEC-validated, which this backend requires (FED_REQUIRE_DNSSEC)", origin)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return bus.Errorf(bus.LabelTimeout, "discovery of %s ran out of time", origin)
+		return contract.Errorf(contract.LabelTimeout, "discovery of %s ran out of time", origin)
 	case errors.Is(err, discovery.ErrNotFound):
-		return bus.Errorf(bus.LabelInvalidDomain, "%s has no federation SRV record", origin)
+		return contract.Errorf(contract.LabelInvalidDomain, "%s has no federation SRV record", origin)
 	case errors.Is(err, discovery.ErrServiceUnavailable):
-		return bus.Errorf(bus.LabelInvalidDomain, "%s does not federate (SRV target \".\")", origin)
+		return contract.Errorf(contract.LabelInvalidDomain, "%s does not federate (SRV target \".\")", origin)
 	case ctx.Err() != nil:
 		// The lookup failed because the request's deadline ran out.
-		return bus.Errorf(bus.LabelTimeout, "discovery of %s ran out of time", origin)
+		return contract.Errorf(contract.LabelTimeout, "discovery of %s ran out of time", origin)
 	default:
-		return bus.Errorf(bus.LabelDiscoveryFailure, "discovery of %s failed", origin)
+		return contract.Errorf(contract.LabelDiscoveryFailure, "discovery of %s failed", origin)
 	}
 }
 
 // readBody reads the request body, at most MaxBodyBytes (w is told when
 // the limit is hit, so that the server closes the connection).
-func (in *Ingress) readBody(w http.ResponseWriter, r *http.Request, req *request) ([]byte, *bus.Error) {
+func (in *Ingress) readBody(w http.ResponseWriter, r *http.Request, req *request) ([]byte, *contract.Error) {
 	limit := in.cfg.MaxBodyBytes
 	if r.ContentLength > limit {
-		return nil, bus.Errorf(bus.LabelPayloadTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, limit)
+		return nil, contract.Errorf(contract.LabelPayloadTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, limit)
 	}
 	if r.Body == nil || r.Body == http.NoBody {
 		return []byte{}, nil
@@ -369,29 +370,29 @@ func (in *Ingress) readBody(w http.ResponseWriter, r *http.Request, req *request
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, bus.Errorf(bus.LabelPayloadTooLarge, "body is over the limit of %d bytes", limit)
+			return nil, contract.Errorf(contract.LabelPayloadTooLarge, "body is over the limit of %d bytes", limit)
 		}
 		req.cause = err
-		return nil, bus.Errorf(bus.LabelInvalidRequest, "reading the body failed")
+		return nil, contract.Errorf(contract.LabelInvalidRequest, "reading the body failed")
 	}
 	return body, nil
 }
 
 // publish sends the request to the local component and returns its answer.
-func (in *Ingress) publish(ctx context.Context, req *request, traceParent string, body []byte) ([]byte, *bus.Error) {
+func (in *Ingress) publish(ctx context.Context, req *request, traceParent string, body []byte) ([]byte, *contract.Error) {
 	subject, err := in.subjects.In(req.component, req.rpc, req.origin)
 	if err != nil { // cannot happen: every token was checked
 		return nil, asBusError(err)
 	}
 	remaining := time.Until(req.deadline)
 	if remaining <= 0 || ctx.Err() != nil {
-		return nil, bus.Errorf(bus.LabelTimeout, "the request deadline passed before it was published")
+		return nil, contract.Errorf(contract.LabelTimeout, "the request deadline passed before it was published")
 	}
 	ev := bus.Event{
 		ID:              req.id,
 		Source:          "//" + req.origin + "/" + req.component,
-		Type:            bus.TypeRequest,
-		DataContentType: bus.ContentTypeJSON,
+		Type:            contract.TypeRequest,
+		DataContentType: contract.ContentTypeJSON,
 		TraceParent:     traceParent,
 		OriginDomain:    req.origin,
 		TimeoutMs:       max(remaining.Milliseconds(), 1),
@@ -412,7 +413,7 @@ const maxTraceParent = 512
 // 512 printable ASCII characters without spaces, else "" (the trace is not
 // continued).
 func traceParent(h http.Header) string {
-	v := h.Get(bus.HTTPTraceParent)
+	v := h.Get(contract.HTTPTraceParent)
 	if len(v) > maxTraceParent {
 		return ""
 	}
@@ -426,10 +427,10 @@ func traceParent(h http.Header) string {
 
 // asBusError returns err as a contract error (server-error when it is not
 // one).
-func asBusError(err error) *bus.Error {
-	var be *bus.Error
+func asBusError(err error) *contract.Error {
+	var be *contract.Error
 	if errors.As(err, &be) {
 		return be
 	}
-	return bus.AsError(err)
+	return contract.AsError(err)
 }

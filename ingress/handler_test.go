@@ -25,10 +25,11 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
-	"github.com/fedbus/fedbus/federator/certs"
-	"github.com/fedbus/fedbus/federator/discovery"
-	"github.com/fedbus/fedbus/federator/policy"
+	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/policy"
+	"github.com/fedbus/fedbus/tlsconf"
 )
 
 // stubResolver answers HasTarget without DNS: originA's only target is
@@ -66,11 +67,11 @@ func newStubWorld(tb testing.TB, maxBody int64, exchange exchangeFunc) *stubWorl
 	tb.Helper()
 	w := &stubWorld{ca: newCA(tb, "stub CA")}
 	w.certA = issue(tb, w.ca, testbed.LeafOptions{}, infraA)
-	pol, err := policy.New(policy.AllowAll, nil)
+	pol, err := policy.New(contract.AllowAll, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	subjects, err := bus.NewSubjects("fed")
+	subjects, err := contract.NewSubjects("fed")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -81,7 +82,7 @@ func newStubWorld(tb testing.TB, maxBody int64, exchange exchangeFunc) *stubWorl
 			if err != nil {
 				return nil, fmt.Errorf("published on invalid subject %q: %w", msg.Subject, err)
 			}
-			if strings.ContainsAny(msg.Subject, "*> \t\r\n") || msg.Header.Get(bus.HeaderOriginDomain) != route.Domain {
+			if strings.ContainsAny(msg.Subject, "*> \t\r\n") || msg.Header.Get(contract.HeaderOriginDomain) != route.Domain {
 				return nil, fmt.Errorf("published on bad subject %q", msg.Subject)
 			}
 			ev, err := bus.Decode(msg)
@@ -89,7 +90,7 @@ func newStubWorld(tb testing.TB, maxBody int64, exchange exchangeFunc) *stubWorl
 				return nil, fmt.Errorf("published an invalid event: %w", err)
 			}
 			if route.RPC == "fail" {
-				return nil, &bus.Error{Code: 404, Label: "not-found", Message: "nope"}
+				return nil, &contract.Error{Code: 404, Label: "not-found", Message: "nope"}
 			}
 			return json.Marshal(map[string]string{"rpc": route.RPC, "id": ev.ID})
 		}
@@ -136,7 +137,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 
 // serve runs ServeHTTP on r and checks the invariants of every response:
 // exactly one, a status in 200..599, a contract JSON body for errors.
-func serve(tb testing.TB, in *Ingress, r *http.Request) (*httptest.ResponseRecorder, *bus.Error) {
+func serve(tb testing.TB, in *Ingress, r *http.Request) (*httptest.ResponseRecorder, *contract.Error) {
 	tb.Helper()
 	w := &countingWriter{ResponseRecorder: httptest.NewRecorder()}
 	in.ServeHTTP(w, r)
@@ -153,7 +154,7 @@ func serve(tb testing.TB, in *Ingress, r *http.Request) (*httptest.ResponseRecor
 	if res.Code == http.StatusOK {
 		return res, nil
 	}
-	var e bus.Error
+	var e contract.Error
 	if err := json.Unmarshal(res.Body.Bytes(), &e); err != nil {
 		tb.Fatalf("error body %q is not JSON: %v", res.Body.Bytes(), err)
 	}
@@ -194,10 +195,10 @@ func TestHandlerCertificate(t *testing.T) {
 		cs    *tls.ConnectionState
 		label string // "" for success
 	}{
-		{"plain HTTP", nil, bus.LabelNoClientCertificate},
-		{"no peer certificate", &tls.ConnectionState{HandshakeComplete: true}, bus.LabelNoClientCertificate},
-		{"not verified", unverified, bus.LabelAuthenticationFailure},
-		{"server authentication only", w.trusted(serverOnly.Cert), bus.LabelAuthenticationFailure},
+		{"plain HTTP", nil, contract.LabelNoClientCertificate},
+		{"no peer certificate", &tls.ConnectionState{HandshakeComplete: true}, contract.LabelNoClientCertificate},
+		{"not verified", unverified, contract.LabelAuthenticationFailure},
+		{"server authentication only", w.trusted(serverOnly.Cert), contract.LabelAuthenticationFailure},
 		{"any extended key usage", w.trusted(anyEKU.Cert), ""},
 		{"no extended key usage", w.trusted(noEKU.Cert), ""},
 		{"client authentication", w.trusted(w.certA.Cert), ""},
@@ -227,11 +228,11 @@ func TestHandlerDiscoveryErrors(t *testing.T) {
 		status int
 		label  string
 	}{
-		{noSRV, 422, bus.LabelInvalidDomain},
-		{dotSRV, 422, bus.LabelInvalidDomain},
-		{servFail, 400, bus.LabelDiscoveryFailure},
-		{dropped, 504, bus.LabelTimeout},
-		{originC, 403, bus.LabelAuthenticationFailure},
+		{noSRV, 422, contract.LabelInvalidDomain},
+		{dotSRV, 422, contract.LabelInvalidDomain},
+		{servFail, 400, contract.LabelDiscoveryFailure},
+		{dropped, 504, contract.LabelTimeout},
+		{originC, 403, contract.LabelAuthenticationFailure},
 	} {
 		t.Run(tc.origin, func(t *testing.T) {
 			r := newRequest("POST", "/federation/brig/x", origin(tc.origin), []byte(`{}`), w.trusted(w.certA.Cert))
@@ -251,7 +252,7 @@ func TestHandlerPanic(t *testing.T) {
 	w := newStubWorld(t, 1024, func(context.Context, *nats.Msg) ([]byte, error) { panic("boom") })
 	r := newRequest("POST", "/federation/brig/x", origin(originA), []byte(`{}`), w.trusted(w.certA.Cert))
 	res, e := serve(t, w.in, r)
-	if e == nil || res.Code != 500 || e.Label != bus.LabelServerError {
+	if e == nil || res.Code != 500 || e.Label != contract.LabelServerError {
 		t.Fatalf("got %d %s", res.Code, res.Body.Bytes())
 	}
 }
@@ -390,7 +391,7 @@ func TestConfig(t *testing.T) {
 func TestNew(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	good := func() (Config, Deps) {
-		pol, _ := policy.New(policy.AllowAll, nil)
+		pol, _ := policy.New(contract.AllowAll, nil)
 		return Config{Common: config.Common{SubjectPrefix: "fed"}}, Deps{NATS: e.nc, Resolver: e.resolver, Policy: pol, Certs: e.in.certs, Logger: testLogger(t)}
 	}
 	for _, tc := range []struct {
@@ -400,7 +401,7 @@ func TestNew(t *testing.T) {
 		{"no NATS", func(_ *Config, d *Deps) { d.NATS = nil }},
 		{"no resolver", func(_ *Config, d *Deps) { d.Resolver = nil }},
 		{"no policy", func(_ *Config, d *Deps) { d.Policy = nil }},
-		{"no certificates", func(_ *Config, d *Deps) { d.Certs = (*certs.Store)(nil) }},
+		{"no certificates", func(_ *Config, d *Deps) { d.Certs = (*tlsconf.Store)(nil) }},
 		{"negative body limit", func(c *Config, _ *Deps) { c.MaxBodyBytes = -1 }},
 		{"negative timeout", func(c *Config, _ *Deps) { c.RequestTimeout = -time.Second }},
 		{"bad prefix", func(c *Config, _ *Deps) { c.SubjectPrefix = "a.*" }},
@@ -485,7 +486,7 @@ func TestEveryLineHasTheRequestID(t *testing.T) {
 			w.in.log = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			const id = "line-check-42"
 			h := origin(originA)
-			h.Set(bus.HTTPRequestID, id)
+			h.Set(contract.HTTPRequestID, id)
 			serve(t, w.in, newRequest("POST", tc.target, h, []byte(`{}`), w.trusted(w.certA.Cert)))
 			lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
 			if len(lines) == 0 || lines[0] == "" {

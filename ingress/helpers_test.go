@@ -22,9 +22,10 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
-	"github.com/fedbus/fedbus/federator/discovery"
-	"github.com/fedbus/fedbus/federator/policy"
+	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/policy"
 )
 
 // ---- test CA -------------------------------------------------------------
@@ -151,7 +152,7 @@ type env struct {
 	serveErr chan error
 
 	certA, certC, certW *testbed.Leaf
-	subjects            bus.Subjects
+	subjects            contract.Subjects
 }
 
 // newEnv starts an ingress serving on 127.0.0.1 with real TLS.
@@ -187,7 +188,7 @@ func newEnv(tb testing.TB, o envOpts) *env {
 
 	e.ns = startNATS(tb)
 	e.nc = connect(tb, e.ns)
-	pol, err := policy.New(policy.AllowList, []string{originA, originC, originW, noSRV, emptySRV, dotSRV, servFail, dropped})
+	pol, err := policy.New(contract.AllowList, []string{originA, originC, originW, noSRV, emptySRV, dotSRV, servFail, dropped})
 	if err != nil {
 		tb.Fatalf("policy: %v", err)
 	}
@@ -215,7 +216,7 @@ func newEnv(tb testing.TB, o envOpts) *env {
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 10 * time.Second
 	}
-	e.subjects, err = bus.NewSubjects("fed")
+	e.subjects, err = contract.NewSubjects("fed")
 	if err != nil {
 		tb.Fatalf("subjects: %v", err)
 	}
@@ -332,7 +333,7 @@ func (e *env) mustDo(tb testing.TB, client *http.Client, c call) (*http.Response
 
 // origin returns a header with Wire-Origin-Domain.
 func origin(domain string) http.Header {
-	return http.Header{bus.HTTPOriginDomain: {domain}}
+	return http.Header{contract.HTTPOriginDomain: {domain}}
 }
 
 // with returns h plus one header.
@@ -346,7 +347,7 @@ func with(h http.Header, key string, values ...string) http.Header {
 }
 
 // wantError checks a contract error response.
-func wantError(tb testing.TB, resp *http.Response, body []byte, status int, label string) *bus.Error {
+func wantError(tb testing.TB, resp *http.Response, body []byte, status int, label string) *contract.Error {
 	tb.Helper()
 	if resp.StatusCode != status {
 		tb.Errorf("status %d, want %d; body %s", resp.StatusCode, status, body)
@@ -354,7 +355,7 @@ func wantError(tb testing.TB, resp *http.Response, body []byte, status int, labe
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		tb.Errorf("Content-Type %q, want application/json", ct)
 	}
-	var e bus.Error
+	var e contract.Error
 	if err := json.Unmarshal(body, &e); err != nil {
 		tb.Fatalf("error body %q is not JSON: %v", body, err)
 	}
@@ -490,11 +491,11 @@ type echo struct {
 
 // response is a fedbus.response event answering m with body.
 func response(body string) *bus.Event {
-	return &bus.Event{ID: bus.NewID(), Source: "/test", Type: bus.TypeResponse, DataContentType: bus.ContentTypeJSON, Data: []byte(body)}
+	return &bus.Event{ID: bus.NewID(), Source: "/test", Type: contract.TypeResponse, DataContentType: contract.ContentTypeJSON, Data: []byte(body)}
 }
 
 // errorReply is a fedbus.error event with e's body.
-func errorReply(e *bus.Error) *bus.Event {
+func errorReply(e *contract.Error) *bus.Event {
 	ev := bus.ErrorReply(false, "/test", e)
 	return &ev
 }

@@ -57,9 +57,10 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
-	"github.com/fedbus/fedbus/federator/certs"
-	"github.com/fedbus/fedbus/federator/discovery"
-	"github.com/fedbus/fedbus/federator/policy"
+	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/discovery"
+	"github.com/fedbus/fedbus/policy"
+	"github.com/fedbus/fedbus/tlsconf"
 )
 
 // Deps are the shared resources an Ingress uses. The Ingress does not own
@@ -72,7 +73,7 @@ type Deps struct {
 	// Policy is the federation strategy applied to origin domains.
 	Policy *policy.Policy
 	// Certs holds the server certificate and the CAs trusted for clients.
-	Certs *certs.Store
+	Certs *tlsconf.Store
 	// Logger receives the ingress's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -91,11 +92,11 @@ type exchangeFunc func(ctx context.Context, msg *nats.Msg) ([]byte, error)
 // runs its own TLS server (Serve, ListenAndServe, Shutdown).
 type Ingress struct {
 	cfg        Config
-	subjects   bus.Subjects
+	subjects   contract.Subjects
 	components map[string]struct{}
 	resolver   targetResolver
 	policy     *policy.Policy
-	certs      *certs.Store
+	certs      *tlsconf.Store
 	log        *slog.Logger
 	exchange   exchangeFunc
 	requester  *bus.Requester // nil when tests substitute exchange
@@ -149,13 +150,13 @@ func newIngress(cfg Config, deps Deps, resolver targetResolver, exchange exchang
 	if err := applyDefaults(&cfg); err != nil {
 		return nil, fmt.Errorf("create ingress: %w", err)
 	}
-	subjects, err := bus.NewSubjects(cfg.SubjectPrefix)
+	subjects, err := contract.NewSubjects(cfg.SubjectPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("create ingress: %w", err)
 	}
 	components := make(map[string]struct{}, len(cfg.Components))
 	for _, c := range cfg.Components {
-		if !bus.ValidComponent(c) {
+		if !contract.ValidComponent(c) {
 			return nil, fmt.Errorf("create ingress: component %q is not [a-z0-9-]{1,63}", c)
 		}
 		components[c] = struct{}{}

@@ -17,10 +17,11 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
-	"github.com/fedbus/fedbus/federator/certs"
-	"github.com/fedbus/fedbus/federator/discovery"
-	"github.com/fedbus/fedbus/federator/policy"
+	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/policy"
+	"github.com/fedbus/fedbus/tlsconf"
 )
 
 // ServeHTTP without the network: the request is built as net/http hands
@@ -75,7 +76,7 @@ func (*benchReusableBody) Close() error { return nil }
 // benchSetup is B's certificate store and policy (allowing A), and a
 // connection state carrying A's verified certificate.
 type benchSetup struct {
-	store *certs.Store
+	store *tlsconf.Store
 	pol   *policy.Policy
 	cs    *tls.ConnectionState
 }
@@ -122,10 +123,10 @@ func benchRequest(cs *tls.ConnectionState, body []byte) (*http.Request, *benchRe
 		Proto:      "HTTP/2.0",
 		ProtoMajor: 2,
 		Header: http.Header{
-			bus.HTTPOriginDomain:   []string{benchOriginA},
-			bus.HTTPContentType:    []string{bus.ContentTypeJSON},
-			bus.HTTPRequestID:      []string{"bench-request-id"},
-			bus.HTTPRequestTimeout: []string{"10000"},
+			contract.HTTPOriginDomain:   []string{benchOriginA},
+			contract.HTTPContentType:    []string{contract.ContentTypeJSON},
+			contract.HTTPRequestID:      []string{"bench-request-id"},
+			contract.HTTPRequestTimeout: []string{"10000"},
 		},
 		Body:          rb,
 		ContentLength: int64(len(body)),
@@ -201,7 +202,7 @@ func BenchmarkServeHTTPNATS(b *testing.B) {
 	ns := startNATS(b)
 	ingressNC, componentNC := connect(b, ns), connect(b, ns)
 	sub, err := componentNC.Subscribe("fed.in.brig.>", func(m *nats.Msg) {
-		_ = m.RespondMsg(bus.Event{ID: "r", Source: "/brig", Type: bus.TypeResponse, Data: m.Data}.Message(m.Reply))
+		_ = m.RespondMsg(bus.Event{ID: "r", Source: "/brig", Type: contract.TypeResponse, Data: m.Data}.Message(m.Reply))
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
 )
 
@@ -68,21 +69,21 @@ func TestSuccess(t *testing.T) {
 			t.Errorf("subject %s, want %s", m.subject, want)
 		}
 		for k, want := range map[string]string{
-			bus.HeaderSpecVersion:     "1.0",
-			bus.HeaderID:              "abc-42",
-			bus.HeaderType:            bus.TypeRequest,
-			bus.HeaderSource:          "//a.example.com/galley",
-			bus.HeaderOriginDomain:    originA,
-			bus.HeaderTraceParent:     tp,
-			bus.HeaderDataContentType: "application/json",
+			contract.HeaderSpecVersion:     "1.0",
+			contract.HeaderID:              "abc-42",
+			contract.HeaderType:            contract.TypeRequest,
+			contract.HeaderSource:          "//a.example.com/galley",
+			contract.HeaderOriginDomain:    originA,
+			contract.HeaderTraceParent:     tp,
+			contract.HeaderDataContentType: "application/json",
 		} {
 			if got := m.header.Get(k); got != want {
 				t.Errorf("%s = %q, want %q", k, got, want)
 			}
 		}
-		ms, err := strconv.Atoi(m.header.Get(bus.HeaderTimeoutMs))
+		ms, err := strconv.Atoi(m.header.Get(contract.HeaderTimeoutMs))
 		if err != nil || ms <= 0 || ms > 5000 {
-			t.Errorf("%s = %q, want 1..5000", bus.HeaderTimeoutMs, m.header.Get(bus.HeaderTimeoutMs))
+			t.Errorf("%s = %q, want 1..5000", contract.HeaderTimeoutMs, m.header.Get(contract.HeaderTimeoutMs))
 		}
 		if string(m.data) != `[1,2]` {
 			t.Errorf("body %q", m.data)
@@ -96,20 +97,20 @@ func TestSuccess(t *testing.T) {
 			t.Fatalf("got %s", describe(resp, body))
 		}
 		m := recv(t, galley)
-		if id := m.header.Get(bus.HeaderID); id == "" || id == "has space" {
+		if id := m.header.Get(contract.HeaderID); id == "" || id == "has space" {
 			t.Errorf("ce-id %q, want a new id", id)
 		}
-		if tp, ok := m.header[bus.HeaderTraceParent]; ok {
+		if tp, ok := m.header[contract.HeaderTraceParent]; ok {
 			t.Errorf("ce-traceparent %q forwarded", tp)
 		}
 	})
 
 	t.Run("origin header variants", func(t *testing.T) {
 		for name, h := range map[string]http.Header{
-			"Wire-Domain only":           {bus.HTTPOriginDomainOld: {originA}},
-			"both agree":                 {bus.HTTPOriginDomain: {originA}, bus.HTTPOriginDomainOld: {originA}},
-			"both agree after case fold": {bus.HTTPOriginDomain: {"A.Example.COM"}, bus.HTTPOriginDomainOld: {originA}},
-			"upper case":                 {bus.HTTPOriginDomain: {"A.EXAMPLE.COM"}},
+			"Wire-Domain only":           {contract.HTTPOriginDomainOld: {originA}},
+			"both agree":                 {contract.HTTPOriginDomain: {originA}, contract.HTTPOriginDomainOld: {originA}},
+			"both agree after case fold": {contract.HTTPOriginDomain: {"A.Example.COM"}, contract.HTTPOriginDomainOld: {originA}},
+			"upper case":                 {contract.HTTPOriginDomain: {"A.EXAMPLE.COM"}},
 		} {
 			t.Run(name, func(t *testing.T) {
 				resp, body := e.mustDo(t, h2, call{path: "/federation/brig/x", header: h})
@@ -173,71 +174,71 @@ func TestRefusals(t *testing.T) {
 	long := strings.Repeat("a", 60) + "." + strings.Repeat("b", 60) + "." + strings.Repeat("c", 60) + "." + strings.Repeat("d", 60) + "." + strings.Repeat("e", 55) + ".com"
 	cases := []refusal{
 		// 1. client certificate
-		{name: "no client certificate", cert: "none", c: call{path: ok, header: a}, status: 403, label: bus.LabelNoClientCertificate},
-		{name: "no client certificate comes before the endpoint", cert: "none", c: call{method: "GET", path: "/nope"}, status: 403, label: bus.LabelNoClientCertificate},
+		{name: "no client certificate", cert: "none", c: call{path: ok, header: a}, status: 403, label: contract.LabelNoClientCertificate},
+		{name: "no client certificate comes before the endpoint", cert: "none", c: call{method: "GET", path: "/nope"}, status: 403, label: contract.LabelNoClientCertificate},
 		// 2. endpoint
-		{name: "GET", c: call{method: "GET", path: ok, header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "PUT", c: call{method: "PUT", path: ok, header: a, body: strings.NewReader("{}")}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "query string", c: call{path: ok + "?x=1", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "empty query string", c: call{path: ok + "?", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "encoded slash", c: call{path: "/federation/brig/a%2Fb", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "dot dot", c: call{path: "/federation/brig/../x", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "dot dot rpc", c: call{path: "/federation/brig/..", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "upper-case component", c: call{path: "/federation/BRIG/x", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "extra segment", c: call{path: "/federation/brig/x/y", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "trailing slash", c: call{path: "/federation/brig/x/", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "no rpc", c: call{path: "/federation/brig", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "empty rpc", c: call{path: "/federation/brig/", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "double slash", c: call{path: "/federation//x", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "other prefix", c: call{path: "/Federation/brig/x", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "root", c: call{path: "/", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "rpc star", c: call{path: "/federation/brig/*", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "rpc greater-than", c: call{path: "/federation/brig/>", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "rpc with space", c: call{path: "/federation/brig/a%20b", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "rpc with dot", c: call{path: "/federation/brig/a.b", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "encoded letter", c: call{path: "/federation/brig/%61", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "rpc too long", c: call{path: "/federation/brig/" + strings.Repeat("x", 129), header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "component star", c: call{path: "/federation/*/x", header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "GET over HTTP/1.1", cert: "h1", c: call{method: "GET", path: ok, header: a}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "invalid endpoint comes before the origin", c: call{method: "GET", path: ok}, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "unknown component", c: call{path: "/federation/gundeck/x", header: a}, status: 403, label: bus.LabelUnknownComponent},
-		{name: "unknown component comes before the rpc", c: call{path: "/federation/gundeck/a.b", header: a}, status: 403, label: bus.LabelUnknownComponent},
+		{name: "GET", c: call{method: "GET", path: ok, header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "PUT", c: call{method: "PUT", path: ok, header: a, body: strings.NewReader("{}")}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "query string", c: call{path: ok + "?x=1", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "empty query string", c: call{path: ok + "?", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "encoded slash", c: call{path: "/federation/brig/a%2Fb", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "dot dot", c: call{path: "/federation/brig/../x", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "dot dot rpc", c: call{path: "/federation/brig/..", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "upper-case component", c: call{path: "/federation/BRIG/x", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "extra segment", c: call{path: "/federation/brig/x/y", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "trailing slash", c: call{path: "/federation/brig/x/", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "no rpc", c: call{path: "/federation/brig", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "empty rpc", c: call{path: "/federation/brig/", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "double slash", c: call{path: "/federation//x", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "other prefix", c: call{path: "/Federation/brig/x", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "root", c: call{path: "/", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "rpc star", c: call{path: "/federation/brig/*", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "rpc greater-than", c: call{path: "/federation/brig/>", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "rpc with space", c: call{path: "/federation/brig/a%20b", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "rpc with dot", c: call{path: "/federation/brig/a.b", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "encoded letter", c: call{path: "/federation/brig/%61", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "rpc too long", c: call{path: "/federation/brig/" + strings.Repeat("x", 129), header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "component star", c: call{path: "/federation/*/x", header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "GET over HTTP/1.1", cert: "h1", c: call{method: "GET", path: ok, header: a}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "invalid endpoint comes before the origin", c: call{method: "GET", path: ok}, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "unknown component", c: call{path: "/federation/gundeck/x", header: a}, status: 403, label: contract.LabelUnknownComponent},
+		{name: "unknown component comes before the rpc", c: call{path: "/federation/gundeck/a.b", header: a}, status: 403, label: contract.LabelUnknownComponent},
 		// 3. origin
-		{name: "origin missing", c: call{path: ok}, status: 403, label: bus.LabelNoOriginDomain},
-		{name: "origin empty", c: call{path: ok, header: origin("")}, status: 403, label: bus.LabelNoOriginDomain},
-		{name: "origin headers disagree", c: call{path: ok, header: with(a, bus.HTTPOriginDomainOld, originC)}, status: 403, label: bus.LabelNoOriginDomain},
-		{name: "origin header twice", c: call{path: ok, header: http.Header{bus.HTTPOriginDomain: {originA, originA}}}, status: 403, label: bus.LabelNoOriginDomain},
-		{name: "old origin header twice", c: call{path: ok, header: http.Header{bus.HTTPOriginDomainOld: {originA, originC}}}, status: 403, label: bus.LabelNoOriginDomain},
-		{name: "origin star", c: call{path: ok, header: origin("*")}, status: 403, label: bus.LabelDomainParseError},
-		{name: "origin greater-than", c: call{path: ok, header: origin(">")}, status: 403, label: bus.LabelDomainParseError},
-		{name: "origin wildcard label", c: call{path: ok, header: origin("*.example.com")}, status: 403, label: bus.LabelDomainParseError},
-		{name: "origin empty label", c: call{path: ok, header: origin("a..b")}, status: 403, label: bus.LabelDomainParseError},
-		{name: "origin with space", c: call{path: ok, header: origin("a b.example.com")}, status: 403, label: bus.LabelDomainParseError},
-		{name: "origin 300 characters", c: call{path: ok, header: origin(long)}, status: 403, label: bus.LabelDomainParseError},
-		{name: "origin trailing dot", c: call{path: ok, header: origin(originA + ".")}, status: 403, label: bus.LabelDomainParseError},
-		{name: "origin one label", c: call{path: ok, header: origin("localhost")}, status: 403, label: bus.LabelDomainParseError},
-		{name: "origin with comma", c: call{path: ok, header: origin(originA + "," + originC)}, status: 403, label: bus.LabelDomainParseError},
-		{name: "origin invalid in both headers", c: call{path: ok, header: http.Header{bus.HTTPOriginDomain: {"*"}, bus.HTTPOriginDomainOld: {"*"}}}, status: 403, label: bus.LabelDomainParseError},
+		{name: "origin missing", c: call{path: ok}, status: 403, label: contract.LabelNoOriginDomain},
+		{name: "origin empty", c: call{path: ok, header: origin("")}, status: 403, label: contract.LabelNoOriginDomain},
+		{name: "origin headers disagree", c: call{path: ok, header: with(a, contract.HTTPOriginDomainOld, originC)}, status: 403, label: contract.LabelNoOriginDomain},
+		{name: "origin header twice", c: call{path: ok, header: http.Header{contract.HTTPOriginDomain: {originA, originA}}}, status: 403, label: contract.LabelNoOriginDomain},
+		{name: "old origin header twice", c: call{path: ok, header: http.Header{contract.HTTPOriginDomainOld: {originA, originC}}}, status: 403, label: contract.LabelNoOriginDomain},
+		{name: "origin star", c: call{path: ok, header: origin("*")}, status: 403, label: contract.LabelDomainParseError},
+		{name: "origin greater-than", c: call{path: ok, header: origin(">")}, status: 403, label: contract.LabelDomainParseError},
+		{name: "origin wildcard label", c: call{path: ok, header: origin("*.example.com")}, status: 403, label: contract.LabelDomainParseError},
+		{name: "origin empty label", c: call{path: ok, header: origin("a..b")}, status: 403, label: contract.LabelDomainParseError},
+		{name: "origin with space", c: call{path: ok, header: origin("a b.example.com")}, status: 403, label: contract.LabelDomainParseError},
+		{name: "origin 300 characters", c: call{path: ok, header: origin(long)}, status: 403, label: contract.LabelDomainParseError},
+		{name: "origin trailing dot", c: call{path: ok, header: origin(originA + ".")}, status: 403, label: contract.LabelDomainParseError},
+		{name: "origin one label", c: call{path: ok, header: origin("localhost")}, status: 403, label: contract.LabelDomainParseError},
+		{name: "origin with comma", c: call{path: ok, header: origin(originA + "," + originC)}, status: 403, label: contract.LabelDomainParseError},
+		{name: "origin invalid in both headers", c: call{path: ok, header: http.Header{contract.HTTPOriginDomain: {"*"}, contract.HTTPOriginDomainOld: {"*"}}}, status: 403, label: contract.LabelDomainParseError},
 		// 4. strategy
-		{name: "origin not allowed", c: call{path: ok, header: origin(denied)}, status: 400, label: bus.LabelFederationDenied},
-		{name: "origin not allowed comes before discovery", c: call{path: ok, header: origin("unknown.example.com")}, status: 400, label: bus.LabelFederationDenied},
+		{name: "origin not allowed", c: call{path: ok, header: origin(denied)}, status: 400, label: contract.LabelFederationDenied},
+		{name: "origin not allowed comes before discovery", c: call{path: ok, header: origin("unknown.example.com")}, status: 400, label: contract.LabelFederationDenied},
 		// 5. discovery
-		{name: "no SRV record", c: call{path: ok, header: origin(noSRV)}, status: 422, label: bus.LabelInvalidDomain},
-		{name: "empty SRV answer", c: call{path: ok, header: origin(emptySRV)}, status: 422, label: bus.LabelInvalidDomain},
-		{name: "SRV target dot", c: call{path: ok, header: origin(dotSRV)}, status: 422, label: bus.LabelInvalidDomain},
-		{name: "SERVFAIL", c: call{path: ok, header: origin(servFail)}, status: 400, label: bus.LabelDiscoveryFailure},
-		{name: "discovery timeout", c: call{path: ok, header: with(origin(dropped), "Request-Timeout-Ms", "300")}, status: 504, label: bus.LabelTimeout},
-		{name: "discovery error comes before the certificate names", cert: "noSAN", c: call{path: ok, header: origin(noSRV)}, status: 422, label: bus.LabelInvalidDomain},
+		{name: "no SRV record", c: call{path: ok, header: origin(noSRV)}, status: 422, label: contract.LabelInvalidDomain},
+		{name: "empty SRV answer", c: call{path: ok, header: origin(emptySRV)}, status: 422, label: contract.LabelInvalidDomain},
+		{name: "SRV target dot", c: call{path: ok, header: origin(dotSRV)}, status: 422, label: contract.LabelInvalidDomain},
+		{name: "SERVFAIL", c: call{path: ok, header: origin(servFail)}, status: 400, label: contract.LabelDiscoveryFailure},
+		{name: "discovery timeout", c: call{path: ok, header: with(origin(dropped), "Request-Timeout-Ms", "300")}, status: 504, label: contract.LabelTimeout},
+		{name: "discovery error comes before the certificate names", cert: "noSAN", c: call{path: ok, header: origin(noSRV)}, status: 422, label: contract.LabelInvalidDomain},
 		// 6. certificate names
-		{name: "certificate of C claims origin A", cert: "C", c: call{path: ok, header: a}, status: 403, label: bus.LabelAuthenticationFailure},
-		{name: "certificate of A claims origin C", c: call{path: ok, header: origin(originC)}, status: 403, label: bus.LabelAuthenticationFailure},
-		{name: "certificate without DNS name", cert: "noSAN", c: call{path: ok, header: a}, status: 403, label: bus.LabelAuthenticationFailure},
-		{name: "spoof comes before the body", cert: "C", c: call{path: ok, header: a, body: bytes.NewReader(make([]byte, 4096))}, status: 403, label: bus.LabelAuthenticationFailure},
+		{name: "certificate of C claims origin A", cert: "C", c: call{path: ok, header: a}, status: 403, label: contract.LabelAuthenticationFailure},
+		{name: "certificate of A claims origin C", c: call{path: ok, header: origin(originC)}, status: 403, label: contract.LabelAuthenticationFailure},
+		{name: "certificate without DNS name", cert: "noSAN", c: call{path: ok, header: a}, status: 403, label: contract.LabelAuthenticationFailure},
+		{name: "spoof comes before the body", cert: "C", c: call{path: ok, header: a, body: bytes.NewReader(make([]byte, 4096))}, status: 403, label: contract.LabelAuthenticationFailure},
 		// 7. body
-		{name: "body over the limit", c: call{path: ok, header: a, body: bytes.NewReader(make([]byte, 1025))}, status: 413, label: bus.LabelPayloadTooLarge},
-		{name: "body over the limit without length", c: call{path: ok, header: a, body: io.MultiReader(bytes.NewReader(make([]byte, 4096))), length: -1}, status: 413, label: bus.LabelPayloadTooLarge},
-		{name: "body over the limit over HTTP/1.1", cert: "h1", c: call{path: ok, header: a, body: bytes.NewReader(make([]byte, 1<<20))}, status: 413, label: bus.LabelPayloadTooLarge},
-		{name: "chunked body over the limit over HTTP/1.1", cert: "h1", c: call{path: ok, header: a, body: io.MultiReader(bytes.NewReader(make([]byte, 2048))), length: -1}, status: 413, label: bus.LabelPayloadTooLarge},
+		{name: "body over the limit", c: call{path: ok, header: a, body: bytes.NewReader(make([]byte, 1025))}, status: 413, label: contract.LabelPayloadTooLarge},
+		{name: "body over the limit without length", c: call{path: ok, header: a, body: io.MultiReader(bytes.NewReader(make([]byte, 4096))), length: -1}, status: 413, label: contract.LabelPayloadTooLarge},
+		{name: "body over the limit over HTTP/1.1", cert: "h1", c: call{path: ok, header: a, body: bytes.NewReader(make([]byte, 1<<20))}, status: 413, label: contract.LabelPayloadTooLarge},
+		{name: "chunked body over the limit over HTTP/1.1", cert: "h1", c: call{path: ok, header: a, body: io.MultiReader(bytes.NewReader(make([]byte, 2048))), length: -1}, status: 413, label: contract.LabelPayloadTooLarge},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -294,7 +295,7 @@ func TestDiscoveryDown(t *testing.T) {
 	e := newEnv(t, envOpts{dnsDown: true})
 	watch := e.watchBus(t)
 	resp, body := e.mustDo(t, e.client(t, e.certA, false), call{path: "/federation/brig/x", header: origin(originA)})
-	wantError(t, resp, body, http.StatusBadRequest, bus.LabelDiscoveryFailure)
+	wantError(t, resp, body, http.StatusBadRequest, contract.LabelDiscoveryFailure)
 	if n := watch.published(t); n != 0 {
 		t.Fatalf("%d message(s) reached the bus", n)
 	}
@@ -304,21 +305,21 @@ func TestDiscoveryDown(t *testing.T) {
 // become HTTP responses.
 func TestComponentAnswers(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	notFound := &bus.Error{Code: 404, Label: "not-found", Message: "no such asset"}
+	notFound := &contract.Error{Code: 404, Label: "not-found", Message: "no such asset"}
 	e.serveRaw(t, "cargohold", func(m *nats.Msg) *bus.Event {
 		route, err := e.subjects.ParseIn(m.Subject)
 		if err != nil {
-			return errorReply(bus.AsError(err))
+			return errorReply(contract.AsError(err))
 		}
 		switch route.RPC {
 		case "not-found":
 			return errorReply(notFound)
 		case "code-200":
-			return errorReply(&bus.Error{Code: 200, Label: "odd", Message: "an error with a success code"})
+			return errorReply(&contract.Error{Code: 200, Label: "odd", Message: "an error with a success code"})
 		case "code-999":
-			return errorReply(&bus.Error{Code: 999, Label: "odd", Message: "an error with a bad code"})
+			return errorReply(&contract.Error{Code: 999, Label: "odd", Message: "an error with a bad code"})
 		case "not-contract":
-			ev := &bus.Event{ID: bus.NewID(), Source: "/test", Type: bus.TypeError, Data: []byte("boom")}
+			ev := &bus.Event{ID: bus.NewID(), Source: "/test", Type: contract.TypeError, Data: []byte("boom")}
 			return ev
 		case "silent":
 			return nil
@@ -342,14 +343,14 @@ func TestComponentAnswers(t *testing.T) {
 		wantError(t, resp, body, 500, "odd")
 	})
 	t.Run("error with code 999 becomes 500", func(t *testing.T) {
-		// bus.ParseError does not take a code outside 100-599 for a
+		// contract.ParseError does not take a code outside 100-599 for a
 		// contract error: the body becomes unknown-federation-error.
 		resp, body := e.mustDo(t, client, call{path: "/federation/cargohold/code-999", header: a})
-		wantError(t, resp, body, 500, bus.LabelUnknownError)
+		wantError(t, resp, body, 500, contract.LabelUnknownError)
 	})
 	t.Run("error that is not a contract body", func(t *testing.T) {
 		resp, body := e.mustDo(t, client, call{path: "/federation/cargohold/not-contract", header: a})
-		wantError(t, resp, body, 500, bus.LabelUnknownError)
+		wantError(t, resp, body, 500, contract.LabelUnknownError)
 	})
 	t.Run("any other type is a success", func(t *testing.T) {
 		resp, body := e.mustDo(t, client, call{path: "/federation/cargohold/plain", header: a})
@@ -360,14 +361,14 @@ func TestComponentAnswers(t *testing.T) {
 	t.Run("component timeout", func(t *testing.T) {
 		start := time.Now()
 		resp, body := e.mustDo(t, client, call{path: "/federation/cargohold/silent", header: with(a, "Request-Timeout-Ms", "300")})
-		wantError(t, resp, body, http.StatusGatewayTimeout, bus.LabelTimeout)
+		wantError(t, resp, body, http.StatusGatewayTimeout, contract.LabelTimeout)
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("took %v, the caller's 300ms should bound it", d)
 		}
 	})
 	t.Run("component unavailable", func(t *testing.T) {
 		resp, body := e.mustDo(t, client, call{path: "/federation/spar/x", header: a})
-		wantError(t, resp, body, http.StatusServiceUnavailable, bus.LabelComponentUnavailable)
+		wantError(t, resp, body, http.StatusServiceUnavailable, contract.LabelComponentUnavailable)
 	})
 }
 
@@ -378,13 +379,13 @@ func TestConfiguredTimeout(t *testing.T) {
 	ch := e.serveRaw(t, "brig", func(*nats.Msg) *bus.Event { return nil })
 	start := time.Now()
 	resp, body := e.mustDo(t, e.client(t, e.certA, false), call{path: "/federation/brig/x", header: with(origin(originA), "Request-Timeout-Ms", "60000")})
-	wantError(t, resp, body, http.StatusGatewayTimeout, bus.LabelTimeout)
+	wantError(t, resp, body, http.StatusGatewayTimeout, contract.LabelTimeout)
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("took %v", d)
 	}
 	m := recv(t, ch)
-	if ms, err := strconv.Atoi(m.header.Get(bus.HeaderTimeoutMs)); err != nil || ms > 300 {
-		t.Errorf("ce-timeoutms %q, want at most 300", m.header.Get(bus.HeaderTimeoutMs))
+	if ms, err := strconv.Atoi(m.header.Get(contract.HeaderTimeoutMs)); err != nil || ms > 300 {
+		t.Errorf("ce-timeoutms %q, want at most 300", m.header.Get(contract.HeaderTimeoutMs))
 	}
 }
 

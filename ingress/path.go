@@ -4,7 +4,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 )
 
 // pathPrefix is the first segment of every federation endpoint.
@@ -17,23 +17,23 @@ const pathPrefix = "/federation/"
 // needs it). A well-formed component that is not in components is
 // unknown-component; a malformed one, or a malformed rpc, is
 // invalid-endpoint.
-func parsePath(escaped string, components map[string]struct{}) (component, rpc string, err *bus.Error) {
+func parsePath(escaped string, components map[string]struct{}) (component, rpc string, err *contract.Error) {
 	rest, ok := strings.CutPrefix(escaped, pathPrefix)
 	if !ok {
-		return "", "", bus.Errorf(bus.LabelInvalidEndpoint, "path %s is not %s<component>/<rpc>", quote(escaped), pathPrefix)
+		return "", "", contract.Errorf(contract.LabelInvalidEndpoint, "path %s is not %s<component>/<rpc>", quote(escaped), pathPrefix)
 	}
 	component, rpc, ok = strings.Cut(rest, "/")
 	if !ok || strings.IndexByte(rpc, '/') >= 0 {
-		return "", "", bus.Errorf(bus.LabelInvalidEndpoint, "path %s is not %s<component>/<rpc>", quote(escaped), pathPrefix)
+		return "", "", contract.Errorf(contract.LabelInvalidEndpoint, "path %s is not %s<component>/<rpc>", quote(escaped), pathPrefix)
 	}
-	if !bus.ValidComponent(component) {
-		return "", "", bus.Errorf(bus.LabelInvalidEndpoint, "component %s is not [a-z0-9-]{1,63}", quote(component))
+	if !contract.ValidComponent(component) {
+		return "", "", contract.Errorf(contract.LabelInvalidEndpoint, "component %s is not [a-z0-9-]{1,63}", quote(component))
 	}
 	if _, known := components[component]; !known {
-		return "", "", bus.Errorf(bus.LabelUnknownComponent, "component %s is not federated here", component)
+		return "", "", contract.Errorf(contract.LabelUnknownComponent, "component %s is not federated here", component)
 	}
-	if !bus.ValidRPC(rpc) {
-		return "", "", bus.Errorf(bus.LabelInvalidEndpoint, "rpc %s is not [A-Za-z0-9_-]{1,128}", quote(rpc))
+	if !contract.ValidRPC(rpc) {
+		return "", "", contract.Errorf(contract.LabelInvalidEndpoint, "rpc %s is not [A-Za-z0-9_-]{1,128}", quote(rpc))
 	}
 	return component, rpc, nil
 }

@@ -20,8 +20,8 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
-	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
 )
 
@@ -163,7 +163,7 @@ func TestOriginRateLimit(t *testing.T) {
 		before := watch.published(t)
 		for _, client := range []*http.Client{clientA, e.client(t, e.certA, true)} {
 			resp, body := e.mustDo(t, client, call{path: "/federation/brig/x", header: origin(originA)})
-			wantError(t, resp, body, http.StatusTooManyRequests, bus.LabelTooManyRequests)
+			wantError(t, resp, body, http.StatusTooManyRequests, contract.LabelTooManyRequests)
 			wantRetryAfter(t, resp, 50, 60)
 		}
 		if n := watch.published(t) - before; n != 0 {
@@ -182,7 +182,7 @@ func TestOriginRateLimit(t *testing.T) {
 		// whole.
 		for range 5 {
 			resp, body := e.mustDo(t, clientC, call{path: "/federation/brig/x", header: origin(originW)})
-			wantError(t, resp, body, http.StatusForbidden, bus.LabelAuthenticationFailure)
+			wantError(t, resp, body, http.StatusForbidden, contract.LabelAuthenticationFailure)
 		}
 		clientW := e.client(t, e.certW, false)
 		for range 3 {
@@ -237,7 +237,7 @@ func TestOriginConcurrencyLimit(t *testing.T) {
 	t.Run("the origin over its limit gets 429", func(t *testing.T) {
 		before := watch.published(t)
 		resp, body := e.mustDo(t, clientA, call{path: "/federation/galley/quick", header: origin(originA)})
-		wantError(t, resp, body, http.StatusTooManyRequests, bus.LabelTooManyRequests)
+		wantError(t, resp, body, http.StatusTooManyRequests, contract.LabelTooManyRequests)
 		wantRetryAfter(t, resp, 1, 1)
 		if n := watch.published(t) - before; n != 0 {
 			t.Fatalf("%d refused request(s) reached the bus", n)
@@ -433,27 +433,27 @@ func TestIdentityModes(t *testing.T) {
 	}{
 		{name: "srv: SRV target certificate", cert: srvTarget, origin: originA, status: 200},
 		{name: "srv: certificate of the origin domain refused", cert: san(originA), origin: originA,
-			status: 403, label: bus.LabelAuthenticationFailure, inMsg: "SRV target"},
+			status: 403, label: contract.LabelAuthenticationFailure, inMsg: "SRV target"},
 		{name: "srv-or-domain: certificate of the origin domain", opts: envOpts{identity: config.IdentitySRVOrDomain},
 			cert: san("A.Example.COM"), origin: originA, status: 200},
 		{name: "srv-or-domain: SRV target certificate", opts: envOpts{identity: config.IdentitySRVOrDomain},
 			cert: srvTarget, origin: originA, status: 200},
 		{name: "srv-or-domain: wildcard of the domain refused", opts: envOpts{identity: config.IdentitySRVOrDomain},
-			cert: san("*.example.com"), origin: originA, status: 403, label: bus.LabelAuthenticationFailure},
+			cert: san("*.example.com"), origin: originA, status: 403, label: contract.LabelAuthenticationFailure},
 		{name: "srv-or-domain: another domain's certificate refused", opts: envOpts{identity: config.IdentitySRVOrDomain},
-			cert: san(originC), origin: originA, status: 403, label: bus.LabelAuthenticationFailure},
+			cert: san(originC), origin: originA, status: 403, label: contract.LabelAuthenticationFailure},
 		{name: "srv-or-domain: the origin still needs its SRV record", opts: envOpts{identity: config.IdentitySRVOrDomain},
-			cert: san(noSRV), origin: noSRV, status: 422, label: bus.LabelInvalidDomain},
+			cert: san(noSRV), origin: noSRV, status: 422, label: contract.LabelInvalidDomain},
 		{name: "DNSSEC required, answer without AD", opts: envOpts{requireDNSSEC: true},
-			cert: srvTarget, origin: originA, status: 403, label: bus.LabelAuthenticationFailure, inMsg: "DNSSEC"},
+			cert: srvTarget, origin: originA, status: 403, label: contract.LabelAuthenticationFailure, inMsg: "DNSSEC"},
 		{name: "DNSSEC required, answer with AD", opts: envOpts{requireDNSSEC: true, authenticDNS: true},
 			cert: srvTarget, origin: originA, status: 200},
 		{name: "DNSSEC required, srv-or-domain, answer without AD", opts: envOpts{requireDNSSEC: true, identity: config.IdentitySRVOrDomain},
-			cert: san(originA), origin: originA, status: 403, label: bus.LabelAuthenticationFailure, inMsg: "DNSSEC"},
+			cert: san(originA), origin: originA, status: 403, label: contract.LabelAuthenticationFailure, inMsg: "DNSSEC"},
 		{name: "DNSSEC required, srv-or-domain, answer with AD", opts: envOpts{requireDNSSEC: true, authenticDNS: true, identity: config.IdentitySRVOrDomain},
 			cert: san(originA), origin: originA, status: 200},
 		{name: "DNSSEC required, no SRV record", opts: envOpts{requireDNSSEC: true, authenticDNS: true},
-			cert: san(noSRV), origin: noSRV, status: 422, label: bus.LabelInvalidDomain},
+			cert: san(noSRV), origin: noSRV, status: 422, label: contract.LabelInvalidDomain},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -596,7 +596,7 @@ func TestSlowClients(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantError(t, resp, body, http.StatusForbidden, bus.LabelNoClientCertificate)
+		wantError(t, resp, body, http.StatusForbidden, contract.LabelNoClientCertificate)
 		deadline := time.Now().Add(slack)
 		for !cc.State().Closed {
 			if time.Now().After(deadline) {

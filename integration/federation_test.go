@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 )
 
 func TestMain(m *testing.M) {
@@ -62,7 +63,7 @@ func waitOK(tb testing.TB, c *caller, rpc string, within time.Duration) time.Dur
 
 func testRoundTripAndSpread(t *testing.T, e *env, a *caller) {
 	ctx := context.Background()
-	subjects, err := bus.NewSubjects(bus.DefaultPrefix)
+	subjects, err := contract.NewSubjects(contract.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func testRoundTripAndSpread(t *testing.T, e *env, a *caller) {
 		{"A searches alice on B (the seed's exact handle search)", brigA, domainB, `"alice"`, "alice", ""},
 		{"A searches an unknown handle on B", brigA, domainB, `"mallory"`, "", ""},
 		{"B searches bob on A", brigB, domainA, `"bob"`, "bob", ""},
-		{"A calls a domain off its allow list", brigA, "c.example.com", `"alice"`, "", bus.LabelFederationDenied},
+		{"A calls a domain off its allow list", brigA, "c.example.com", `"alice"`, "", contract.LabelFederationDenied},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -93,7 +94,7 @@ func testRoundTripAndSpread(t *testing.T, e *env, a *caller) {
 			defer cancel()
 			resp, err := tc.client.Call(cctx, tc.target, "brig", "get-user-by-handle", []byte(tc.body))
 			if tc.wantLabel != "" {
-				if !errors.Is(err, &bus.Error{Label: tc.wantLabel}) {
+				if !errors.Is(err, &contract.Error{Label: tc.wantLabel}) {
 					t.Fatalf("err = %v, want %s", err, tc.wantLabel)
 				}
 				return
@@ -208,7 +209,7 @@ func testSIGKILL(t *testing.T, e *env, a *caller) {
 		t.Errorf("%d duplicate replies", s.duplicates)
 	}
 	for label, n := range s.failures {
-		if label != bus.LabelTimeout {
+		if label != contract.LabelTimeout {
 			t.Errorf("%d requests failed with %s; only federation-timeout is allowed", n, label)
 		}
 	}
@@ -260,8 +261,8 @@ func testIngressStopped(t *testing.T, e *env, a *caller) {
 	bs := a.summarize("remote-ingress-back", burst)
 	report(t, s)
 	report(t, bs)
-	if s.ok != 0 || s.failures[bus.LabelConnectionRefused] != s.sent || s.sent == 0 {
-		t.Errorf("with the remote ingress stopped, want every request to fail with %s: %s", bus.LabelConnectionRefused, s)
+	if s.ok != 0 || s.failures[contract.LabelConnectionRefused] != s.sent || s.sent == 0 {
+		t.Errorf("with the remote ingress stopped, want every request to fail with %s: %s", contract.LabelConnectionRefused, s)
 	}
 	if slowest > time.Second {
 		t.Errorf("slowest failure took %v; want well under the %v timeout", slowest, requestTimeout)

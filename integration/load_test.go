@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 )
 
 // replyGrace is how long a caller waits past its request's deadline for
@@ -61,7 +62,7 @@ type caller struct {
 
 func newCaller(tb testing.TB, nc *nats.Conn, target string) *caller {
 	tb.Helper()
-	subjects, err := bus.NewSubjects(bus.DefaultPrefix)
+	subjects, err := contract.NewSubjects(contract.DefaultPrefix)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -114,7 +115,7 @@ func (c *caller) call(rpc string, body, want []byte, timeout time.Duration) outc
 		delete(c.waiting, id)
 		c.mu.Unlock()
 	}()
-	ev := bus.Event{ID: id, Source: "/integration", Type: bus.TypeRequest, TimeoutMs: timeout.Milliseconds(), Data: body}
+	ev := bus.Event{ID: id, Source: "/integration", Type: contract.TypeRequest, TimeoutMs: timeout.Milliseconds(), Data: body}
 	msg := ev.Message(c.subject(rpc))
 	msg.Reply = c.inbox + "." + id
 	o := outcome{id: id, start: time.Now()}
@@ -140,15 +141,15 @@ func (c *caller) call(rpc string, body, want []byte, timeout time.Duration) outc
 // bus.Client reports it.
 func classify(m *nats.Msg, want []byte) string {
 	if len(m.Data) == 0 && m.Header.Get("Status") == strconv.Itoa(http.StatusServiceUnavailable) {
-		return bus.LabelComponentUnavailable
+		return contract.LabelComponentUnavailable
 	}
 	ev, err := bus.Decode(m)
 	if err != nil {
 		return labelBadReply
 	}
-	if ev.Type == bus.TypeError {
-		e := bus.ParseError(500, ev.Data)
-		if e.Label == bus.LabelRemoteError && e.Inner != nil {
+	if ev.Type == contract.TypeError {
+		e := contract.ParseError(500, ev.Data)
+		if e.Label == contract.LabelRemoteError && e.Inner != nil {
 			return e.Label + "(inner " + e.Inner.Label + ")"
 		}
 		return e.Label
@@ -262,7 +263,7 @@ func (c *caller) summarize(fault string, outs []outcome) summary {
 			s.ok++
 		case o.label == labelNoReply:
 			s.noReply++
-			s.failures[bus.LabelTimeout]++
+			s.failures[contract.LabelTimeout]++
 			if n > 0 {
 				s.late++
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 )
 
 const traceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -218,32 +219,32 @@ func TestErrorSchemaDocument(t *testing.T) {
 }
 
 // TestLabelsDocumented checks that error.schema.json documents every label of
-// the bus package, with the status that bus.StatusOf gives it.
+// the bus package, with the status that contract.StatusOf gives it.
 func TestLabelsDocumented(t *testing.T) {
 	doc := decodeDoc(t, errorSchemaJSON)
 	examples, _ := lookup(doc, "/properties/label/examples")
 	comment, _ := doc["$comment"].(string)
 	labels := []string{
-		bus.LabelFederationDenied, bus.LabelInvalidEndpoint, bus.LabelInvalidRequest,
-		bus.LabelUnknownComponent, bus.LabelNoOriginDomain, bus.LabelDomainParseError,
-		bus.LabelNoClientCertificate, bus.LabelAuthenticationFailure, bus.LabelInvalidDomain,
-		bus.LabelDiscoveryFailure, bus.LabelConnectionRefused, bus.LabelTLSError,
-		bus.LabelRemoteError, bus.LabelTimeout, bus.LabelComponentUnavailable,
-		bus.LabelPayloadTooLarge, bus.LabelTooManyRequests, bus.LabelServerError,
+		contract.LabelFederationDenied, contract.LabelInvalidEndpoint, contract.LabelInvalidRequest,
+		contract.LabelUnknownComponent, contract.LabelNoOriginDomain, contract.LabelDomainParseError,
+		contract.LabelNoClientCertificate, contract.LabelAuthenticationFailure, contract.LabelInvalidDomain,
+		contract.LabelDiscoveryFailure, contract.LabelConnectionRefused, contract.LabelTLSError,
+		contract.LabelRemoteError, contract.LabelTimeout, contract.LabelComponentUnavailable,
+		contract.LabelPayloadTooLarge, contract.LabelTooManyRequests, contract.LabelServerError,
 	}
 	for _, label := range labels {
 		t.Run(label, func(t *testing.T) {
 			if !slices.Contains(examples.([]any), any(label)) {
 				t.Errorf("label %q missing from properties.label.examples", label)
 			}
-			if want := fmt.Sprintf("%s %d", label, bus.StatusOf(label)); !strings.Contains(comment, want) {
+			if want := fmt.Sprintf("%s %d", label, contract.StatusOf(label)); !strings.Contains(comment, want) {
 				t.Errorf("$comment does not document %q", want)
 			}
 		})
 	}
-	t.Run(bus.LabelUnknownError, func(t *testing.T) {
-		if !slices.Contains(examples.([]any), any(bus.LabelUnknownError)) || !strings.Contains(comment, bus.LabelUnknownError) {
-			t.Errorf("label %q not documented", bus.LabelUnknownError)
+	t.Run(contract.LabelUnknownError, func(t *testing.T) {
+		if !slices.Contains(examples.([]any), any(contract.LabelUnknownError)) || !strings.Contains(comment, contract.LabelUnknownError) {
+			t.Errorf("label %q not documented", contract.LabelUnknownError)
 		}
 	})
 }
@@ -499,25 +500,25 @@ func TestErrorBodies(t *testing.T) {
 	long := bytes.Repeat([]byte("é"), 300) // cut at 200 bytes, inside a rune
 	tests := []struct {
 		name string
-		err  *bus.Error
+		err  *contract.Error
 	}{
-		{"Errorf timeout", bus.Errorf(bus.LabelTimeout, "x")},
-		{"Errorf invalid-request", bus.Errorf(bus.LabelInvalidRequest, "not a CloudEvent: header %s is missing", bus.HeaderID)},
-		{"Errorf unknown label", bus.Errorf("some-new-label", "status 500")},
-		{"Errorf empty message", bus.Errorf(bus.LabelPayloadTooLarge, "")},
-		{"sentinel", bus.ErrComponentUnavailable},
-		{"RemoteError of a contract error", bus.RemoteError(bus.ParseError(404, notFound))},
-		{"RemoteError of a timeout", bus.RemoteError(bus.Errorf(bus.LabelTimeout, "remote timeout"))},
-		{"RemoteError of html", bus.RemoteError(bus.ParseError(502, html))},
-		{"ParseError html", bus.ParseError(502, []byte("<html>"))},
-		{"ParseError empty body", bus.ParseError(503, nil)},
-		{"ParseError long body", bus.ParseError(500, long)},
-		{"ParseError nested inner", bus.ParseError(533, bus.RemoteError(bus.ParseError(404, notFound)).JSON())},
-		{"ParseError extra fields dropped", bus.ParseError(404, []byte(`{"code":404,"label":"not-found","message":"m","extra":true}`))},
-		{"RemoteError of RemoteError", bus.RemoteError(bus.RemoteError(bus.ParseError(404, notFound)))},
-		{"AsError plain error", bus.AsError(errors.New("boom"))},
-		{"AsError deadline", bus.AsError(context.DeadlineExceeded)},
-		{"AsError wrapped", bus.AsError(fmt.Errorf("wrapped: %w", bus.Errorf(bus.LabelInvalidDomain, "no SRV")))},
+		{"Errorf timeout", contract.Errorf(contract.LabelTimeout, "x")},
+		{"Errorf invalid-request", contract.Errorf(contract.LabelInvalidRequest, "not a CloudEvent: header %s is missing", contract.HeaderID)},
+		{"Errorf unknown label", contract.Errorf("some-new-label", "status 500")},
+		{"Errorf empty message", contract.Errorf(contract.LabelPayloadTooLarge, "")},
+		{"sentinel", contract.ErrComponentUnavailable},
+		{"RemoteError of a contract error", contract.RemoteError(contract.ParseError(404, notFound))},
+		{"RemoteError of a timeout", contract.RemoteError(contract.Errorf(contract.LabelTimeout, "remote timeout"))},
+		{"RemoteError of html", contract.RemoteError(contract.ParseError(502, html))},
+		{"ParseError html", contract.ParseError(502, []byte("<html>"))},
+		{"ParseError empty body", contract.ParseError(503, nil)},
+		{"ParseError long body", contract.ParseError(500, long)},
+		{"ParseError nested inner", contract.ParseError(533, contract.RemoteError(contract.ParseError(404, notFound)).JSON())},
+		{"ParseError extra fields dropped", contract.ParseError(404, []byte(`{"code":404,"label":"not-found","message":"m","extra":true}`))},
+		{"RemoteError of RemoteError", contract.RemoteError(contract.RemoteError(contract.ParseError(404, notFound)))},
+		{"AsError plain error", contract.AsError(errors.New("boom"))},
+		{"AsError deadline", contract.AsError(context.DeadlineExceeded)},
+		{"AsError wrapped", contract.AsError(fmt.Errorf("wrapped: %w", contract.Errorf(contract.LabelInvalidDomain, "no SRV")))},
 		{"NATSError no responders", bus.NATSError("fed.out.brig.x.b.example.com", nats.ErrNoResponders)},
 		{"NATSError timeout", bus.NATSError("fed.out.brig.x.b.example.com", nats.ErrTimeout)},
 		{"domain token error", domainErr("a..b")},
@@ -541,16 +542,16 @@ func TestErrorBodies(t *testing.T) {
 	}
 }
 
-func domainErr(d string) *bus.Error {
-	_, err := bus.NormalizeDomain(d)
-	return bus.AsError(err)
+func domainErr(d string) *contract.Error {
+	_, err := contract.NormalizeDomain(d)
+	return contract.AsError(err)
 }
 
-// TestErrorBodiesKnownIssues: remote bodies that bus.ParseError takes for
+// TestErrorBodiesKnownIssues: remote bodies that contract.ParseError takes for
 // contract errors although they break the error schema, so the error reply
 // that wraps them breaks it too. The contract says a remote body that is not
 // a contract error becomes an unknown-federation-error. Skipped until
-// bus.ParseError checks the body (reported, not fixed here: bus/ is another
+// contract.ParseError checks the body (reported, not fixed here: bus/ is another
 // package's).
 func TestNonContractRemoteBodiesAreWrapped(t *testing.T) {
 	tests := []struct {
@@ -570,7 +571,7 @@ func TestNonContractRemoteBodiesAreWrapped(t *testing.T) {
 			if err := validateJSON(es, []byte(tt.body)); err == nil {
 				t.Fatalf("the remote body itself should break the schema: %s", tt.body)
 			}
-			b := bus.RemoteError(bus.ParseError(502, []byte(tt.body))).JSON()
+			b := contract.RemoteError(contract.ParseError(502, []byte(tt.body))).JSON()
 			if err := validateJSON(es, b); err != nil {
 				t.Fatalf("a non-contract remote body must become unknown-federation-error, got %s: %v", b, err)
 			}
@@ -616,7 +617,7 @@ func TestErrorBodiesInvalid(t *testing.T) {
 // messages made by the bus package
 
 func TestEventMessages(t *testing.T) {
-	subjects, err := bus.NewSubjects(bus.DefaultPrefix)
+	subjects, err := contract.NewSubjects(contract.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -632,14 +633,14 @@ func TestEventMessages(t *testing.T) {
 	body := []byte(`{"handle":"alice"}`)
 	// as bus.Client builds it
 	request := func() bus.Event {
-		return bus.Event{ID: bus.NewID(), Source: "/brig", Type: bus.TypeRequest, TraceParent: traceParent, TimeoutMs: 9998, Data: body}
+		return bus.Event{ID: bus.NewID(), Source: "/brig", Type: contract.TypeRequest, TraceParent: traceParent, TimeoutMs: 9998, Data: body}
 	}
 	// as the ingress builds it (contract, section 3)
 	inbound := func() bus.Event {
-		return bus.Event{ID: "req-7f3a", Source: "//a.example.com/brig", Type: bus.TypeRequest, OriginDomain: "a.example.com", TimeoutMs: 9950, Data: body}
+		return bus.Event{ID: "req-7f3a", Source: "//a.example.com/brig", Type: contract.TypeRequest, OriginDomain: "a.example.com", TimeoutMs: 9950, Data: body}
 	}
 	structured := func(e bus.Event) bus.Event { e.Structured = true; return e }
-	remote := bus.RemoteError(bus.ParseError(502, []byte("<html>")))
+	remote := contract.RemoteError(contract.ParseError(502, []byte("<html>")))
 
 	tests := []struct {
 		name      string
@@ -651,7 +652,7 @@ func TestEventMessages(t *testing.T) {
 		decodes *bool
 	}{
 		{"request binary", request().Message(out), "RequestHeaders", "", true, ptr(true)},
-		{"request binary minimal", bus.Event{ID: "1", Source: "/galley", Type: bus.TypeRequest}.Message(out), "RequestHeaders", "", true, ptr(true)},
+		{"request binary minimal", bus.Event{ID: "1", Source: "/galley", Type: contract.TypeRequest}.Message(out), "RequestHeaders", "", true, ptr(true)},
 		{"request binary with content type", func() *nats.Msg {
 			e := request()
 			e.DataContentType = "application/json; charset=utf-8"
@@ -664,7 +665,7 @@ func TestEventMessages(t *testing.T) {
 			e.DataContentType, e.Data = "application/octet-stream", []byte{0, 1, 2}
 			return e.Message(out)
 		}(), "StructuredHeaders", "StructuredRequest", true, ptr(true)},
-		{"request structured no data", structured(bus.Event{ID: "1", Source: "/brig", Type: bus.TypeRequest}).Message(out), "StructuredHeaders", "StructuredRequest", true, ptr(true)},
+		{"request structured no data", structured(bus.Event{ID: "1", Source: "/brig", Type: contract.TypeRequest}).Message(out), "StructuredHeaders", "StructuredRequest", true, ptr(true)},
 		{"inbound request", inbound().Message(in), "InboundRequestHeaders", "", true, ptr(true)},
 		{"inbound request with traceparent", func() *nats.Msg {
 			e := inbound()
@@ -675,37 +676,37 @@ func TestEventMessages(t *testing.T) {
 		{"response binary empty body", bus.Reply(request(), "/brig", nil).Message(inbox), "ResponseHeaders", "", true, ptr(true)},
 		{"response structured", bus.Reply(structured(request()), "/brig", body).Message(inbox), "StructuredHeaders", "StructuredResponse", true, ptr(true)},
 		{"error binary", bus.ErrorReply(false, "/federator", remote).Message(inbox), "ErrorHeaders", "ErrorBody", true, ptr(true)},
-		{"error binary timeout", bus.ErrorReply(false, "/federator", bus.Errorf(bus.LabelTimeout, "x")).Message(inbox), "ErrorHeaders", "ErrorBody", true, ptr(true)},
+		{"error binary timeout", bus.ErrorReply(false, "/federator", contract.Errorf(contract.LabelTimeout, "x")).Message(inbox), "ErrorHeaders", "ErrorBody", true, ptr(true)},
 		{"error structured", bus.ErrorReply(true, "/federator", remote).Message(inbox), "StructuredHeaders", "StructuredError", true, ptr(true)},
-		{"error structured invalid-request", bus.ErrorReply(true, "/brig", bus.Errorf(bus.LabelInvalidRequest, "x")).Message(inbox), "StructuredHeaders", "StructuredError", true, ptr(true)},
+		{"error structured invalid-request", bus.ErrorReply(true, "/brig", contract.Errorf(contract.LabelInvalidRequest, "x")).Message(inbox), "StructuredHeaders", "StructuredError", true, ptr(true)},
 
 		// negative cases
-		{"request missing ce-id", withoutHeader(request().Message(out), bus.HeaderID), "RequestHeaders", "", false, ptr(false)},
-		{"request empty ce-id", withHeader(request().Message(out), bus.HeaderID, ""), "RequestHeaders", "", false, ptr(false)},
-		{"request missing ce-source", withoutHeader(request().Message(out), bus.HeaderSource), "RequestHeaders", "", false, ptr(false)},
-		{"request missing ce-type", withoutHeader(request().Message(out), bus.HeaderType), "RequestHeaders", "", false, ptr(false)},
-		{"request missing ce-specversion", withoutHeader(request().Message(out), bus.HeaderSpecVersion), "RequestHeaders", "", false, ptr(false)},
-		{"request specversion 0.3", withHeader(request().Message(out), bus.HeaderSpecVersion, "0.3"), "RequestHeaders", "", false, ptr(false)},
-		{"request timeoutms 0", withHeader(request().Message(out), bus.HeaderTimeoutMs, "0"), "RequestHeaders", "", false, ptr(false)},
-		{"request timeoutms negative", withHeader(request().Message(out), bus.HeaderTimeoutMs, "-5"), "RequestHeaders", "", false, ptr(false)},
-		{"request timeoutms not a number", withHeader(request().Message(out), bus.HeaderTimeoutMs, "10s"), "RequestHeaders", "", false, ptr(false)},
-		{"request wrong ce-type", withHeader(request().Message(out), bus.HeaderType, bus.TypeResponse), "RequestHeaders", "", false, nil},
-		{"request bad traceparent", withHeader(request().Message(out), bus.HeaderTraceParent, "not-a-traceparent"), "RequestHeaders", "", false, nil},
-		{"outbound request with ce-origindomain", withHeader(request().Message(out), bus.HeaderOriginDomain, "a.example.com"), "RequestHeaders", "", false, nil},
-		{"binary request with structured content-type", withHeader(request().Message(out), bus.HeaderContentType, bus.ContentTypeCEJSON), "RequestHeaders", "", false, ptr(false)},
+		{"request missing ce-id", withoutHeader(request().Message(out), contract.HeaderID), "RequestHeaders", "", false, ptr(false)},
+		{"request empty ce-id", withHeader(request().Message(out), contract.HeaderID, ""), "RequestHeaders", "", false, ptr(false)},
+		{"request missing ce-source", withoutHeader(request().Message(out), contract.HeaderSource), "RequestHeaders", "", false, ptr(false)},
+		{"request missing ce-type", withoutHeader(request().Message(out), contract.HeaderType), "RequestHeaders", "", false, ptr(false)},
+		{"request missing ce-specversion", withoutHeader(request().Message(out), contract.HeaderSpecVersion), "RequestHeaders", "", false, ptr(false)},
+		{"request specversion 0.3", withHeader(request().Message(out), contract.HeaderSpecVersion, "0.3"), "RequestHeaders", "", false, ptr(false)},
+		{"request timeoutms 0", withHeader(request().Message(out), contract.HeaderTimeoutMs, "0"), "RequestHeaders", "", false, ptr(false)},
+		{"request timeoutms negative", withHeader(request().Message(out), contract.HeaderTimeoutMs, "-5"), "RequestHeaders", "", false, ptr(false)},
+		{"request timeoutms not a number", withHeader(request().Message(out), contract.HeaderTimeoutMs, "10s"), "RequestHeaders", "", false, ptr(false)},
+		{"request wrong ce-type", withHeader(request().Message(out), contract.HeaderType, contract.TypeResponse), "RequestHeaders", "", false, nil},
+		{"request bad traceparent", withHeader(request().Message(out), contract.HeaderTraceParent, "not-a-traceparent"), "RequestHeaders", "", false, nil},
+		{"outbound request with ce-origindomain", withHeader(request().Message(out), contract.HeaderOriginDomain, "a.example.com"), "RequestHeaders", "", false, nil},
+		{"binary request with structured content-type", withHeader(request().Message(out), contract.HeaderContentType, contract.ContentTypeCEJSON), "RequestHeaders", "", false, ptr(false)},
 		{"structured request as binary", structured(request()).Message(out), "RequestHeaders", "", false, nil},
 		{"binary request as structured", request().Message(out), "StructuredHeaders", "", false, nil},
 		{"structured request with origindomain", structured(inbound()).Message(in), "StructuredHeaders", "StructuredRequest", false, nil},
-		{"inbound request without ce-origindomain", withoutHeader(inbound().Message(in), bus.HeaderOriginDomain), "InboundRequestHeaders", "", false, nil},
+		{"inbound request without ce-origindomain", withoutHeader(inbound().Message(in), contract.HeaderOriginDomain), "InboundRequestHeaders", "", false, nil},
 		{"inbound request from client", request().Message(in), "InboundRequestHeaders", "", false, nil},
-		{"inbound request bad origin", withHeader(inbound().Message(in), bus.HeaderOriginDomain, "localhost"), "InboundRequestHeaders", "", false, nil},
-		{"inbound request ce-id with space", withHeader(inbound().Message(in), bus.HeaderID, "a b"), "InboundRequestHeaders", "", false, nil},
-		{"inbound request bad ce-source", withHeader(inbound().Message(in), bus.HeaderSource, "/brig"), "InboundRequestHeaders", "", false, nil},
+		{"inbound request bad origin", withHeader(inbound().Message(in), contract.HeaderOriginDomain, "localhost"), "InboundRequestHeaders", "", false, nil},
+		{"inbound request ce-id with space", withHeader(inbound().Message(in), contract.HeaderID, "a b"), "InboundRequestHeaders", "", false, nil},
+		{"inbound request bad ce-source", withHeader(inbound().Message(in), contract.HeaderSource, "/brig"), "InboundRequestHeaders", "", false, nil},
 		{"response as error", bus.Reply(request(), "/brig", body).Message(inbox), "ErrorHeaders", "", false, nil},
 		{"error as response", bus.ErrorReply(false, "/brig", remote).Message(inbox), "ResponseHeaders", "", false, nil},
-		{"error binary with a non-error body", bus.Event{ID: "1", Source: "/brig", Type: bus.TypeError, Data: []byte(`{"code":500,"label":"x","message":"m","extra":1}`)}.Message(inbox), "ErrorHeaders", "ErrorBody", false, nil},
-		{"error structured with a non-error body", bus.Event{ID: "1", Source: "/brig", Type: bus.TypeError, Data: []byte(`{"code":500,"label":"x","message":"m","extra":1}`), Structured: true}.Message(inbox), "StructuredHeaders", "StructuredError", false, nil},
-		{"error structured without data", bus.Event{ID: "1", Source: "/brig", Type: bus.TypeError, Structured: true}.Message(inbox), "StructuredHeaders", "StructuredError", false, nil},
+		{"error binary with a non-error body", bus.Event{ID: "1", Source: "/brig", Type: contract.TypeError, Data: []byte(`{"code":500,"label":"x","message":"m","extra":1}`)}.Message(inbox), "ErrorHeaders", "ErrorBody", false, nil},
+		{"error structured with a non-error body", bus.Event{ID: "1", Source: "/brig", Type: contract.TypeError, Data: []byte(`{"code":500,"label":"x","message":"m","extra":1}`), Structured: true}.Message(inbox), "StructuredHeaders", "StructuredError", false, nil},
+		{"error structured without data", bus.Event{ID: "1", Source: "/brig", Type: contract.TypeError, Structured: true}.Message(inbox), "StructuredHeaders", "StructuredError", false, nil},
 		{"response structured as error", bus.Reply(structured(request()), "/brig", body).Message(inbox), "StructuredHeaders", "StructuredError", false, nil},
 	}
 	for _, tt := range tests {
@@ -796,7 +797,7 @@ func addressRegexp(t *testing.T, doc map[string]any, channel string) (*regexp.Re
 
 func TestSubjectsMatchChannels(t *testing.T) {
 	doc := decodeDoc(t, asyncAPIJSON)
-	subjects, err := bus.NewSubjects(bus.DefaultPrefix)
+	subjects, err := contract.NewSubjects(contract.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -845,7 +846,7 @@ func TestSubjectsMatchChannels(t *testing.T) {
 						t.Errorf("%s: parameter %s %q vs %s: %v", c.dir, name, tok, schemaName, err)
 					}
 				}
-				route, err := map[string]func(string) (bus.Route, error){"out": subjects.ParseOut, "in": subjects.ParseIn}[c.dir](subject)
+				route, err := map[string]func(string) (contract.Route, error){"out": subjects.ParseOut, "in": subjects.ParseIn}[c.dir](subject)
 				if err != nil || route.Domain != tt.wantDomain {
 					t.Errorf("%s: parse %q = %+v, %v", c.dir, subject, route, err)
 				}
@@ -859,8 +860,8 @@ func TestSubjectsMatchChannels(t *testing.T) {
 func TestTokenRulesAgree(t *testing.T) {
 	label63 := strings.Repeat("a", 63)
 	domain253 := strings.Join([]string{label63, label63, label63, strings.Repeat("b", 61)}, ".")
-	component, rpc := bus.ValidComponent, bus.ValidRPC
-	domain := func(s string) bool { _, err := bus.NormalizeDomain(s); return err == nil }
+	component, rpc := contract.ValidComponent, contract.ValidRPC
+	domain := func(s string) bool { _, err := contract.NormalizeDomain(s); return err == nil }
 	type tokenCase struct {
 		name, schema, tok string
 		bus               func(string) bool
@@ -947,7 +948,7 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 func TestServeEndToEnd(t *testing.T) {
 	s := startNATS(t)
 	nc := connect(t, s)
-	subjects, err := bus.NewSubjects(bus.DefaultPrefix)
+	subjects, err := contract.NewSubjects(contract.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -960,14 +961,14 @@ func TestServeEndToEnd(t *testing.T) {
 		case "empty":
 			return nil, nil
 		case "not-found":
-			return nil, &bus.Error{Code: 404, Label: "not-found", Message: "no such user"}
+			return nil, &contract.Error{Code: 404, Label: "not-found", Message: "no such user"}
 		case "boom":
 			return nil, errors.New("boom")
 		case "slow":
 			<-ctx.Done()
 			return nil, ctx.Err()
 		}
-		return nil, bus.Errorf(bus.LabelInvalidEndpoint, "no rpc %s", req.RPC)
+		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "no rpc %s", req.RPC)
 	}
 	srv, err := bus.Serve(ctx, nc, subjects, "brig", handler, discard())
 	if err != nil {
@@ -994,19 +995,19 @@ func TestServeEndToEnd(t *testing.T) {
 		wantLabel  string // for errors
 		wantCode   int
 	}{
-		{name: "response", rpc: "get-user", validReq: true, wantType: bus.TypeResponse},
-		{name: "empty response", rpc: "empty", validReq: true, wantType: bus.TypeResponse},
-		{name: "handler contract error", rpc: "not-found", validReq: true, wantType: bus.TypeError, wantLabel: "not-found", wantCode: 404},
-		{name: "handler plain error", rpc: "boom", validReq: true, wantType: bus.TypeError, wantLabel: bus.LabelServerError, wantCode: 500},
-		{name: "handler deadline", rpc: "slow", timeoutMs: 50, validReq: true, wantType: bus.TypeError, wantLabel: bus.LabelTimeout, wantCode: 504},
-		{name: "structured response", rpc: "get-user", structured: true, validReq: true, wantType: bus.TypeResponse},
-		{name: "structured error", rpc: "not-found", structured: true, validReq: true, wantType: bus.TypeError, wantLabel: "not-found", wantCode: 404},
-		{name: "invalid request: no ce-id", rpc: "get-user", mutate: func(m *nats.Msg) { delete(m.Header, bus.HeaderID) },
-			validReq: false, wantType: bus.TypeError, wantLabel: bus.LabelInvalidRequest, wantCode: 400},
+		{name: "response", rpc: "get-user", validReq: true, wantType: contract.TypeResponse},
+		{name: "empty response", rpc: "empty", validReq: true, wantType: contract.TypeResponse},
+		{name: "handler contract error", rpc: "not-found", validReq: true, wantType: contract.TypeError, wantLabel: "not-found", wantCode: 404},
+		{name: "handler plain error", rpc: "boom", validReq: true, wantType: contract.TypeError, wantLabel: contract.LabelServerError, wantCode: 500},
+		{name: "handler deadline", rpc: "slow", timeoutMs: 50, validReq: true, wantType: contract.TypeError, wantLabel: contract.LabelTimeout, wantCode: 504},
+		{name: "structured response", rpc: "get-user", structured: true, validReq: true, wantType: contract.TypeResponse},
+		{name: "structured error", rpc: "not-found", structured: true, validReq: true, wantType: contract.TypeError, wantLabel: "not-found", wantCode: 404},
+		{name: "invalid request: no ce-id", rpc: "get-user", mutate: func(m *nats.Msg) { delete(m.Header, contract.HeaderID) },
+			validReq: false, wantType: contract.TypeError, wantLabel: contract.LabelInvalidRequest, wantCode: 400},
 		{name: "invalid request: structured garbage", rpc: "get-user", structured: true, mutate: func(m *nats.Msg) { m.Data = []byte("{") },
-			validReq: false, wantType: bus.TypeError, wantLabel: bus.LabelInvalidRequest, wantCode: 400},
-		{name: "origin disagrees with subject", rpc: "get-user", mutate: func(m *nats.Msg) { m.Header[bus.HeaderOriginDomain] = []string{"c.example.com"} },
-			validReq: true, mismatch: true, wantType: bus.TypeError, wantLabel: bus.LabelNoOriginDomain, wantCode: 403},
+			validReq: false, wantType: contract.TypeError, wantLabel: contract.LabelInvalidRequest, wantCode: 400},
+		{name: "origin disagrees with subject", rpc: "get-user", mutate: func(m *nats.Msg) { m.Header[contract.HeaderOriginDomain] = []string{"c.example.com"} },
+			validReq: true, mismatch: true, wantType: contract.TypeError, wantLabel: contract.LabelNoOriginDomain, wantCode: 403},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1016,7 +1017,7 @@ func TestServeEndToEnd(t *testing.T) {
 			}
 			// as the ingress publishes it (contract, section 3)
 			ev := bus.Event{
-				ID: "req-" + tt.rpc, Source: "//" + origin + "/brig", Type: bus.TypeRequest,
+				ID: "req-" + tt.rpc, Source: "//" + origin + "/brig", Type: contract.TypeRequest,
 				OriginDomain: origin, TraceParent: traceParent, TimeoutMs: tt.timeoutMs,
 				Data: []byte(`{"handle":"alice"}`), Structured: tt.structured,
 			}
@@ -1053,7 +1054,7 @@ func TestServeEndToEnd(t *testing.T) {
 			expectValid(t, reqErr, tt.validReq)
 
 			checkReply(t, reply, tt.structured, tt.wantType, tt.wantLabel, tt.wantCode)
-			if tt.wantType == bus.TypeResponse && tt.rpc == "get-user" {
+			if tt.wantType == contract.TypeResponse && tt.rpc == "get-user" {
 				got, _ := bus.Decode(reply)
 				var b map[string]string
 				if err := json.Unmarshal(got.Data, &b); err != nil || b["origin"] != origin || b["id"] != ev.ID {
@@ -1066,15 +1067,15 @@ func TestServeEndToEnd(t *testing.T) {
 
 // inboundConsistency checks what JSON Schema cannot: ce-origindomain, the
 // domain of ce-source and the subject's domain are the same.
-func inboundConsistency(subjects bus.Subjects, m *nats.Msg) error {
+func inboundConsistency(subjects contract.Subjects, m *nats.Msg) error {
 	route, err := subjects.ParseIn(m.Subject)
 	if err != nil {
 		return err
 	}
-	if got := m.Header.Get(bus.HeaderOriginDomain); got != route.Domain {
+	if got := m.Header.Get(contract.HeaderOriginDomain); got != route.Domain {
 		return fmt.Errorf("ce-origindomain %q, subject domain %q", got, route.Domain)
 	}
-	if got, want := m.Header.Get(bus.HeaderSource), "//"+route.Domain+"/"+route.Component; got != want {
+	if got, want := m.Header.Get(contract.HeaderSource), "//"+route.Domain+"/"+route.Component; got != want {
 		return fmt.Errorf("ce-source %q, want %q", got, want)
 	}
 	return nil
@@ -1086,11 +1087,11 @@ func checkReply(t *testing.T, reply *nats.Msg, structured bool, wantType, wantLa
 	t.Helper()
 	var headers, payload string
 	switch {
-	case !structured && wantType == bus.TypeResponse:
+	case !structured && wantType == contract.TypeResponse:
 		headers = "ResponseHeaders"
 	case !structured:
 		headers, payload = "ErrorHeaders", "ErrorBody"
-	case wantType == bus.TypeResponse:
+	case wantType == contract.TypeResponse:
 		headers, payload = "StructuredHeaders", "StructuredResponse"
 	default:
 		headers, payload = "StructuredHeaders", "StructuredError"
@@ -1105,7 +1106,7 @@ func checkReply(t *testing.T, reply *nats.Msg, structured bool, wantType, wantLa
 	if ev.Type != wantType || ev.Structured != structured {
 		t.Errorf("reply type %s structured %v, want %s %v", ev.Type, ev.Structured, wantType, structured)
 	}
-	if wantType != bus.TypeError {
+	if wantType != contract.TypeError {
 		return
 	}
 	data := reply.Data
@@ -1115,7 +1116,7 @@ func checkReply(t *testing.T, reply *nats.Msg, structured bool, wantType, wantLa
 	if err := validateJSON(schema(t, "ErrorBody"), data); err != nil {
 		t.Errorf("error body: %v", err)
 	}
-	var e bus.Error
+	var e contract.Error
 	if err := json.Unmarshal(data, &e); err != nil {
 		t.Fatal(err)
 	}
@@ -1129,7 +1130,7 @@ func checkReply(t *testing.T, reply *nats.Msg, structured bool, wantType, wantLa
 // replies, and the errors that Call returns.
 func TestClientCall(t *testing.T) {
 	s := startNATS(t)
-	subjects, err := bus.NewSubjects(bus.DefaultPrefix)
+	subjects, err := contract.NewSubjects(contract.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1137,25 +1138,25 @@ func TestClientCall(t *testing.T) {
 	received := make(chan *nats.Msg, 16)
 	replies := make(chan *nats.Msg, 16)
 	notFound := []byte(`{"code":404,"label":"not-found","message":"user not found"}`)
-	_, err = fedConn.QueueSubscribe(subjects.OutAll(), bus.FederatorQueueGroup, func(m *nats.Msg) {
+	_, err = fedConn.QueueSubscribe(subjects.OutAll(), contract.FederatorQueueGroup, func(m *nats.Msg) {
 		received <- m
 		ev, err := bus.Decode(m)
 		var out bus.Event
 		switch route, perr := subjects.ParseOut(m.Subject); {
 		case err != nil:
-			out = bus.ErrorReply(bus.WantsStructured(m), "/federator", bus.AsError(err))
+			out = bus.ErrorReply(bus.WantsStructured(m), "/federator", contract.AsError(err))
 		case perr != nil:
-			out = bus.ErrorReply(ev.Structured, "/federator", bus.AsError(perr))
+			out = bus.ErrorReply(ev.Structured, "/federator", contract.AsError(perr))
 		case route.RPC == "get-user":
 			out = bus.Reply(ev, "/federator", []byte(`{"handle":"alice"}`))
 		case route.RPC == "remote-error":
-			out = bus.ErrorReply(ev.Structured, "/federator", bus.RemoteError(bus.ParseError(404, notFound)))
+			out = bus.ErrorReply(ev.Structured, "/federator", contract.RemoteError(contract.ParseError(404, notFound)))
 		case route.RPC == "remote-html":
-			out = bus.ErrorReply(ev.Structured, "/federator", bus.RemoteError(bus.ParseError(502, []byte("<html>Bad Gateway</html>"))))
+			out = bus.ErrorReply(ev.Structured, "/federator", contract.RemoteError(contract.ParseError(502, []byte("<html>Bad Gateway</html>"))))
 		case route.RPC == "remote-timeout":
-			out = bus.ErrorReply(ev.Structured, "/federator", bus.RemoteError(bus.Errorf(bus.LabelTimeout, "remote")))
+			out = bus.ErrorReply(ev.Structured, "/federator", contract.RemoteError(contract.Errorf(contract.LabelTimeout, "remote")))
 		default:
-			out = bus.ErrorReply(ev.Structured, "/federator", bus.Errorf(bus.LabelDiscoveryFailure, "x"))
+			out = bus.ErrorReply(ev.Structured, "/federator", contract.Errorf(contract.LabelDiscoveryFailure, "x"))
 		}
 		rm := out.Message(m.Reply)
 		replies <- rm
@@ -1185,12 +1186,12 @@ func TestClientCall(t *testing.T) {
 	}{
 		{name: "response", rpc: "get-user", target: "b.example.com", opts: bus.CallOptions{ID: "my-id-1", TraceParent: traceParent}, deadline: 3 * time.Second, wantBody: `{"handle":"alice"}`, published: true},
 		{name: "response without options", rpc: "get-user", target: "B.Example.Com", wantBody: `{"handle":"alice"}`, published: true},
-		{name: "remote error", rpc: "remote-error", target: "b.example.com", wantLabel: bus.LabelRemoteError, wantInner: "not-found", published: true},
-		{name: "remote html", rpc: "remote-html", target: "b.example.com", wantLabel: bus.LabelRemoteError, wantInner: bus.LabelUnknownError, published: true},
-		{name: "remote timeout", rpc: "remote-timeout", target: "b.example.com", wantLabel: bus.LabelTimeout, wantInner: bus.LabelTimeout, published: true},
-		{name: "federator error", rpc: "other", target: "b.example.com", wantLabel: bus.LabelDiscoveryFailure, published: true},
-		{name: "invalid target", rpc: "get-user", target: "b..example.com", wantLabel: bus.LabelDomainParseError},
-		{name: "wildcard rpc", rpc: "*", target: "b.example.com", wantLabel: bus.LabelInvalidEndpoint},
+		{name: "remote error", rpc: "remote-error", target: "b.example.com", wantLabel: contract.LabelRemoteError, wantInner: "not-found", published: true},
+		{name: "remote html", rpc: "remote-html", target: "b.example.com", wantLabel: contract.LabelRemoteError, wantInner: contract.LabelUnknownError, published: true},
+		{name: "remote timeout", rpc: "remote-timeout", target: "b.example.com", wantLabel: contract.LabelTimeout, wantInner: contract.LabelTimeout, published: true},
+		{name: "federator error", rpc: "other", target: "b.example.com", wantLabel: contract.LabelDiscoveryFailure, published: true},
+		{name: "invalid target", rpc: "get-user", target: "b..example.com", wantLabel: contract.LabelDomainParseError},
+		{name: "wildcard rpc", rpc: "*", target: "b.example.com", wantLabel: contract.LabelInvalidEndpoint},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1219,31 +1220,31 @@ func TestClientCall(t *testing.T) {
 				if !outRe.MatchString(req.Subject) {
 					t.Errorf("subject %q does not match %s", req.Subject, outRe)
 				}
-				if got := req.Header.Get(bus.HeaderSource); got != "/brig" {
+				if got := req.Header.Get(contract.HeaderSource); got != "/brig" {
 					t.Errorf("ce-source %q", got)
 				}
-				if tt.opts.ID != "" && req.Header.Get(bus.HeaderID) != tt.opts.ID {
-					t.Errorf("ce-id %q, want %q", req.Header.Get(bus.HeaderID), tt.opts.ID)
+				if tt.opts.ID != "" && req.Header.Get(contract.HeaderID) != tt.opts.ID {
+					t.Errorf("ce-id %q, want %q", req.Header.Get(contract.HeaderID), tt.opts.ID)
 				}
-				if req.Header.Get(bus.HeaderTraceParent) != tt.opts.TraceParent {
-					t.Errorf("ce-traceparent %q, want %q", req.Header.Get(bus.HeaderTraceParent), tt.opts.TraceParent)
+				if req.Header.Get(contract.HeaderTraceParent) != tt.opts.TraceParent {
+					t.Errorf("ce-traceparent %q, want %q", req.Header.Get(contract.HeaderTraceParent), tt.opts.TraceParent)
 				}
 				limit := tt.deadline
 				if limit == 0 {
 					limit = bus.DefaultTimeout
 				}
 				var ms int64
-				if _, err := fmt.Sscan(req.Header.Get(bus.HeaderTimeoutMs), &ms); err != nil || ms <= 0 || ms > limit.Milliseconds() {
-					t.Errorf("ce-timeoutms %q, want 1..%d", req.Header.Get(bus.HeaderTimeoutMs), limit.Milliseconds())
+				if _, err := fmt.Sscan(req.Header.Get(contract.HeaderTimeoutMs), &ms); err != nil || ms <= 0 || ms > limit.Milliseconds() {
+					t.Errorf("ce-timeoutms %q, want 1..%d", req.Header.Get(contract.HeaderTimeoutMs), limit.Milliseconds())
 				}
 				if string(req.Data) != `{"handle":"alice"}` {
 					t.Errorf("body %q", req.Data)
 				}
 				rep := next(t, replies)
 				if tt.wantLabel == "" {
-					checkReply(t, rep, false, bus.TypeResponse, "", 0)
+					checkReply(t, rep, false, contract.TypeResponse, "", 0)
 				} else {
-					checkReply(t, rep, false, bus.TypeError, tt.wantLabel, bus.StatusOf(tt.wantLabel))
+					checkReply(t, rep, false, contract.TypeError, tt.wantLabel, contract.StatusOf(tt.wantLabel))
 				}
 			}
 
@@ -1253,9 +1254,9 @@ func TestClientCall(t *testing.T) {
 				}
 				return
 			}
-			var e *bus.Error
+			var e *contract.Error
 			if !errors.As(callErr, &e) {
-				t.Fatalf("Call error %T %v, want *bus.Error", callErr, callErr)
+				t.Fatalf("Call error %T %v, want *contract.Error", callErr, callErr)
 			}
 			if e.Label != tt.wantLabel {
 				t.Errorf("label %s, want %s", e.Label, tt.wantLabel)
@@ -1270,14 +1271,14 @@ func TestClientCall(t *testing.T) {
 	}
 
 	t.Run("no federator", func(t *testing.T) {
-		other, err := bus.NewSubjects("nobody")
+		other, err := contract.NewSubjects("nobody")
 		if err != nil {
 			t.Fatal(err)
 		}
 		_, err = bus.NewClient(nc, other, "/brig").Call(context.Background(), "b.example.com", "brig", "get-user", nil)
-		var e *bus.Error
-		if !errors.As(err, &e) || e.Label != bus.LabelComponentUnavailable {
-			t.Fatalf("err = %v, want %s", err, bus.LabelComponentUnavailable)
+		var e *contract.Error
+		if !errors.As(err, &e) || e.Label != contract.LabelComponentUnavailable {
+			t.Fatalf("err = %v, want %s", err, contract.LabelComponentUnavailable)
 		}
 		if err := validateJSON(schema(t, "ErrorBody"), e.JSON()); err != nil {
 			t.Error(err)

@@ -22,8 +22,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/internal/stack"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/setup"
 )
 
 // profile is what the stand-in brig knows of a user.
@@ -90,7 +91,7 @@ func run(ctx context.Context, handle string, serve, verbose bool) error {
 	fmt.Printf("fedbus demo: DNS on %s, CA %q\n", dns.Addr(), ca.Cert.Subject.CommonName)
 
 	hook := func(id, step string) { p.hop("[A] %s", step) }
-	a, err := stack.StartBackend(stack.BackendOptions{Domain: "a.example.com", InfraHost: "federator.a-infra.example.net",
+	a, err := setup.StartBackend(setup.BackendOptions{Domain: "a.example.com", InfraHost: "federator.a-infra.example.net",
 		CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", AllowList: []string{"b.example.com"}, Logger: log, FederatorHook: hook})
 	if err != nil {
 		return err
@@ -100,25 +101,25 @@ func run(ctx context.Context, handle string, serve, verbose bool) error {
 	if !verbose {
 		logB = slog.New(&hopHandler{p: p})
 	}
-	b, err := stack.StartBackend(stack.BackendOptions{Domain: "b.example.com", InfraHost: "federator.b-infra.example.net",
+	b, err := setup.StartBackend(setup.BackendOptions{Domain: "b.example.com", InfraHost: "federator.b-infra.example.net",
 		CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", AllowList: []string{"a.example.com"}, Logger: logB})
 	if err != nil {
 		return err
 	}
 	defer closeBackend(b)
-	for _, be := range []*stack.Backend{a, b} {
+	for _, be := range []*setup.Backend{a, b} {
 		fmt.Printf("backend %s: NATS %s, ingress https://%s (SRV _wire-server-federator._tcp.%s)\n", be.Domain, be.NATSURL, be.IngressAddr, be.Domain)
 	}
 
 	// Watchers show the messages on each bus (plain subscribers, outside
 	// the queue groups).
-	watch := func(be *stack.Backend, tag, subject, what string) error {
+	watch := func(be *setup.Backend, tag, subject, what string) error {
 		_, err := be.NATS.Subscribe(subject, func(m *nats.Msg) {
 			extra := ""
-			if o := m.Header.Get(bus.HeaderOriginDomain); o != "" {
+			if o := m.Header.Get(contract.HeaderOriginDomain); o != "" {
 				extra = ", origin " + o + " verified by ingress"
 			}
-			p.hop("[%s] NATS: %s %s (ce-id %s%s)", tag, what, m.Subject, m.Header.Get(bus.HeaderID), extra)
+			p.hop("[%s] NATS: %s %s (ce-id %s%s)", tag, what, m.Subject, m.Header.Get(contract.HeaderID), extra)
 		})
 		return err
 	}
@@ -133,7 +134,7 @@ func run(ctx context.Context, handle string, serve, verbose bool) error {
 	brigB, err := bus.Serve(ctx, b.NATS, b.Subjects, "brig", func(_ context.Context, req *bus.Request) ([]byte, error) {
 		var h string
 		if err := json.Unmarshal(req.Body, &h); err != nil {
-			return nil, bus.Errorf(bus.LabelInvalidRequest, "body is not a JSON string handle")
+			return nil, contract.Errorf(contract.LabelInvalidRequest, "body is not a JSON string handle")
 		}
 		u, ok := users[h]
 		subject, _ := b.Subjects.In(req.Component, req.RPC, req.Origin)
@@ -163,7 +164,7 @@ func run(ctx context.Context, handle string, serve, verbose bool) error {
 	defer cancel()
 	resp, err := a.Client("/brig").Call(cctx, "b.example.com", "brig", "get-user-by-handle", body)
 	if err != nil {
-		var fe *bus.Error
+		var fe *contract.Error
 		if errors.As(err, &fe) {
 			return fmt.Errorf("search failed: %s", fe.JSON())
 		}
@@ -219,7 +220,7 @@ func (h *hopHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h *hopHandler) WithGroup(string) slog.Handler { return h }
 
-func closeBackend(b *stack.Backend) {
+func closeBackend(b *setup.Backend) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = b.Close(ctx)

@@ -27,7 +27,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
 )
 
@@ -72,11 +72,11 @@ func parseBackend(v string) (Backend, error) {
 	if !ok {
 		return Backend{}, fmt.Errorf("backend %q: want domain=infra-host", v)
 	}
-	d, err := bus.NormalizeDomain(domain)
+	d, err := contract.NormalizeDomain(domain)
 	if err != nil {
 		return Backend{}, fmt.Errorf("backend %q: domain: %w", v, err)
 	}
-	h, err := bus.NormalizeDomain(host)
+	h, err := contract.NormalizeDomain(host)
 	if err != nil {
 		return Backend{}, fmt.Errorf("backend %q: infra host: %w", v, err)
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/federator"
-	"github.com/fedbus/fedbus/internal/stack"
+	"github.com/fedbus/fedbus/setup"
 )
 
 // closeTimeout bounds the final NATS drain, after the requests are done.
@@ -36,7 +36,7 @@ func run() int {
 		return 2
 	}
 	log := cfg.Logger(os.Stderr)
-	shared, err := stack.Open(cfg.Common, "federator "+cfg.Domain, log)
+	shared, err := setup.Open(cfg.Common, "federator "+cfg.Domain, log)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1

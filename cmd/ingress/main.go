@@ -16,7 +16,7 @@ import (
 
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/ingress"
-	"github.com/fedbus/fedbus/internal/stack"
+	"github.com/fedbus/fedbus/setup"
 )
 
 // closeTimeout bounds the final NATS drain, after the requests are done.
@@ -38,7 +38,7 @@ func run() int {
 		return 2
 	}
 	log := cfg.Logger(os.Stderr)
-	shared, err := stack.Open(cfg.Common, "ingress "+cfg.Domain, log)
+	shared, err := setup.Open(cfg.Common, "ingress "+cfg.Domain, log)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1

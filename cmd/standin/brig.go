@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 )
 
 // maxSlow bounds the sleep of the slow RPC.
@@ -65,7 +66,7 @@ func (b *Brig) Handle(ctx context.Context, req *bus.Request) ([]byte, error) {
 	case "get-user-by-handle":
 		var handle string
 		if err := json.Unmarshal(req.Body, &handle); err != nil {
-			return nil, bus.Errorf(bus.LabelInvalidRequest, "get-user-by-handle: body is not a JSON string handle")
+			return nil, contract.Errorf(contract.LabelInvalidRequest, "get-user-by-handle: body is not a JSON string handle")
 		}
 		u, ok := b.users[handle]
 		if !ok {
@@ -81,7 +82,7 @@ func (b *Brig) Handle(ctx context.Context, req *bus.Request) ([]byte, error) {
 	case "slow":
 		var ms int64
 		if err := json.Unmarshal(req.Body, &ms); err != nil || ms < 0 || time.Duration(ms)*time.Millisecond > maxSlow {
-			return nil, bus.Errorf(bus.LabelInvalidRequest, "slow: body is not a number of milliseconds from 0 to %d", maxSlow.Milliseconds())
+			return nil, contract.Errorf(contract.LabelInvalidRequest, "slow: body is not a number of milliseconds from 0 to %d", maxSlow.Milliseconds())
 		}
 		t := time.NewTimer(time.Duration(ms) * time.Millisecond)
 		defer t.Stop()
@@ -92,6 +93,6 @@ func (b *Brig) Handle(ctx context.Context, req *bus.Request) ([]byte, error) {
 		}
 		return fmt.Appendf(nil, `{"slept_ms":%d}`, ms), nil
 	default:
-		return nil, bus.Errorf(bus.LabelInvalidEndpoint, "rpc %q is not served by the stand-in %s", req.RPC, req.Component)
+		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "rpc %q is not served by the stand-in %s", req.RPC, req.Component)
 	}
 }

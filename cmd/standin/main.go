@@ -36,6 +36,7 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/contract"
 )
 
 // shutdownTimeout bounds the graceful stop of serve.
@@ -150,11 +151,11 @@ func serve(ctx context.Context, args []string, env envconfig.Lookuper, stderr io
 	if err := loadBus(ctx, &cfg, env); err != nil {
 		return err
 	}
-	domain, err := bus.NormalizeDomain(cfg.Domain)
+	domain, err := contract.NormalizeDomain(cfg.Domain)
 	if err != nil {
 		return usageError{fmt.Errorf("FED_DOMAIN %q: %w", cfg.Domain, err)}
 	}
-	subjects, err := bus.NewSubjects(cfg.SubjectPrefix)
+	subjects, err := contract.NewSubjects(cfg.SubjectPrefix)
 	if err != nil {
 		return usageError{fmt.Errorf("FED_SUBJECT_PREFIX: %w", err)}
 	}
@@ -212,7 +213,7 @@ func call(ctx context.Context, args []string, env envconfig.Lookuper, stdout, st
 	if err := loadBus(ctx, &cfg, env); err != nil {
 		return err
 	}
-	subjects, err := bus.NewSubjects(cfg.SubjectPrefix)
+	subjects, err := contract.NewSubjects(cfg.SubjectPrefix)
 	if err != nil {
 		return usageError{fmt.Errorf("FED_SUBJECT_PREFIX: %w", err)}
 	}
@@ -236,7 +237,7 @@ func call(ctx context.Context, args []string, env envconfig.Lookuper, stdout, st
 			return werr
 		}
 		if ctx.Err() != nil || time.Now().Add(retryInterval).After(giveUp) {
-			var fe *bus.Error
+			var fe *contract.Error
 			if errors.As(err, &fe) {
 				return fmt.Errorf("call failed: %s", fe.JSON())
 			}

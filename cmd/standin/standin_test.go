@@ -12,6 +12,7 @@ import (
 	"github.com/sethvargo/go-envconfig"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
 )
 
@@ -26,13 +27,13 @@ func TestBrigHandle(t *testing.T) {
 	}{
 		{"alice", "get-user-by-handle", `"alice"`, 0, `{"id":{"id":"` + userID("b.example.com", "alice") + `","domain":"b.example.com"},"name":"Alice","handle":"alice","accent_id":1}`},
 		{"unknown handle", "get-user-by-handle", `"mallory"`, 0, "null"},
-		{"handle not a string", "get-user-by-handle", `42`, 0, "label:" + bus.LabelInvalidRequest},
+		{"handle not a string", "get-user-by-handle", `42`, 0, "label:" + contract.LabelInvalidRequest},
 		{"echo", "echo", `{"x":[1,2]}`, 0, `{"x":[1,2]}`},
 		{"slow", "slow", `20`, 0, `{"slept_ms":20}`},
-		{"slow past deadline", "slow", `5000`, 50 * time.Millisecond, "label:" + bus.LabelTimeout},
-		{"slow bad body", "slow", `"x"`, 0, "label:" + bus.LabelInvalidRequest},
-		{"slow negative", "slow", `-1`, 0, "label:" + bus.LabelInvalidRequest},
-		{"unknown rpc", "nope", `null`, 0, "label:" + bus.LabelInvalidEndpoint},
+		{"slow past deadline", "slow", `5000`, 50 * time.Millisecond, "label:" + contract.LabelTimeout},
+		{"slow bad body", "slow", `"x"`, 0, "label:" + contract.LabelInvalidRequest},
+		{"slow negative", "slow", `-1`, 0, "label:" + contract.LabelInvalidRequest},
+		{"unknown rpc", "nope", `null`, 0, "label:" + contract.LabelInvalidEndpoint},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -44,7 +45,7 @@ func TestBrigHandle(t *testing.T) {
 			}
 			got, err := b.Handle(ctx, &bus.Request{Component: "brig", RPC: tc.rpc, Origin: "a.example.com", Body: []byte(tc.body)})
 			if label, ok := strings.CutPrefix(tc.want, "label:"); ok {
-				if e := bus.AsError(err); err == nil || e.Label != label {
+				if e := contract.AsError(err); err == nil || e.Label != label {
 					t.Fatalf("err = %v, want label %s", err, label)
 				}
 				return
@@ -96,14 +97,14 @@ func TestServeAnswersInboundRequests(t *testing.T) {
 	}
 	defer nc.Close()
 	// Act as the ingress: publish on fed.in.brig.<rpc>.<origin>.
-	ev := bus.Event{ID: bus.NewID(), Source: "//a.example.com/brig", Type: bus.TypeRequest, OriginDomain: "a.example.com", Data: []byte(`"bob"`)}
+	ev := bus.Event{ID: bus.NewID(), Source: "//a.example.com/brig", Type: contract.TypeRequest, OriginDomain: "a.example.com", Data: []byte(`"bob"`)}
 	var resp []byte
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 		resp, err = bus.Exchange(rctx, nc, ev.Message("fed.in.brig.get-user-by-handle.a.example.com"))
 		rcancel()
-		if err == nil || !errors.Is(err, bus.ErrComponentUnavailable) || time.Now().After(deadline) {
+		if err == nil || !errors.Is(err, contract.ErrComponentUnavailable) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -132,14 +133,14 @@ func TestCallPrintsResponse(t *testing.T) {
 	}
 	defer nc.Close()
 	// A fake federator: answers b.example.com, fails c.example.com.
-	_, err = nc.QueueSubscribe("fed.out.>", bus.FederatorQueueGroup, func(m *nats.Msg) {
+	_, err = nc.QueueSubscribe("fed.out.>", contract.FederatorQueueGroup, func(m *nats.Msg) {
 		ev, err := bus.Decode(m)
 		if err != nil {
 			return
 		}
 		reply := bus.Reply(ev, "//a.example.com/federator", []byte(`{"echo":`+string(ev.Data)+`}`))
 		if strings.HasSuffix(m.Subject, ".c.example.com") {
-			reply = bus.ErrorReply(false, "//a.example.com/federator", bus.Errorf(bus.LabelFederationDenied, "not allowed"))
+			reply = bus.ErrorReply(false, "//a.example.com/federator", contract.Errorf(contract.LabelFederationDenied, "not allowed"))
 		}
 		_ = m.RespondMsg(reply.Message(m.Reply))
 	})

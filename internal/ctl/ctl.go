@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedbus/fedbus/config"
-	"github.com/fedbus/fedbus/federator/policy"
+	"github.com/fedbus/fedbus/policy"
 )
 
 // ErrUsage is returned for a command line that fedctl does not understand.

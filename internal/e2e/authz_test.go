@@ -16,10 +16,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/federator/policy"
-	"github.com/fedbus/fedbus/internal/stack"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/policy"
+	"github.com/fedbus/fedbus/setup"
 )
 
 // TestDynamicRemotesAndRules drives B's federation config through its
@@ -33,8 +33,8 @@ func TestDynamicRemotesAndRules(t *testing.T) {
 	}
 	dns := testbed.StartDNS(t)
 	dir := t.TempDir()
-	a := startBackend(t, stack.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: dns, Dir: dir, Strategy: "allow-all"})
-	b := startBackend(t, stack.BackendOptions{Domain: domainB, InfraHost: infraB, CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", KVBucket: "fedbus"})
+	a := startBackend(t, setup.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: dns, Dir: dir, Strategy: "allow-all"})
+	b := startBackend(t, setup.BackendOptions{Domain: domainB, InfraHost: infraB, CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", KVBucket: "fedbus"})
 	serve(t, b, "brig", component)
 	var published atomic.Int32
 	sub, err := b.NATS.Subscribe("fed.in.>", func(*nats.Msg) { published.Add(1) })
@@ -56,8 +56,8 @@ func TestDynamicRemotesAndRules(t *testing.T) {
 		return err
 	}
 	refusedRemotely := func(err error) bool {
-		var fe *bus.Error
-		return errors.As(err, &fe) && fe.Label == bus.LabelRemoteError && fe.Inner != nil && fe.Inner.Label == bus.LabelFederationDenied
+		var fe *contract.Error
+		return errors.As(err, &fe) && fe.Label == contract.LabelRemoteError && fe.Inner != nil && fe.Inner.Label == contract.LabelFederationDenied
 	}
 	if err := call("echo"); !refusedRemotely(err) {
 		t.Fatalf("before the remote is added: %v", err)

@@ -20,8 +20,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/internal/stack"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/setup"
 )
 
 func TestRoundTripBothWays(t *testing.T) {
@@ -31,7 +32,7 @@ func TestRoundTripBothWays(t *testing.T) {
 	const n = 50
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*n)
-	call := func(from *stack.Backend, target, comp string, i int) {
+	call := func(from *setup.Backend, target, comp string, i int) {
 		defer wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -91,7 +92,7 @@ func TestErrorLabelsThroughTheFederator(t *testing.T) {
 	serve(t, w.b, "brig", component)
 
 	// Backend C is trusted and allows everybody, but B does not allow C.
-	c := startBackend(t, stack.BackendOptions{Domain: domainC, InfraHost: infraC, CA: w.ca, DNS: w.dns, Dir: w.dir, Strategy: "allow-all", RequestTimeout: 3 * time.Second})
+	c := startBackend(t, setup.BackendOptions{Domain: domainC, InfraHost: infraC, CA: w.ca, DNS: w.dns, Dir: w.dir, Strategy: "allow-all", RequestTimeout: 3 * time.Second})
 	serve(t, c, "brig", component)
 
 	w.dns.SetSRV("dot.example.com", 60, testbed.SRVRecord{Target: ".", Port: 0})
@@ -109,24 +110,24 @@ func TestErrorLabelsThroughTheFederator(t *testing.T) {
 	mustSetA(t, w.dns, "untrusted.infra.test", "127.0.0.1")
 
 	cases := []labelCase{
-		{name: "target not allowed", target: "denied.example.com", comp: "brig", rpc: "echo", label: bus.LabelFederationDenied},
-		{name: "no SRV record", target: "nosrv.example.com", comp: "brig", rpc: "echo", label: bus.LabelInvalidDomain},
-		{name: "SRV target dot", target: "dot.example.com", comp: "brig", rpc: "echo", label: bus.LabelInvalidDomain},
-		{name: "DNS server failure", target: "servfail.example.com", comp: "brig", rpc: "echo", label: bus.LabelDiscoveryFailure},
-		{name: "remote port closed", target: "closed.example.com", comp: "brig", rpc: "echo", label: bus.LabelConnectionRefused},
-		{name: "remote certificate untrusted", target: "untrusted.example.com", comp: "brig", rpc: "echo", label: bus.LabelTLSError},
-		{name: "component not federated", target: domainB, comp: "spar", rpc: "echo", label: bus.LabelUnknownComponent},
-		{name: "remote component not served", target: domainB, comp: "galley", rpc: "echo", label: bus.LabelRemoteError, inner: bus.LabelComponentUnavailable},
-		{name: "remote component too slow", target: domainB, comp: "brig", rpc: "slow", body: []byte("3000"), timeout: 300 * time.Millisecond, label: bus.LabelTimeout},
-		{name: "body too large", target: domainB, comp: "brig", rpc: "echo", body: bytes.Repeat([]byte("x"), 2<<20), label: bus.LabelRemoteError, inner: bus.LabelPayloadTooLarge},
-		{name: "remote component error", target: domainB, comp: "brig", rpc: "fail", label: bus.LabelRemoteError, inner: "not-found"},
-		{name: "star token", target: domainB, comp: "brig", rpc: "*", label: bus.LabelInvalidEndpoint},
-		{name: "gt token", target: domainB, comp: "brig", rpc: ">", label: bus.LabelInvalidEndpoint},
-		{name: "space in rpc", target: domainB, comp: "brig", rpc: "a b", label: bus.LabelInvalidEndpoint},
-		{name: "upper case component", target: domainB, comp: "BRIG", rpc: "echo", label: bus.LabelInvalidEndpoint},
-		{name: "double dot domain", target: "b..example.com", comp: "brig", rpc: "echo", label: bus.LabelDomainParseError},
-		{name: "star domain", target: "*.example.com", comp: "brig", rpc: "echo", label: bus.LabelDomainParseError},
-		{name: "300 character domain", target: strings.Repeat("a", 60) + "." + strings.Repeat("b.", 120) + "com", comp: "brig", rpc: "echo", label: bus.LabelDomainParseError},
+		{name: "target not allowed", target: "denied.example.com", comp: "brig", rpc: "echo", label: contract.LabelFederationDenied},
+		{name: "no SRV record", target: "nosrv.example.com", comp: "brig", rpc: "echo", label: contract.LabelInvalidDomain},
+		{name: "SRV target dot", target: "dot.example.com", comp: "brig", rpc: "echo", label: contract.LabelInvalidDomain},
+		{name: "DNS server failure", target: "servfail.example.com", comp: "brig", rpc: "echo", label: contract.LabelDiscoveryFailure},
+		{name: "remote port closed", target: "closed.example.com", comp: "brig", rpc: "echo", label: contract.LabelConnectionRefused},
+		{name: "remote certificate untrusted", target: "untrusted.example.com", comp: "brig", rpc: "echo", label: contract.LabelTLSError},
+		{name: "component not federated", target: domainB, comp: "spar", rpc: "echo", label: contract.LabelUnknownComponent},
+		{name: "remote component not served", target: domainB, comp: "galley", rpc: "echo", label: contract.LabelRemoteError, inner: contract.LabelComponentUnavailable},
+		{name: "remote component too slow", target: domainB, comp: "brig", rpc: "slow", body: []byte("3000"), timeout: 300 * time.Millisecond, label: contract.LabelTimeout},
+		{name: "body too large", target: domainB, comp: "brig", rpc: "echo", body: bytes.Repeat([]byte("x"), 2<<20), label: contract.LabelRemoteError, inner: contract.LabelPayloadTooLarge},
+		{name: "remote component error", target: domainB, comp: "brig", rpc: "fail", label: contract.LabelRemoteError, inner: "not-found"},
+		{name: "star token", target: domainB, comp: "brig", rpc: "*", label: contract.LabelInvalidEndpoint},
+		{name: "gt token", target: domainB, comp: "brig", rpc: ">", label: contract.LabelInvalidEndpoint},
+		{name: "space in rpc", target: domainB, comp: "brig", rpc: "a b", label: contract.LabelInvalidEndpoint},
+		{name: "upper case component", target: domainB, comp: "BRIG", rpc: "echo", label: contract.LabelInvalidEndpoint},
+		{name: "double dot domain", target: "b..example.com", comp: "brig", rpc: "echo", label: contract.LabelDomainParseError},
+		{name: "star domain", target: "*.example.com", comp: "brig", rpc: "echo", label: contract.LabelDomainParseError},
+		{name: "300 character domain", target: strings.Repeat("a", 60) + "." + strings.Repeat("b.", 120) + "com", comp: "brig", rpc: "echo", label: contract.LabelDomainParseError},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,7 +136,7 @@ func TestErrorLabelsThroughTheFederator(t *testing.T) {
 		})
 	}
 	t.Run("origin not allowed by the remote", func(t *testing.T) {
-		expectLabel(t, c, labelCase{target: domainB, comp: "brig", rpc: "echo", label: bus.LabelRemoteError, inner: bus.LabelFederationDenied})
+		expectLabel(t, c, labelCase{target: domainB, comp: "brig", rpc: "echo", label: contract.LabelRemoteError, inner: contract.LabelFederationDenied})
 	})
 	t.Run("upper case domain is normalised", func(t *testing.T) {
 		got, err := w.a.Client("/t").Call(context.Background(), "B.Example.COM", "brig", "echo", []byte(`1`))
@@ -151,11 +152,11 @@ func TestDNSServerDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	dns := testbed.StartDNS(t)
-	a := startBackend(t, stack.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: dns, Dir: t.TempDir(), Strategy: "allow-all", RequestTimeout: 8 * time.Second})
+	a := startBackend(t, setup.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: dns, Dir: t.TempDir(), Strategy: "allow-all", RequestTimeout: 8 * time.Second})
 	if err := dns.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	expectLabel(t, a, labelCase{target: domainB, comp: "brig", rpc: "echo", label: bus.LabelDiscoveryFailure})
+	expectLabel(t, a, labelCase{target: domainB, comp: "brig", rpc: "echo", label: contract.LabelDiscoveryFailure})
 }
 
 func TestUntrustedClientCertificate(t *testing.T) {
@@ -166,12 +167,12 @@ func TestUntrustedClientCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := startBackend(t, stack.BackendOptions{Domain: "e.example.com", InfraHost: "fed.e-infra.example.net", CA: otherCA, DNS: w.dns, Dir: t.TempDir(), Strategy: "allow-all",
+	e := startBackend(t, setup.BackendOptions{Domain: "e.example.com", InfraHost: "fed.e-infra.example.net", CA: otherCA, DNS: w.dns, Dir: t.TempDir(), Strategy: "allow-all",
 		TrustPEM: append(append([]byte{}, w.ca.CertPEM...), otherCA.CertPEM...)})
-	expectLabel(t, e, labelCase{target: domainB, comp: "brig", rpc: "echo", label: bus.LabelTLSError})
+	expectLabel(t, e, labelCase{target: domainB, comp: "brig", rpc: "echo", label: contract.LabelTLSError})
 }
 
-func expectLabel(t *testing.T, from *stack.Backend, tc labelCase) {
+func expectLabel(t *testing.T, from *setup.Backend, tc labelCase) {
 	t.Helper()
 	timeout := tc.timeout
 	if timeout == 0 {
@@ -184,12 +185,12 @@ func expectLabel(t *testing.T, from *stack.Backend, tc labelCase) {
 		body = []byte(`{}`)
 	}
 	_, err := from.Client("/test").Call(ctx, tc.target, tc.comp, tc.rpc, body)
-	var fe *bus.Error
+	var fe *contract.Error
 	if !errors.As(err, &fe) {
-		t.Fatalf("got %v, want a *bus.Error %s", err, tc.label)
+		t.Fatalf("got %v, want a *contract.Error %s", err, tc.label)
 	}
-	if fe.Label != tc.label || fe.Code != bus.StatusOf(tc.label) {
-		t.Fatalf("got %s, want label %s (%d)", fe, tc.label, bus.StatusOf(tc.label))
+	if fe.Label != tc.label || fe.Code != contract.StatusOf(tc.label) {
+		t.Fatalf("got %s, want label %s (%d)", fe, tc.label, contract.StatusOf(tc.label))
 	}
 	if tc.inner != "" && (fe.Inner == nil || fe.Inner.Label != tc.inner) {
 		t.Fatalf("got %s, want inner label %s", fe, tc.inner)
@@ -200,7 +201,7 @@ func expectLabel(t *testing.T, from *stack.Backend, tc labelCase) {
 func TestIngressRefusesHostilePeers(t *testing.T) {
 	w := newWorld(t)
 	var published sync.Map
-	sub, err := w.b.NATS.Subscribe("fed.in.>", func(m *nats.Msg) { published.Store(m.Header.Get(bus.HeaderID), true) })
+	sub, err := w.b.NATS.Subscribe("fed.in.>", func(m *nats.Msg) { published.Store(m.Header.Get(contract.HeaderID), true) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,23 +223,23 @@ func TestIngressRefusesHostilePeers(t *testing.T) {
 	}
 	cases := []httpCase{
 		{name: "success", cert: certA, path: "/federation/brig/echo", origin: domainA, status: 200},
-		{name: "no client certificate", cert: nil, path: "/federation/brig/echo", origin: domainA, status: 403, label: bus.LabelNoClientCertificate},
-		{name: "origin spoofing: C's certificate claiming A", cert: certC, path: "/federation/brig/echo", origin: domainA, status: 403, label: bus.LabelAuthenticationFailure},
-		{name: "GET", cert: certA, method: http.MethodGet, path: "/federation/brig/echo", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "query string", cert: certA, path: "/federation/brig/echo?x=1", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "star rpc", cert: certA, path: "/federation/brig/*", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "gt rpc", cert: certA, path: "/federation/brig/%3E", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "space rpc", cert: certA, path: "/federation/brig/a%20b", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "dot dot", cert: certA, path: "/federation/brig/../echo", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "upper case component", cert: certA, path: "/federation/BRIG/echo", origin: domainA, status: 403, label: bus.LabelInvalidEndpoint},
-		{name: "unknown component", cert: certA, path: "/federation/spar/echo", origin: domainA, status: 403, label: bus.LabelUnknownComponent},
-		{name: "no origin", cert: certA, path: "/federation/brig/echo", origin: "", status: 403, label: bus.LabelNoOriginDomain},
-		{name: "origin star", cert: certA, path: "/federation/brig/echo", origin: "*.example.com", status: 403, label: bus.LabelDomainParseError},
-		{name: "origin gt", cert: certA, path: "/federation/brig/echo", origin: ">", status: 403, label: bus.LabelDomainParseError},
-		{name: "origin double dot", cert: certA, path: "/federation/brig/echo", origin: "a..example.com", status: 403, label: bus.LabelDomainParseError},
-		{name: "origin with space", cert: certA, path: "/federation/brig/echo", origin: "a example.com", status: 403, label: bus.LabelDomainParseError},
-		{name: "origin 300 characters", cert: certA, path: "/federation/brig/echo", origin: strings.Repeat("a.", 150) + "com", status: 403, label: bus.LabelDomainParseError},
-		{name: "origin not allowed", cert: certC, path: "/federation/brig/echo", origin: domainC, status: 400, label: bus.LabelFederationDenied},
+		{name: "no client certificate", cert: nil, path: "/federation/brig/echo", origin: domainA, status: 403, label: contract.LabelNoClientCertificate},
+		{name: "origin spoofing: C's certificate claiming A", cert: certC, path: "/federation/brig/echo", origin: domainA, status: 403, label: contract.LabelAuthenticationFailure},
+		{name: "GET", cert: certA, method: http.MethodGet, path: "/federation/brig/echo", origin: domainA, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "query string", cert: certA, path: "/federation/brig/echo?x=1", origin: domainA, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "star rpc", cert: certA, path: "/federation/brig/*", origin: domainA, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "gt rpc", cert: certA, path: "/federation/brig/%3E", origin: domainA, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "space rpc", cert: certA, path: "/federation/brig/a%20b", origin: domainA, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "dot dot", cert: certA, path: "/federation/brig/../echo", origin: domainA, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "upper case component", cert: certA, path: "/federation/BRIG/echo", origin: domainA, status: 403, label: contract.LabelInvalidEndpoint},
+		{name: "unknown component", cert: certA, path: "/federation/spar/echo", origin: domainA, status: 403, label: contract.LabelUnknownComponent},
+		{name: "no origin", cert: certA, path: "/federation/brig/echo", origin: "", status: 403, label: contract.LabelNoOriginDomain},
+		{name: "origin star", cert: certA, path: "/federation/brig/echo", origin: "*.example.com", status: 403, label: contract.LabelDomainParseError},
+		{name: "origin gt", cert: certA, path: "/federation/brig/echo", origin: ">", status: 403, label: contract.LabelDomainParseError},
+		{name: "origin double dot", cert: certA, path: "/federation/brig/echo", origin: "a..example.com", status: 403, label: contract.LabelDomainParseError},
+		{name: "origin with space", cert: certA, path: "/federation/brig/echo", origin: "a example.com", status: 403, label: contract.LabelDomainParseError},
+		{name: "origin 300 characters", cert: certA, path: "/federation/brig/echo", origin: strings.Repeat("a.", 150) + "com", status: 403, label: contract.LabelDomainParseError},
+		{name: "origin not allowed", cert: certC, path: "/federation/brig/echo", origin: domainC, status: 400, label: contract.LabelFederationDenied},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -254,10 +255,10 @@ func TestIngressRefusesHostilePeers(t *testing.T) {
 				req.URL.Opaque = "//" + w.b.IngressAddr + tc.path // keep the dots
 			}
 			if tc.origin != "" {
-				req.Header.Set(bus.HTTPOriginDomain, tc.origin)
+				req.Header.Set(contract.HTTPOriginDomain, tc.origin)
 			}
 			id := "hostile-" + strings.ReplaceAll(tc.name, " ", "-")
-			req.Header.Set(bus.HTTPRequestID, id)
+			req.Header.Set(contract.HTTPRequestID, id)
 			resp, err := w.rawClient(t, tc.cert).Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -273,7 +274,7 @@ func TestIngressRefusesHostilePeers(t *testing.T) {
 			if tc.label == "" {
 				return
 			}
-			var e bus.Error
+			var e contract.Error
 			if err := json.Unmarshal(body, &e); err != nil || e.Label != tc.label {
 				t.Fatalf("body %s, want label %s", body, tc.label)
 			}
@@ -315,7 +316,7 @@ func mustSetA(tb testing.TB, d *testbed.DNS, host string, ips ...string) {
 func TestSlowRemoteCannotTakeEveryWorker(t *testing.T) {
 	w := newWorld(t, domainC)
 	serve(t, w.b, "brig", component)
-	c := startBackend(t, stack.BackendOptions{Domain: domainC, InfraHost: infraC, CA: w.ca, DNS: w.dns, Dir: w.dir, Strategy: "allow-all"})
+	c := startBackend(t, setup.BackendOptions{Domain: domainC, InfraHost: infraC, CA: w.ca, DNS: w.dns, Dir: w.dir, Strategy: "allow-all"})
 	var started atomic.Int32
 	release := make(chan struct{})
 	serve(t, c, "brig", func(ctx context.Context, req *bus.Request) ([]byte, error) {
@@ -343,7 +344,7 @@ func TestSlowRemoteCannotTakeEveryWorker(t *testing.T) {
 	t.Cleanup(func() { close(release); inFlight.Wait() })
 	waitFor(t, 5*time.Second, "the slow calls to reach C", func() bool { return started.Load() == limit })
 	_, err := w.a.Client("/t").Call(context.Background(), domainC, "brig", "echo", []byte(`1`))
-	if !errors.Is(err, bus.ErrTooManyRequests) {
+	if !errors.Is(err, contract.ErrTooManyRequests) {
 		t.Fatalf("call over the limit: got %v, want too-many-requests", err)
 	}
 	if got, err := w.a.Client("/t").Call(context.Background(), domainB, "brig", "echo", []byte(`2`)); err != nil || string(got) != "2" {

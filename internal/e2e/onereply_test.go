@@ -11,8 +11,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/internal/stack"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/setup"
 )
 
 // TestExactlyOneReplyPerRequest sends a few thousand concurrent requests
@@ -55,24 +56,24 @@ func oneReplyLoad(t *testing.T) {
 		label   string // "" for success
 	}
 	ce := func(timeoutMs string) nats.Header {
-		h := nats.Header{bus.HeaderSpecVersion: {"1.0"}, bus.HeaderSource: {"/test"}, bus.HeaderType: {bus.TypeRequest}}
+		h := nats.Header{contract.HeaderSpecVersion: {"1.0"}, contract.HeaderSource: {"/test"}, contract.HeaderType: {contract.TypeRequest}}
 		if timeoutMs != "" {
-			h[bus.HeaderTimeoutMs] = []string{timeoutMs}
+			h[contract.HeaderTimeoutMs] = []string{timeoutMs}
 		}
 		return h
 	}
 	kinds := []kind{
 		{name: "success", subject: "fed.out.brig.echo.b.example.com", body: `{"ok":true}`, headers: ce("")},
-		{name: "denied", subject: "fed.out.brig.echo.denied.example.com", body: `{}`, headers: ce(""), label: bus.LabelFederationDenied},
-		{name: "no srv", subject: "fed.out.brig.echo.nosrv.example.com", body: `{}`, headers: ce(""), label: bus.LabelInvalidDomain},
-		{name: "dot", subject: "fed.out.brig.echo.dot.example.com", body: `{}`, headers: ce(""), label: bus.LabelInvalidDomain},
-		{name: "closed port", subject: "fed.out.brig.echo.closed.example.com", body: `{}`, headers: ce(""), label: bus.LabelConnectionRefused},
-		{name: "not a cloudevent", subject: "fed.out.brig.echo.b.example.com", body: `{}`, headers: nats.Header{"x": {"y"}}, label: bus.LabelInvalidRequest},
-		{name: "upper case component", subject: "fed.out.BRIG.echo.b.example.com", body: `{}`, headers: ce(""), label: bus.LabelInvalidEndpoint},
-		{name: "long domain", subject: "fed.out.brig.echo." + strings.Repeat("a.", 150) + "com", body: `{}`, headers: ce(""), label: bus.LabelDomainParseError},
-		{name: "unknown component", subject: "fed.out.spar.echo.b.example.com", body: `{}`, headers: ce(""), label: bus.LabelUnknownComponent},
-		{name: "remote unavailable", subject: "fed.out.galley.echo.b.example.com", body: `{}`, headers: ce(""), label: bus.LabelRemoteError},
-		{name: "remote slow", subject: "fed.out.brig.slow.b.example.com", body: `5000`, headers: ce("300"), label: bus.LabelTimeout},
+		{name: "denied", subject: "fed.out.brig.echo.denied.example.com", body: `{}`, headers: ce(""), label: contract.LabelFederationDenied},
+		{name: "no srv", subject: "fed.out.brig.echo.nosrv.example.com", body: `{}`, headers: ce(""), label: contract.LabelInvalidDomain},
+		{name: "dot", subject: "fed.out.brig.echo.dot.example.com", body: `{}`, headers: ce(""), label: contract.LabelInvalidDomain},
+		{name: "closed port", subject: "fed.out.brig.echo.closed.example.com", body: `{}`, headers: ce(""), label: contract.LabelConnectionRefused},
+		{name: "not a cloudevent", subject: "fed.out.brig.echo.b.example.com", body: `{}`, headers: nats.Header{"x": {"y"}}, label: contract.LabelInvalidRequest},
+		{name: "upper case component", subject: "fed.out.BRIG.echo.b.example.com", body: `{}`, headers: ce(""), label: contract.LabelInvalidEndpoint},
+		{name: "long domain", subject: "fed.out.brig.echo." + strings.Repeat("a.", 150) + "com", body: `{}`, headers: ce(""), label: contract.LabelDomainParseError},
+		{name: "unknown component", subject: "fed.out.spar.echo.b.example.com", body: `{}`, headers: ce(""), label: contract.LabelUnknownComponent},
+		{name: "remote unavailable", subject: "fed.out.galley.echo.b.example.com", body: `{}`, headers: ce(""), label: contract.LabelRemoteError},
+		{name: "remote slow", subject: "fed.out.brig.slow.b.example.com", body: `5000`, headers: ce("300"), label: contract.LabelTimeout},
 	}
 
 	const total = 3000
@@ -105,7 +106,7 @@ func oneReplyLoad(t *testing.T) {
 		for key, v := range k.headers {
 			h[key] = v
 		}
-		h[bus.HeaderID] = []string{fmt.Sprintf("req-%d", i)}
+		h[contract.HeaderID] = []string{fmt.Sprintf("req-%d", i)}
 		msg := &nats.Msg{Subject: k.subject, Reply: fmt.Sprintf("%s.%d", inbox, i), Header: h, Data: []byte(k.body)}
 		if err := nc.PublishMsg(msg); err != nil {
 			t.Fatal(err)
@@ -118,7 +119,7 @@ func oneReplyLoad(t *testing.T) {
 	})
 	// Give duplicates a chance to show up: a round trip through both
 	// servers after the last reply.
-	for _, be := range []*stack.Backend{w.a, w.b} {
+	for _, be := range []*setup.Backend{w.a, w.b} {
 		if err := be.NATS.Flush(); err != nil {
 			t.Fatal(err)
 		}
@@ -137,8 +138,8 @@ func oneReplyLoad(t *testing.T) {
 			t.Fatalf("request %d (%s): reply is not a CloudEvent: %v", i, k.name, err)
 		}
 		label := ""
-		if ev.Type == bus.TypeError {
-			label = bus.ParseError(500, ev.Data).Label
+		if ev.Type == contract.TypeError {
+			label = contract.ParseError(500, ev.Data).Label
 		}
 		if label != k.label {
 			t.Fatalf("request %d (%s): reply label %q, want %q (%s)", i, k.name, label, k.label, ev.Data)

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/internal/stack"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/setup"
 )
 
 // The federator's outbound safeguards: FED_REQUIRE_DNSSEC for the remote's
@@ -56,7 +56,7 @@ func (h ingressCounter) WithGroup(string) slog.Handler { return h }
 // counted is a backend of an outbound test and the number of requests its
 // ingress has answered so far.
 type counted struct {
-	*stack.Backend
+	*setup.Backend
 	seen func() int64
 }
 
@@ -75,7 +75,7 @@ func startCounted(tb testing.TB, env map[string]map[string]string, domains ...st
 	for _, domain := range domains {
 		log, seen := countIngressRequests()
 		infra := "fed." + strings.SplitN(domain, ".", 2)[0] + "-infra.example.net"
-		be := startBackend(tb, stack.BackendOptions{Domain: domain, InfraHost: infra, CA: ca, DNS: d, Dir: dir,
+		be := startBackend(tb, setup.BackendOptions{Domain: domain, InfraHost: infra, CA: ca, DNS: d, Dir: dir,
 			Strategy: "allow-all", Logger: log, Env: env[domain]})
 		serve(tb, be, "brig", component)
 		out = append(out, counted{Backend: be, seen: seen})
@@ -101,7 +101,7 @@ func TestOutboundRequireDNSSEC(t *testing.T) {
 		label     string // empty: served
 		wantSeen  int64  // requests to's ingress answered
 	}{
-		{"required, unvalidated SRV: discovery-failure, nothing sent", false, a, b, bus.LabelDiscoveryFailure, 0},
+		{"required, unvalidated SRV: discovery-failure, nothing sent", false, a, b, contract.LabelDiscoveryFailure, 0},
 		{"required, validated SRV: served", true, a, c, "", 1},
 		{"not required, unvalidated SRV: served", false, c, b, "", 1},
 	}
@@ -150,9 +150,9 @@ func TestBackoffAfterRemote429(t *testing.T) {
 		if err == nil {
 			continue
 		}
-		var fe *bus.Error
-		if !errors.As(err, &fe) || fe.Label != bus.LabelRemoteError || fe.Inner == nil || fe.Inner.Label != bus.LabelTooManyRequests {
-			t.Fatalf("over B's limit: %v; want %s with inner %s", err, bus.LabelRemoteError, bus.LabelTooManyRequests)
+		var fe *contract.Error
+		if !errors.As(err, &fe) || fe.Label != contract.LabelRemoteError || fe.Inner == nil || fe.Inner.Label != contract.LabelTooManyRequests {
+			t.Fatalf("over B's limit: %v; want %s with inner %s", err, contract.LabelRemoteError, contract.LabelTooManyRequests)
 		}
 		limited = time.Now()
 	}
@@ -166,9 +166,9 @@ func TestBackoffAfterRemote429(t *testing.T) {
 		if err == nil {
 			return true
 		}
-		var fe *bus.Error
-		if !errors.As(err, &fe) || fe.Label != bus.LabelTooManyRequests || fe.Inner != nil || !strings.Contains(fe.Message, "asked us to wait") {
-			t.Fatalf("during the backoff: %v; want a local %s saying B asked us to wait", err, bus.LabelTooManyRequests)
+		var fe *contract.Error
+		if !errors.As(err, &fe) || fe.Label != contract.LabelTooManyRequests || fe.Inner != nil || !strings.Contains(fe.Message, "asked us to wait") {
+			t.Fatalf("during the backoff: %v; want a local %s saying B asked us to wait", err, contract.LabelTooManyRequests)
 		}
 		if n := b.seen(); n != reached {
 			t.Fatalf("B's ingress answered %d request(s) during the backoff", n-reached)

@@ -21,9 +21,10 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/ingress"
-	"github.com/fedbus/fedbus/internal/stack"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/setup"
 )
 
 // Threats to the ingress of B from clients that are not A, while A's
@@ -181,9 +182,9 @@ func newWorldWithC(tb testing.TB) (*world, *tls.Certificate) {
 		tb.Fatal(err)
 	}
 	w := &world{ca: ca, dns: testbed.StartDNS(tb), dir: tb.TempDir()}
-	w.a = startBackend(tb, stack.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: w.dns, Dir: w.dir,
+	w.a = startBackend(tb, setup.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: w.dns, Dir: w.dir,
 		Strategy: "allow-list", AllowList: []string{domainB}})
-	w.b = startBackend(tb, stack.BackendOptions{Domain: domainB, InfraHost: infraB, CA: ca, DNS: w.dns, Dir: w.dir,
+	w.b = startBackend(tb, setup.BackendOptions{Domain: domainB, InfraHost: infraB, CA: ca, DNS: w.dns, Dir: w.dir,
 		Strategy: "allow-list", AllowList: []string{domainA, domainC}})
 	w.dns.SetSRV(domainC, 60, testbed.SRVRecord{Target: infraC, Port: 443, Priority: 10, Weight: 5})
 	return w, leaf(tb, ca, infraC)
@@ -225,7 +226,7 @@ func TestStreamFloodDoesNotStarveOthers(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			req.Header.Set(bus.HTTPOriginDomain, domainC)
+			req.Header.Set(contract.HTTPOriginDomain, domainC)
 			req.Header.Set("Content-Type", "application/json")
 			resp, err := cc.RoundTrip(req)
 			if err != nil {

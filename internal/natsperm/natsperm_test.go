@@ -19,9 +19,10 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/ctl"
-	"github.com/fedbus/fedbus/internal/stack"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/setup"
 )
 
 const (
@@ -203,11 +204,11 @@ func wantOne(t testing.TB, who string, ch chan *nats.Msg) *nats.Msg {
 }
 
 func request(data string) bus.Event {
-	return bus.Event{ID: bus.NewID(), Source: "/brig", Type: bus.TypeRequest, Data: []byte(data)}
+	return bus.Event{ID: bus.NewID(), Source: "/brig", Type: contract.TypeRequest, Data: []byte(data)}
 }
 
 func inbound(origin, data string) bus.Event {
-	return bus.Event{ID: bus.NewID(), Source: "//" + origin + "/brig", Type: bus.TypeRequest, OriginDomain: origin, Data: []byte(data)}
+	return bus.Event{ID: bus.NewID(), Source: "//" + origin + "/brig", Type: contract.TypeRequest, OriginDomain: origin, Data: []byte(data)}
 }
 
 func ctxFor(t testing.TB) context.Context {
@@ -240,7 +241,7 @@ func serveFederator(t testing.TB, fed *client) {
 // reply says who answered, for which origin and rpc.
 func serveEcho(t testing.TB, c *client, component string) {
 	t.Helper()
-	subjects, err := bus.NewSubjects("fed")
+	subjects, err := contract.NewSubjects("fed")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +286,7 @@ func wantNoKey(t testing.TB, kv jetstream.KeyValue, key string) {
 func TestPermissions(t *testing.T) {
 	s := startServer(t)
 	adminKV := createBucket(t, s)
-	subjects, err := bus.NewSubjects("fed")
+	subjects, err := contract.NewSubjects("fed")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +328,7 @@ func TestPermissions(t *testing.T) {
 		// server drops it, so it can only time out
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
-		if _, err := bus.Exchange(ctx, brig.Conn, inbound("a.example.com", `"x"`).Message(subject)); !errors.Is(err, bus.ErrTimeout) {
+		if _, err := bus.Exchange(ctx, brig.Conn, inbound("a.example.com", `"x"`).Message(subject)); !errors.Is(err, contract.ErrTimeout) {
 			t.Errorf("brig's request on fed.in: got %v, want a timeout", err)
 		}
 		brig.wantViolation(t, "Publish", subject)
@@ -585,7 +586,7 @@ func TestPermissions(t *testing.T) {
 }
 
 // TestStackOpen starts the shared services of the fedbus binaries
-// (stack.Open: NATS connection with the FED_NATS_* options, and the watch
+// (setup.Open: NATS connection with the FED_NATS_* options, and the watch
 // of the federation config bucket) as the federator and ingress users.
 func TestStackOpen(t *testing.T) {
 	s := startServer(t)
@@ -625,7 +626,7 @@ func TestStackOpen(t *testing.T) {
 		t.Run(user+" opens and watches the bucket", func(t *testing.T) {
 			var logs testbed.LogBuffer
 			log := slog.New(slog.NewTextHandler(&logs, nil))
-			sh, err := stack.Open(common(config.NATSAuth{User: user, Password: passwords[user], InboxPrefix: "_INBOX_" + user}), user, log)
+			sh, err := setup.Open(common(config.NATSAuth{User: user, Password: passwords[user], InboxPrefix: "_INBOX_" + user}), user, log)
 			if err != nil {
 				t.Fatalf("open: %v", err)
 			}
@@ -638,7 +639,7 @@ func TestStackOpen(t *testing.T) {
 		})
 	}
 	t.Run("a wrong password fails to open", func(t *testing.T) {
-		sh, err := stack.Open(common(config.NATSAuth{User: "federator", Password: "wrong"}), "federator", discard)
+		sh, err := setup.Open(common(config.NATSAuth{User: "federator", Password: "wrong"}), "federator", discard)
 		if err == nil {
 			_ = sh.Close(ctxFor(t))
 			t.Fatal("opened")
@@ -648,7 +649,7 @@ func TestStackOpen(t *testing.T) {
 		}
 	})
 	t.Run("a bad seed file fails before connecting", func(t *testing.T) {
-		sh, err := stack.Open(common(config.NATSAuth{NKeySeed: files.CA}), "federator", discard)
+		sh, err := setup.Open(common(config.NATSAuth{NKeySeed: files.CA}), "federator", discard)
 		if err == nil {
 			_ = sh.Close(ctxFor(t))
 			t.Fatal("opened")

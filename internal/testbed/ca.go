@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedbus/fedbus/federator/certs"
+	"github.com/fedbus/fedbus/tlsconf"
 )
 
 // CA is a throwaway certificate authority for tests and the demo.
@@ -146,15 +146,15 @@ func (l *Leaf) WriteFiles(dir, name string, caPEM []byte) (Files, error) {
 }
 
 // CertStore writes leaf and the CA into a temporary directory of tb (as
-// WriteFiles does) and loads them with certs.Load, as the federator and the
+// WriteFiles does) and loads them with tlsconf.Load, as the federator and the
 // ingress load their TLS material. It fails tb on error.
-func (ca *CA) CertStore(tb testing.TB, leaf *Leaf) *certs.Store {
+func (ca *CA) CertStore(tb testing.TB, leaf *Leaf) *tlsconf.Store {
 	tb.Helper()
 	files, err := leaf.WriteFiles(tb.TempDir(), "tls", ca.CertPEM)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	store, err := certs.Load(certs.Files{Cert: files.Cert, Key: files.Key, CA: files.CA})
+	store, err := tlsconf.Load(tlsconf.Files{Cert: files.Cert, Key: files.Key, CA: files.CA})
 	if err != nil {
 		tb.Fatalf("load certs: %v", err)
 	}

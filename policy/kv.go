@@ -12,9 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fedbus/fedbus/contract"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/fedbus/fedbus/bus"
 )
 
 // Key layout of the bucket.
@@ -31,7 +30,7 @@ const maxEntryBytes = 64 << 10
 
 // RemoteKey returns the bucket key of a remote domain.
 func RemoteKey(domain string) (string, error) {
-	d, err := bus.NormalizeDomain(domain)
+	d, err := contract.NormalizeDomain(domain)
 	if err != nil {
 		return "", err
 	}
@@ -70,7 +69,7 @@ func ParseEntry(key string, value []byte) (Entry, error) {
 	if !ok {
 		return Entry{}, fmt.Errorf("parse %q: unknown key: %w", key, ErrBadEntry)
 	}
-	d, err := bus.NormalizeDomain(name)
+	d, err := contract.NormalizeDomain(name)
 	if err != nil || d != name {
 		return Entry{}, fmt.Errorf("parse %q: not a canonical domain: %w", key, ErrBadEntry)
 	}

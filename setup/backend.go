@@ -1,4 +1,4 @@
-package stack
+package setup
 
 import (
 	"context"
@@ -19,10 +19,11 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/federator"
-	"github.com/fedbus/fedbus/federator/policy"
 	"github.com/fedbus/fedbus/ingress"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/policy"
 )
 
 // BackendOptions describe one in-process backend.
@@ -66,7 +67,7 @@ type Backend struct {
 	NATSServer  *server.Server
 	NATSURL     string
 	NATS        *nats.Conn // a connection for local components
-	Subjects    bus.Subjects
+	Subjects    contract.Subjects
 	Federators  []*federator.Federator
 	Ingress     *ingress.Ingress
 	IngressAddr string
@@ -153,7 +154,7 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	if err := b.Common.Validate(); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
-	if b.Subjects, err = bus.NewSubjects(bus.DefaultPrefix); err != nil {
+	if b.Subjects, err = contract.NewSubjects(contract.DefaultPrefix); err != nil {
 		return nil, err
 	}
 	if b.NATS, err = bus.Connect(b.NATSURL, "components "+opts.Domain, opts.Logger); err != nil {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedbus/fedbus/federator/discovery"
+	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/testbed"
 )
 

@@ -1,7 +1,9 @@
-package bus
+package contract
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 )
@@ -169,7 +171,7 @@ func (e *Error) Sanitized() *Error {
 	if e.valid(0) {
 		return e
 	}
-	return Errorf(LabelServerError, "invalid error (code %d, label %q): %s", e.Code, truncate(e.Label, 64), truncate(e.Message, maxInnerMessage))
+	return Errorf(LabelServerError, "invalid error (code %d, label %q): %s", e.Code, Truncate(e.Label, 64), Truncate(e.Message, maxInnerMessage))
 }
 
 // RemoteError wraps an error reported by a remote backend: the label is
@@ -180,4 +182,18 @@ func RemoteError(inner *Error) *Error {
 		return &Error{Code: StatusOf(LabelTimeout), Label: LabelTimeout, Message: "the remote backend timed out", Inner: inner}
 	}
 	return &Error{Code: StatusOf(LabelRemoteError), Label: LabelRemoteError, Message: "the remote backend answered with an error", Inner: inner}
+}
+
+// AsError converts any error to the contract error it is answered with: a
+// *Error in its chain (sanitized), federation-timeout for a deadline, else
+// server-error.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Sanitized()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return Errorf(LabelTimeout, "%v", err)
+	}
+	return Errorf(LabelServerError, "%v", err)
 }

@@ -30,8 +30,7 @@
 // ErrNoAddress concerns one target: the caller tries the next one. A
 // lookup that ends with the caller's context wraps ctx.Err() only (not
 // ErrLookup), unless an expired answer could be served instead. An
-// invalid domain returns the *bus.Error of bus.NormalizeDomain
-// (domain-parse-error).
+// invalid domain is ErrInvalidDomain (domain-parse-error).
 //
 // With RequireDNSSEC (FED_REQUIRE_DNSSEC), queries set the EDNS0 DO bit
 // and the AD flag of each SRV answer is cached with it; HasTarget, the

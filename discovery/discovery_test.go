@@ -14,8 +14,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/federator/discovery"
+	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/testbed"
 )
 
@@ -488,11 +487,11 @@ func TestErrors(t *testing.T) {
 		{"every server times out", domain, func(e *env) { e.dns.SetFailure(domain, testbed.DropQuery) }, 50 * time.Millisecond,
 			[]error{discovery.ErrLookup}, []error{context.DeadlineExceeded}},
 		{"invalid domain", "a..example.com", func(*env) {}, 0,
-			[]error{bus.ErrDomainParseError}, []error{discovery.ErrLookup}},
+			[]error{discovery.ErrInvalidDomain}, []error{discovery.ErrLookup}},
 		{"one-label domain", "localhost", func(*env) {}, 0,
-			[]error{bus.ErrDomainParseError}, nil},
+			[]error{discovery.ErrInvalidDomain}, nil},
 		{"wildcard domain", "*.example.com", func(*env) {}, 0,
-			[]error{bus.ErrDomainParseError}, nil},
+			[]error{discovery.ErrInvalidDomain}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -522,8 +521,7 @@ func TestErrors(t *testing.T) {
 						t.Errorf("%s: error %v is %v", call.name, err, not)
 					}
 				}
-				var be *bus.Error
-				if !errors.As(err, &be) && !strings.HasPrefix(err.Error(), "discover "+tc.domain+": ") {
+				if !strings.HasPrefix(err.Error(), "discover "+tc.domain+": ") {
 					t.Errorf("%s: error %q lacks the prefix", call.name, err)
 				}
 			}

@@ -3,6 +3,8 @@ package policy
 import (
 	"strconv"
 	"testing"
+
+	"github.com/fedbus/fedbus/contract"
 )
 
 // benchErr keeps the compiler from dropping the decision.
@@ -12,7 +14,7 @@ var benchErr error
 // (the outbound allow list) and Authorize (the inbound per-RPC rules),
 // with 10,000 remotes in the dynamic configuration.
 func BenchmarkDecision(b *testing.B) {
-	p, err := New(AllowList, []string{"b.example.com"})
+	p, err := New(contract.AllowList, []string{"b.example.com"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
 )
 
@@ -33,7 +34,7 @@ func TestBucketChangeReachesInstances(t *testing.T) {
 	}
 	var instances []*Policy
 	for range 3 {
-		p, err := New(AllowList, []string{"a.example.com"})
+		p, err := New(contract.AllowList, []string{"a.example.com"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,11 +1,11 @@
-package bus_test
+package contract_test
 
 import (
 	"errors"
 	"strings"
 	"testing"
 
-	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 )
 
 // domainOfLen returns a valid domain of exactly n characters (n >= 3) made of
@@ -65,7 +65,7 @@ func TestValidComponent(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := bus.ValidComponent(tc.in); got != tc.want {
+			if got := contract.ValidComponent(tc.in); got != tc.want {
 				t.Errorf("ValidComponent(%q) = %v, want %v", tc.in, got, tc.want)
 			}
 		})
@@ -97,7 +97,7 @@ func TestValidRPC(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := bus.ValidRPC(tc.in); got != tc.want {
+			if got := contract.ValidRPC(tc.in); got != tc.want {
 				t.Errorf("ValidRPC(%q) = %v, want %v", tc.in, got, tc.want)
 			}
 		})
@@ -126,14 +126,14 @@ func TestNormalizeDomain(t *testing.T) {
 	}
 	for _, tc := range valid {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := bus.NormalizeDomain(tc.in)
+			got, err := contract.NormalizeDomain(tc.in)
 			if err != nil {
 				t.Fatalf("NormalizeDomain(%q): %v", tc.in, err)
 			}
 			if got != tc.want {
 				t.Errorf("NormalizeDomain(%q) = %q, want %q", tc.in, got, tc.want)
 			}
-			again, err := bus.NormalizeDomain(got)
+			again, err := contract.NormalizeDomain(got)
 			if err != nil || again != got {
 				t.Errorf("NormalizeDomain(%q) = %q, %v; not idempotent", got, again, err)
 			}
@@ -178,16 +178,16 @@ func TestNormalizeDomain(t *testing.T) {
 	}
 	for _, tc := range invalid {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := bus.NormalizeDomain(tc.in)
+			got, err := contract.NormalizeDomain(tc.in)
 			if err == nil {
 				t.Fatalf("NormalizeDomain(%q) = %q, want domain-parse-error", tc.in, got)
 			}
-			if !errors.Is(err, bus.ErrDomainParseError) {
+			if !errors.Is(err, contract.ErrDomainParseError) {
 				t.Errorf("NormalizeDomain(%q) error %v is not domain-parse-error", tc.in, err)
 			}
-			var e *bus.Error
-			if !errors.As(err, &e) || e.Code != 403 || e.Label != bus.LabelDomainParseError {
-				t.Errorf("NormalizeDomain(%q) error = %#v, want *bus.Error 403 %s", tc.in, err, bus.LabelDomainParseError)
+			var e *contract.Error
+			if !errors.As(err, &e) || e.Code != 403 || e.Label != contract.LabelDomainParseError {
+				t.Errorf("NormalizeDomain(%q) error = %#v, want *contract.Error 403 %s", tc.in, err, contract.LabelDomainParseError)
 			}
 			if got != "" {
 				t.Errorf("NormalizeDomain(%q) returned %q with an error", tc.in, got)
@@ -201,7 +201,7 @@ func TestNormalizeDomainCanonicalDoesNotAllocate(t *testing.T) {
 		t.Run(d[:min(len(d), 20)], func(t *testing.T) {
 			var out string
 			allocs := testing.AllocsPerRun(100, func() {
-				out, _ = bus.NormalizeDomain(d)
+				out, _ = contract.NormalizeDomain(d)
 			})
 			if allocs != 0 {
 				t.Errorf("NormalizeDomain(%q) allocates %v times per call, want 0", d, allocs)
@@ -219,7 +219,7 @@ func TestValidRequestID(t *testing.T) {
 		in   string
 		want bool
 	}{
-		{"nuid", bus.NewID(), true},
+		{"nuid", "J3sJ6aDkVAoMyTUJpMO3Vn", true},
 		{"uuid", "0f8fad5b-d9cb-469f-a165-70867728950e", true},
 		{"punctuation", "a.b:c/d_e~f!", true},
 		{"single char", "x", true},
@@ -236,7 +236,7 @@ func TestValidRequestID(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := bus.ValidRequestID(tc.in); got != tc.want {
+			if got := contract.ValidRequestID(tc.in); got != tc.want {
 				t.Errorf("ValidRequestID(%q) = %v, want %v", tc.in, got, tc.want)
 			}
 		})

@@ -24,14 +24,7 @@ import (
 	"slices"
 	"sync/atomic"
 
-	"github.com/fedbus/fedbus/bus"
-)
-
-// Strategy names.
-const (
-	AllowNone = "allow-none"
-	AllowAll  = "allow-all"
-	AllowList = "allow-list"
+	"github.com/fedbus/fedbus/contract"
 )
 
 // AnyRPC in a rule allows every RPC of the component.
@@ -50,11 +43,11 @@ type Rules map[string][]string
 // Validate checks the tokens of the rules.
 func (r Rules) Validate() error {
 	for comp, rpcs := range r {
-		if !bus.ValidComponent(comp) {
+		if !contract.ValidComponent(comp) {
 			return fmt.Errorf("component %q: %w", comp, ErrBadRule)
 		}
 		for _, rpc := range rpcs {
-			if rpc != AnyRPC && !bus.ValidRPC(rpc) {
+			if rpc != AnyRPC && !contract.ValidRPC(rpc) {
 				return fmt.Errorf("component %s rpc %q: %w", comp, rpc, ErrBadRule)
 			}
 		}
@@ -89,7 +82,7 @@ type Policy struct {
 // New returns a policy for a strategy and its static allow list.
 func New(strategy string, allowList []string) (*Policy, error) {
 	p := &Policy{}
-	p.cur.Store(&snapshot{strategy: AllowNone})
+	p.cur.Store(&snapshot{strategy: contract.AllowNone})
 	if err := p.Set(strategy, allowList); err != nil {
 		return nil, err
 	}
@@ -99,13 +92,13 @@ func New(strategy string, allowList []string) (*Policy, error) {
 // Set replaces the static base. Domains of the list are normalised.
 func (p *Policy) Set(strategy string, allowList []string) error {
 	switch strategy {
-	case AllowNone, AllowAll, AllowList:
+	case contract.AllowNone, contract.AllowAll, contract.AllowList:
 	default:
 		return fmt.Errorf("set policy %q: %w", strategy, ErrBadStrategy)
 	}
 	static := make(map[string]struct{}, len(allowList))
 	for _, d := range allowList {
-		n, err := bus.NormalizeDomain(d)
+		n, err := contract.NormalizeDomain(d)
 		if err != nil {
 			return fmt.Errorf("set policy: allow list: %w", err)
 		}
@@ -133,9 +126,9 @@ func (p *Policy) Allowed(domain string) bool {
 
 func (s *snapshot) allowed(domain string) bool {
 	switch s.strategy {
-	case AllowAll:
+	case contract.AllowAll:
 		return true
-	case AllowList:
+	case contract.AllowList:
 		if _, ok := s.static[domain]; ok {
 			return true
 		}
@@ -152,7 +145,7 @@ func (p *Policy) Check(domain string) error {
 	if s.allowed(domain) {
 		return nil
 	}
-	return bus.Errorf(bus.LabelFederationDenied, "federation with %s is not allowed (strategy %s)", domain, s.strategy)
+	return contract.Errorf(contract.LabelFederationDenied, "federation with %s is not allowed (strategy %s)", domain, s.strategy)
 }
 
 // Authorize decides an inbound request: the origin must be allowed and its
@@ -161,7 +154,7 @@ func (p *Policy) Check(domain string) error {
 func (p *Policy) Authorize(origin, component, rpc string) error {
 	s := p.cur.Load()
 	if !s.allowed(origin) {
-		return bus.Errorf(bus.LabelFederationDenied, "federation with %s is not allowed (strategy %s)", origin, s.strategy)
+		return contract.Errorf(contract.LabelFederationDenied, "federation with %s is not allowed (strategy %s)", origin, s.strategy)
 	}
 	rules := s.defaults
 	if r, ok := s.remotes[origin]; ok && r.Rules != nil {
@@ -170,5 +163,5 @@ func (p *Policy) Authorize(origin, component, rpc string) error {
 	if rules == nil || rules.allows(component, rpc) {
 		return nil
 	}
-	return bus.Errorf(bus.LabelFederationDenied, "%s may not call %s.%s", origin, component, rpc)
+	return contract.Errorf(contract.LabelFederationDenied, "%s may not call %s.%s", origin, component, rpc)
 }

@@ -1,4 +1,4 @@
-package bus
+package contract
 
 import (
 	"strings"
@@ -124,10 +124,12 @@ func checkDomain(d string) string {
 }
 
 func domainError(s, reason string) *Error {
-	return Errorf(LabelDomainParseError, "%s: %q", reason, truncate(s, 64))
+	return Errorf(LabelDomainParseError, "%s: %q", reason, Truncate(s, 64))
 }
 
-func truncate(s string, n int) string {
+// Truncate returns s cut to n bytes, with "…" when it was longer: the
+// bounded form of a peer-supplied value in an error message or log line.
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

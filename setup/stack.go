@@ -2,7 +2,7 @@
 // connection, DNS resolver, federation policy, TLS material) from the
 // configuration, for cmd/federator, cmd/ingress, the demo and end-to-end
 // tests.
-package stack
+package setup
 
 import (
 	"context"
@@ -17,9 +17,9 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
-	"github.com/fedbus/fedbus/federator/certs"
-	"github.com/fedbus/fedbus/federator/discovery"
-	"github.com/fedbus/fedbus/federator/policy"
+	"github.com/fedbus/fedbus/discovery"
+	"github.com/fedbus/fedbus/policy"
+	"github.com/fedbus/fedbus/tlsconf"
 )
 
 // Shared are the services of one fedbus process.
@@ -27,7 +27,7 @@ type Shared struct {
 	NATS     *nats.Conn
 	Resolver *discovery.Resolver
 	Policy   *policy.Policy
-	Certs    *certs.Store
+	Certs    *tlsconf.Store
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -38,7 +38,7 @@ const kvLoadTimeout = 10 * time.Second
 
 // Open builds the shared services; name identifies the NATS connection.
 func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
-	store, err := certs.LoadVersion(certs.Files{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA}, c.TLSMinVersion)
+	store, err := tlsconf.LoadVersion(tlsconf.Files{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA}, c.TLSMinVersion)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}

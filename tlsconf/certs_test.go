@@ -1,4 +1,4 @@
-package certs_test
+package tlsconf_test
 
 import (
 	"context"
@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedbus/fedbus/federator/certs"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/tlsconf"
 )
 
 func writeLeaf(tb testing.TB, ca *testbed.CA, dir string, opts testbed.LeafOptions) (testbed.Files, *testbed.Leaf) {
@@ -42,14 +42,14 @@ func TestLoad(t *testing.T) {
 		{name: "server and client usages", version: "1.3"},
 		{name: "TLS 1.2 allowed", version: "1.2"},
 		{name: "no extended usages at all", opts: testbed.LeafOptions{Usages: []x509.ExtKeyUsage{}}},
-		{name: "server usage only", opts: testbed.LeafOptions{Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, want: certs.ErrKeyUsage},
-		{name: "client usage only", opts: testbed.LeafOptions{Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, want: certs.ErrKeyUsage},
-		{name: "bad version", version: "1.1", want: certs.ErrBadVersion},
+		{name: "server usage only", opts: testbed.LeafOptions{Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, want: tlsconf.ErrKeyUsage},
+		{name: "client usage only", opts: testbed.LeafOptions{Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, want: tlsconf.ErrKeyUsage},
+		{name: "bad version", version: "1.1", want: tlsconf.ErrBadVersion},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f, _ := writeLeaf(t, ca, t.TempDir(), tc.opts)
-			_, err := certs.LoadVersion(certs.Files{Cert: f.Cert, Key: f.Key, CA: f.CA}, tc.version)
+			_, err := tlsconf.LoadVersion(tlsconf.Files{Cert: f.Cert, Key: f.Key, CA: f.CA}, tc.version)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
@@ -60,7 +60,7 @@ func TestLoad(t *testing.T) {
 		if err := os.WriteFile(f.CA, []byte("nothing"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := certs.Load(certs.Files{Cert: f.Cert, Key: f.Key, CA: f.CA}); !errors.Is(err, certs.ErrNoCA) {
+		if _, err := tlsconf.Load(tlsconf.Files{Cert: f.Cert, Key: f.Key, CA: f.CA}); !errors.Is(err, tlsconf.ErrNoCA) {
 			t.Fatalf("got %v", err)
 		}
 	})
@@ -75,7 +75,7 @@ func TestWatchReloadsAndKeepsAGoodCertificate(t *testing.T) {
 	}
 	dir := t.TempDir()
 	f, first := writeLeaf(t, ca, dir, testbed.LeafOptions{})
-	store, err := certs.Load(certs.Files{Cert: f.Cert, Key: f.Key, CA: f.CA})
+	store, err := tlsconf.Load(tlsconf.Files{Cert: f.Cert, Key: f.Key, CA: f.CA})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,10 +12,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/miekg/dns"
-
-	"github.com/fedbus/fedbus/bus"
+	"golang.org/x/net/idna"
 )
 
 // ServicePrefix is the owner-name prefix of a domain's federation SRV
@@ -24,7 +24,7 @@ import (
 const ServicePrefix = "_wire-server-federator._tcp."
 
 // Sentinel errors. Errors returned by the Resolver wrap one of them (or a
-// context error, or the *bus.Error of an invalid domain); match them with
+// context error); match them with
 // errors.Is.
 var (
 	// ErrNotFound: the domain has no federation SRV record (NXDOMAIN or an
@@ -45,6 +45,10 @@ var (
 	// ErrNoAddress: the host has no A or AAAA record, or is not a valid
 	// host name.
 	ErrNoAddress = errors.New("host has no address")
+	// ErrInvalidDomain: the domain is not a valid DNS name of a backend
+	// (see normalizeDomain); nothing was asked. Contract label
+	// domain-parse-error.
+	ErrInvalidDomain = errors.New("invalid domain")
 	// ErrInsecure: RequireDNSSEC is set and the SRV answer did not carry
 	// the AD (authentic data) flag of a validating resolver, so it can
 	// neither prove an identity nor be trusted to say where to send a
@@ -332,8 +336,7 @@ func (r *Resolver) Close() error {
 // ctx.Err() when ctx ends before the DNS servers answer and no expired
 // answer can be served instead; with RequireDNSSEC, an answer without the
 // AD flag is ErrInsecure (no targets are returned: the federator must not
-// send anything to them). An invalid domain gives the *bus.Error of
-// bus.NormalizeDomain. Errors start with "discover <domain>: ".
+// send anything to them). An invalid domain gives ErrInvalidDomain. Errors start with "discover <domain>: ".
 func (r *Resolver) SRV(ctx context.Context, domain string) ([]Target, error) {
 	ts, err := r.AppendSRV(ctx, nil, domain)
 	if err != nil {
@@ -345,7 +348,7 @@ func (r *Resolver) SRV(ctx context.Context, domain string) ([]Target, error) {
 // AppendSRV is SRV appending the targets to dst. On a cache hit it does not
 // allocate when dst has the capacity. On error dst is returned unchanged.
 func (r *Resolver) AppendSRV(ctx context.Context, dst []Target, domain string) ([]Target, error) {
-	d, err := bus.NormalizeDomain(domain)
+	d, err := normalizeDomain(domain)
 	if err != nil {
 		return dst, err
 	}
@@ -371,7 +374,7 @@ func (r *Resolver) AppendSRV(ctx context.Context, dst []Target, domain string) (
 // without the AD flag is the error ErrInsecure, whatever sanName. It does
 // not allocate on a cache hit.
 func (r *Resolver) HasTarget(ctx context.Context, domain, sanName string) (bool, error) {
-	d, err := bus.NormalizeDomain(domain)
+	d, err := normalizeDomain(domain)
 	if err != nil {
 		return false, err
 	}
@@ -467,14 +470,38 @@ func mayBeIP(host string) bool {
 // [a-z0-9_-], 1 to 63 characters, at most 253 in all. It does not
 // allocate for an already canonical name.
 func normalizeHost(host string) (string, bool) {
-	h := strings.TrimSuffix(host, ".")
+	return normalizeName(strings.TrimSuffix(host, "."), true)
+}
+
+// normalizeDomain returns the canonical form of a backend domain: lower
+// case, non-ASCII labels as IDNA punycode, labels of [a-z0-9-], 1 to 63
+// characters, at least two labels, at most 253 characters, no trailing
+// dot. Anything else wraps ErrInvalidDomain. Callers normally pass
+// domains that the contract's rule already made canonical; this check
+// keeps a bad name from ever becoming a DNS query.
+func normalizeDomain(domain string) (string, error) {
+	d, ok := normalizeName(domain, false)
+	if !ok || strings.IndexByte(d, '.') < 0 {
+		return "", fmt.Errorf("discover %s: %w", truncate(domain, 64), ErrInvalidDomain)
+	}
+	return d, nil
+}
+
+// normalizeName lower-cases name (non-ASCII as IDNA punycode) and checks
+// its labels: 1 to 63 characters of [a-z0-9-] (and "_" when underscore),
+// at most 253 in all.
+func normalizeName(name string, underscore bool) (string, bool) {
+	h := name
 	for i := 0; i < len(h); i++ {
 		if h[i] >= 0x80 {
-			d, err := bus.NormalizeDomain(h)
+			if len(h) > 4*253 || !utf8.ValidString(h) {
+				return "", false
+			}
+			p, err := idna.Lookup.ToASCII(h)
 			if err != nil {
 				return "", false
 			}
-			h = d
+			h = p
 			break
 		}
 	}
@@ -486,7 +513,7 @@ func normalizeHost(host string) (string, bool) {
 	for i := 0; i <= len(h); i++ {
 		if i < len(h) && h[i] != '.' {
 			c := h[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || underscore && c == '_') {
 				return "", false
 			}
 			continue
@@ -497,4 +524,12 @@ func normalizeHost(host string) (string, bool) {
 		start = i + 1
 	}
 	return h, true
+}
+
+// truncate bounds a caller-supplied name in an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

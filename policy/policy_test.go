@@ -4,7 +4,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 )
 
 func TestStrategies(t *testing.T) {
@@ -16,12 +16,12 @@ func TestStrategies(t *testing.T) {
 		domain   string
 		want     bool
 	}{
-		{name: "allow-none refuses", strategy: AllowNone, domain: "b.example.com"},
-		{name: "allow-none ignores the bucket", strategy: AllowNone, remotes: map[string]Remote{"b.example.com": {}}, domain: "b.example.com"},
-		{name: "allow-all allows", strategy: AllowAll, domain: "b.example.com", want: true},
-		{name: "allow-list static", strategy: AllowList, list: []string{"B.example.com"}, domain: "b.example.com", want: true},
-		{name: "allow-list dynamic", strategy: AllowList, remotes: map[string]Remote{"c.example.com": {}}, domain: "c.example.com", want: true},
-		{name: "allow-list other", strategy: AllowList, list: []string{"b.example.com"}, domain: "c.example.com"},
+		{name: "allow-none refuses", strategy: contract.AllowNone, domain: "b.example.com"},
+		{name: "allow-none ignores the bucket", strategy: contract.AllowNone, remotes: map[string]Remote{"b.example.com": {}}, domain: "b.example.com"},
+		{name: "allow-all allows", strategy: contract.AllowAll, domain: "b.example.com", want: true},
+		{name: "allow-list static", strategy: contract.AllowList, list: []string{"B.example.com"}, domain: "b.example.com", want: true},
+		{name: "allow-list dynamic", strategy: contract.AllowList, remotes: map[string]Remote{"c.example.com": {}}, domain: "c.example.com", want: true},
+		{name: "allow-list other", strategy: contract.AllowList, list: []string{"b.example.com"}, domain: "c.example.com"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -34,7 +34,7 @@ func TestStrategies(t *testing.T) {
 				t.Fatalf("Allowed(%s) = %v, want %v", tc.domain, got, tc.want)
 			}
 			err = p.Check(tc.domain)
-			if tc.want != (err == nil) || (err != nil && !errors.Is(err, bus.ErrFederationDenied)) {
+			if tc.want != (err == nil) || (err != nil && !errors.Is(err, contract.ErrFederationDenied)) {
 				t.Fatalf("Check(%s) = %v", tc.domain, err)
 			}
 		})
@@ -45,13 +45,13 @@ func TestNewRefusesBadInput(t *testing.T) {
 	if _, err := New("allow-some", nil); !errors.Is(err, ErrBadStrategy) {
 		t.Fatalf("got %v", err)
 	}
-	if _, err := New(AllowList, []string{"not a domain"}); !errors.Is(err, bus.ErrDomainParseError) {
+	if _, err := New(contract.AllowList, []string{"not a domain"}); !errors.Is(err, contract.ErrDomainParseError) {
 		t.Fatalf("got %v", err)
 	}
 }
 
 func TestAuthorize(t *testing.T) {
-	p, err := New(AllowList, []string{"a.example.com", "b.example.com"})
+	p, err := New(contract.AllowList, []string{"a.example.com", "b.example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,13 +78,13 @@ func TestAuthorize(t *testing.T) {
 			if tc.ok != (err == nil) {
 				t.Fatalf("Authorize(%s, %s, %s) = %v, want ok=%v", tc.origin, tc.comp, tc.rpc, err, tc.ok)
 			}
-			if err != nil && !errors.Is(err, bus.ErrFederationDenied) {
+			if err != nil && !errors.Is(err, contract.ErrFederationDenied) {
 				t.Fatalf("error %v is not federation-denied", err)
 			}
 		})
 	}
 	t.Run("no rules at all allow everything", func(t *testing.T) {
-		p, _ := New(AllowAll, nil)
+		p, _ := New(contract.AllowAll, nil)
 		if err := p.Authorize("x.example.com", "galley", "leave"); err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +131,7 @@ func FuzzParseEntry(f *testing.F) {
 			return
 		}
 		if e.Domain != "" {
-			if d, err := bus.NormalizeDomain(e.Domain); err != nil || d != e.Domain {
+			if d, err := contract.NormalizeDomain(e.Domain); err != nil || d != e.Domain {
 				t.Fatalf("accepted non-canonical domain %q", e.Domain)
 			}
 		}

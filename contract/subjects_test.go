@@ -1,17 +1,17 @@
-package bus_test
+package contract_test
 
 import (
 	"errors"
 	"strings"
 	"testing"
 
-	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 )
 
 // newSubjects returns the subjects of prefix, failing the test on error.
-func newSubjects(tb testing.TB, prefix string) bus.Subjects {
+func newSubjects(tb testing.TB, prefix string) contract.Subjects {
 	tb.Helper()
-	s, err := bus.NewSubjects(prefix)
+	s, err := contract.NewSubjects(prefix)
 	if err != nil {
 		tb.Fatalf("NewSubjects(%q): %v", prefix, err)
 	}
@@ -22,7 +22,7 @@ func TestNewSubjects(t *testing.T) {
 	good := []struct {
 		name, prefix, out, in string
 	}{
-		{"default", bus.DefaultPrefix, "fed.out.>", "fed.in.brig.>"},
+		{"default", contract.DefaultPrefix, "fed.out.>", "fed.in.brig.>"},
 		{"two tokens", "prod.fed", "prod.fed.out.>", "prod.fed.in.brig.>"},
 		{"mixed case and underscore", "Fed_1-x", "Fed_1-x.out.>", "Fed_1-x.in.brig.>"},
 	}
@@ -59,7 +59,7 @@ func TestNewSubjects(t *testing.T) {
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
-			if s, err := bus.NewSubjects(tc.prefix); err == nil {
+			if s, err := contract.NewSubjects(tc.prefix); err == nil {
 				t.Errorf("NewSubjects(%q) = %+v, want an error", tc.prefix, s)
 			}
 		})
@@ -101,23 +101,23 @@ func TestSubjectsBuildRefused(t *testing.T) {
 		component, rpc, domain string
 		want                   error
 	}{
-		{"star component", "*", "rpc", "b.example.com", bus.ErrInvalidEndpoint},
-		{"gt component", ">", "rpc", "b.example.com", bus.ErrInvalidEndpoint},
-		{"upper-case component", "Brig", "rpc", "b.example.com", bus.ErrInvalidEndpoint},
-		{"empty component", "", "rpc", "b.example.com", bus.ErrInvalidEndpoint},
-		{"dotted component", "brig.x", "rpc", "b.example.com", bus.ErrInvalidEndpoint},
-		{"star rpc", "brig", "*", "b.example.com", bus.ErrInvalidEndpoint},
-		{"gt rpc", "brig", ">", "b.example.com", bus.ErrInvalidEndpoint},
-		{"space rpc", "brig", "get user", "b.example.com", bus.ErrInvalidEndpoint},
-		{"dotted rpc", "brig", "get.user", "b.example.com", bus.ErrInvalidEndpoint},
-		{"empty rpc", "brig", "", "b.example.com", bus.ErrInvalidEndpoint},
-		{"star domain", "brig", "rpc", "*.example.com", bus.ErrDomainParseError},
-		{"gt domain", "brig", "rpc", ">", bus.ErrDomainParseError},
-		{"space domain", "brig", "rpc", "b example.com", bus.ErrDomainParseError},
-		{"double dot domain", "brig", "rpc", "b..example.com", bus.ErrDomainParseError},
-		{"trailing dot domain", "brig", "rpc", "b.example.com.", bus.ErrDomainParseError},
-		{"empty domain", "brig", "rpc", "", bus.ErrDomainParseError},
-		{"300-char domain", "brig", "rpc", domainOfLen(t, 300), bus.ErrDomainParseError},
+		{"star component", "*", "rpc", "b.example.com", contract.ErrInvalidEndpoint},
+		{"gt component", ">", "rpc", "b.example.com", contract.ErrInvalidEndpoint},
+		{"upper-case component", "Brig", "rpc", "b.example.com", contract.ErrInvalidEndpoint},
+		{"empty component", "", "rpc", "b.example.com", contract.ErrInvalidEndpoint},
+		{"dotted component", "brig.x", "rpc", "b.example.com", contract.ErrInvalidEndpoint},
+		{"star rpc", "brig", "*", "b.example.com", contract.ErrInvalidEndpoint},
+		{"gt rpc", "brig", ">", "b.example.com", contract.ErrInvalidEndpoint},
+		{"space rpc", "brig", "get user", "b.example.com", contract.ErrInvalidEndpoint},
+		{"dotted rpc", "brig", "get.user", "b.example.com", contract.ErrInvalidEndpoint},
+		{"empty rpc", "brig", "", "b.example.com", contract.ErrInvalidEndpoint},
+		{"star domain", "brig", "rpc", "*.example.com", contract.ErrDomainParseError},
+		{"gt domain", "brig", "rpc", ">", contract.ErrDomainParseError},
+		{"space domain", "brig", "rpc", "b example.com", contract.ErrDomainParseError},
+		{"double dot domain", "brig", "rpc", "b..example.com", contract.ErrDomainParseError},
+		{"trailing dot domain", "brig", "rpc", "b.example.com.", contract.ErrDomainParseError},
+		{"empty domain", "brig", "rpc", "", contract.ErrDomainParseError},
+		{"300-char domain", "brig", "rpc", domainOfLen(t, 300), contract.ErrDomainParseError},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -134,7 +134,7 @@ func TestSubjectsBuildRefused(t *testing.T) {
 	}
 	t.Run("InComponent refuses bad component", func(t *testing.T) {
 		for _, c := range []string{"", "*", ">", "Brig", "br ig", "brig.x"} {
-			if got, err := s.InComponent(c); !errors.Is(err, bus.ErrInvalidEndpoint) {
+			if got, err := s.InComponent(c); !errors.Is(err, contract.ErrInvalidEndpoint) {
 				t.Errorf("InComponent(%q) = %q, %v; want invalid-endpoint", c, got, err)
 			}
 		}
@@ -144,7 +144,7 @@ func TestSubjectsBuildRefused(t *testing.T) {
 func TestParseRoundTrip(t *testing.T) {
 	for _, prefix := range []string{"fed", "prod.fed"} {
 		s := newSubjects(t, prefix)
-		routes := []bus.Route{
+		routes := []contract.Route{
 			{Component: "brig", RPC: "get-user-by-handle", Domain: "b.example.com"},
 			{Component: "galley", RPC: "on_conversation_updated", Domain: "xn--bcher-kva.example"},
 			{Component: strings.Repeat("c", 63), RPC: strings.Repeat("R", 128), Domain: domainOfLen(t, 253)},
@@ -159,7 +159,7 @@ func TestParseRoundTrip(t *testing.T) {
 				if err != nil || got != r {
 					t.Errorf("ParseOut(%q) = %+v, %v; want %+v", out, got, err, r)
 				}
-				if _, err := s.ParseIn(out); !errors.Is(err, bus.ErrInvalidEndpoint) {
+				if _, err := s.ParseIn(out); !errors.Is(err, contract.ErrInvalidEndpoint) {
 					t.Errorf("ParseIn(%q) accepted an outbound subject: %v", out, err)
 				}
 				in, err := s.In(r.Component, r.RPC, r.Domain)
@@ -170,7 +170,7 @@ func TestParseRoundTrip(t *testing.T) {
 				if err != nil || got != r {
 					t.Errorf("ParseIn(%q) = %+v, %v; want %+v", in, got, err, r)
 				}
-				if _, err := s.ParseOut(in); !errors.Is(err, bus.ErrInvalidEndpoint) {
+				if _, err := s.ParseOut(in); !errors.Is(err, contract.ErrInvalidEndpoint) {
 					t.Errorf("ParseOut(%q) accepted an inbound subject: %v", in, err)
 				}
 			})
@@ -179,7 +179,7 @@ func TestParseRoundTrip(t *testing.T) {
 	t.Run("upper-case domain parses canonical", func(t *testing.T) {
 		s := newSubjects(t, "fed")
 		got, err := s.ParseOut("fed.out.brig.rpc.B.Example.COM")
-		want := bus.Route{Component: "brig", RPC: "rpc", Domain: "b.example.com"}
+		want := contract.Route{Component: "brig", RPC: "rpc", Domain: "b.example.com"}
 		if err != nil || got != want {
 			t.Errorf("ParseOut = %+v, %v; want %+v", got, err, want)
 		}
@@ -193,29 +193,29 @@ func TestParseOutRefused(t *testing.T) {
 		subject string
 		want    error
 	}{
-		{"no domain", "fed.out.brig.rpc", bus.ErrInvalidEndpoint},
-		{"no rpc", "fed.out.brig", bus.ErrInvalidEndpoint},
-		{"prefix only", "fed.out.", bus.ErrInvalidEndpoint},
-		{"empty", "", bus.ErrInvalidEndpoint},
-		{"star component", "fed.out.*.rpc.b.example.com", bus.ErrInvalidEndpoint},
-		{"gt after component", "fed.out.brig.>", bus.ErrInvalidEndpoint},
-		{"gt rpc", "fed.out.brig.>.b.example.com", bus.ErrInvalidEndpoint},
-		{"star rpc", "fed.out.brig.*.b.example.com", bus.ErrInvalidEndpoint},
-		{"gt domain", "fed.out.brig.rpc.>", bus.ErrDomainParseError},
-		{"star domain label", "fed.out.brig.rpc.*.example.com", bus.ErrDomainParseError},
-		{"empty domain label", "fed.out.brig.r.b..example.com", bus.ErrDomainParseError},
-		{"trailing dot", "fed.out.brig.r.b.example.com.", bus.ErrDomainParseError},
-		{"single-label domain", "fed.out.brig.r.localhost", bus.ErrDomainParseError},
-		{"empty component", "fed.out..rpc.b.example.com", bus.ErrInvalidEndpoint},
-		{"empty rpc", "fed.out.brig..b.example.com", bus.ErrInvalidEndpoint},
-		{"inbound subject", "fed.in.brig.rpc.b.example.com", bus.ErrInvalidEndpoint},
-		{"inbound empty tokens", "fed.in...", bus.ErrInvalidEndpoint},
-		{"other prefix", "xfed.out.brig.rpc.b.example.com", bus.ErrInvalidEndpoint},
-		{"upper-case prefix", "FED.out.brig.rpc.b.example.com", bus.ErrInvalidEndpoint},
-		{"upper-case component", "fed.out.Brig.rpc.b.example.com", bus.ErrInvalidEndpoint},
-		{"space in rpc", "fed.out.brig.r c.b.example.com", bus.ErrInvalidEndpoint},
-		{"300-char domain", "fed.out.brig.rpc." + domainOfLen(t, 300), bus.ErrDomainParseError},
-		{"64-char label", "fed.out.brig.rpc." + strings.Repeat("a", 64) + ".example", bus.ErrDomainParseError},
+		{"no domain", "fed.out.brig.rpc", contract.ErrInvalidEndpoint},
+		{"no rpc", "fed.out.brig", contract.ErrInvalidEndpoint},
+		{"prefix only", "fed.out.", contract.ErrInvalidEndpoint},
+		{"empty", "", contract.ErrInvalidEndpoint},
+		{"star component", "fed.out.*.rpc.b.example.com", contract.ErrInvalidEndpoint},
+		{"gt after component", "fed.out.brig.>", contract.ErrInvalidEndpoint},
+		{"gt rpc", "fed.out.brig.>.b.example.com", contract.ErrInvalidEndpoint},
+		{"star rpc", "fed.out.brig.*.b.example.com", contract.ErrInvalidEndpoint},
+		{"gt domain", "fed.out.brig.rpc.>", contract.ErrDomainParseError},
+		{"star domain label", "fed.out.brig.rpc.*.example.com", contract.ErrDomainParseError},
+		{"empty domain label", "fed.out.brig.r.b..example.com", contract.ErrDomainParseError},
+		{"trailing dot", "fed.out.brig.r.b.example.com.", contract.ErrDomainParseError},
+		{"single-label domain", "fed.out.brig.r.localhost", contract.ErrDomainParseError},
+		{"empty component", "fed.out..rpc.b.example.com", contract.ErrInvalidEndpoint},
+		{"empty rpc", "fed.out.brig..b.example.com", contract.ErrInvalidEndpoint},
+		{"inbound subject", "fed.in.brig.rpc.b.example.com", contract.ErrInvalidEndpoint},
+		{"inbound empty tokens", "fed.in...", contract.ErrInvalidEndpoint},
+		{"other prefix", "xfed.out.brig.rpc.b.example.com", contract.ErrInvalidEndpoint},
+		{"upper-case prefix", "FED.out.brig.rpc.b.example.com", contract.ErrInvalidEndpoint},
+		{"upper-case component", "fed.out.Brig.rpc.b.example.com", contract.ErrInvalidEndpoint},
+		{"space in rpc", "fed.out.brig.r c.b.example.com", contract.ErrInvalidEndpoint},
+		{"300-char domain", "fed.out.brig.rpc." + domainOfLen(t, 300), contract.ErrDomainParseError},
+		{"64-char label", "fed.out.brig.rpc." + strings.Repeat("a", 64) + ".example", contract.ErrDomainParseError},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -223,7 +223,7 @@ func TestParseOutRefused(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Errorf("ParseOut(%q) = %+v, %v; want %v", tc.subject, got, err, tc.want)
 			}
-			if got != (bus.Route{}) {
+			if got != (contract.Route{}) {
 				t.Errorf("ParseOut(%q) returned route %+v with an error", tc.subject, got)
 			}
 			// The same subject under the inbound prefix is refused the same way.

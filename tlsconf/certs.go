@@ -4,7 +4,7 @@
 // when the files change (including the atomic symlink swap of Kubernetes
 // secrets), new connections use it at once, open ones are not disturbed,
 // and a broken new file keeps the previous material in use.
-package certs
+package tlsconf
 
 import (
 	"crypto/sha256"
