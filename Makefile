@@ -13,7 +13,7 @@ FUZZ_TARGETS := \
 	./contract:FuzzParseOut \
 	./bus:FuzzDecode \
 	./contract:FuzzNormalizeDomain \
-	./ingress:FuzzParsePath \
+	./contract:FuzzParsePath \
 	./ingress:FuzzIngressRequest \
 	./policy:FuzzParseEntry \
 	./federator:FuzzParseRetryAfter

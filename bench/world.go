@@ -35,7 +35,7 @@ const (
 	// component and rpc of the echo component.
 	echoComponent = "brig"
 	echoRPC       = "echo"
-	echoPath      = "/federation/" + echoComponent + "/" + echoRPC
+	echoPath      = contract.PathPrefix + echoComponent + "/" + echoRPC
 )
 
 // world is what the scenarios share: a CA, a DNS server, backends A and B

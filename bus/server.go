@@ -55,7 +55,7 @@ func Serve(ctx context.Context, nc *nats.Conn, subjects contract.Subjects, compo
 		logger = slog.Default()
 	}
 	s := &Server{
-		subjects: subjects, component: component, handler: handler, source: "/" + component,
+		subjects: subjects, component: component, handler: handler, source: contract.ComponentSource(component),
 		log: logger.With("component", component),
 		sem: make(chan struct{}, DefaultMaxInFlight),
 	}

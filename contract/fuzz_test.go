@@ -2,6 +2,7 @@ package contract_test
 
 import (
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -125,4 +126,44 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// FuzzParsePath checks the path parser: whatever it accepts is exactly
+// /federation/<component>/<rpc> with tokens that make a valid subject;
+// whatever it refuses is invalid-endpoint or unknown-component.
+func FuzzParsePath(f *testing.F) {
+	components := map[string]struct{}{"brig": {}, "galley": {}}
+	subjects, err := contract.NewSubjects("fed")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, p := range []string{
+		"/federation/brig/get-user", "/federation/brig/a%2Fb", "/federation/brig/../x",
+		"/federation/BRIG/x", "/federation/brig/x/y", "/federation/brig/x/", "/federation/gundeck/x",
+		"/federation/brig/*", "/federation/brig/>", "/federation/brig/a b", "//federation/brig/x", "",
+	} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		component, rpc, e := contract.ParsePath(path, func(c string) bool { _, ok := components[c]; return ok })
+		if e != nil {
+			if e.Code != http.StatusForbidden || (e.Label != contract.LabelInvalidEndpoint && e.Label != contract.LabelUnknownComponent) {
+				t.Fatalf("refusal %+v", e)
+			}
+			return
+		}
+		if path != "/federation/"+component+"/"+rpc {
+			t.Fatalf("accepted %q as %q/%q", path, component, rpc)
+		}
+		if _, ok := components[component]; !ok {
+			t.Fatalf("accepted unknown component %q", component)
+		}
+		subject, err := subjects.In(component, rpc, "a.example.com")
+		if err != nil {
+			t.Fatalf("accepted %q, but no subject: %v", path, err)
+		}
+		if strings.ContainsAny(subject, "*> \t\r\n") || strings.Count(subject, ".") != 6 {
+			t.Fatalf("subject %q", subject)
+		}
+	})
 }

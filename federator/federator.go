@@ -70,7 +70,7 @@ func New(cfg Config, deps Deps) (*Federator, error) {
 		cfg: cfg, deps: deps, subjects: subjects,
 		components: slices.Clone(cfg.Components),
 		log:        log,
-		source:     "//" + cfg.Domain + "/federator",
+		source:     contract.ServiceSource(cfg.Domain, "federator"),
 		remote:     newRemoteClient(cfg, deps.Resolver, deps.Certs, deps.Now),
 		perRemote:  newRemoteLimiter(cfg.MaxPerRemote),
 		sem:        make(chan struct{}, cfg.MaxInFlight),

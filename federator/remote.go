@@ -21,6 +21,7 @@ import (
 	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/cork"
 	"github.com/fedbus/fedbus/internal/iox"
+	"github.com/fedbus/fedbus/lookup"
 	"github.com/fedbus/fedbus/tlsconf"
 )
 
@@ -110,7 +111,7 @@ func (rc *remoteClient) dialTLS(ctx context.Context, network, addr string) (net.
 		conn := tls.Client(raw, rc.certs.ClientConfigFor(host))
 		if err := conn.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
-			if expired(ctx) {
+			if lookup.Expired(ctx) {
 				return nil, fmt.Errorf("tls handshake with %s: %w", addr, context.DeadlineExceeded)
 			}
 			return nil, &connectError{tls: true, err: fmt.Errorf("tls handshake with %s: %w", addr, err)}
@@ -122,7 +123,7 @@ func (rc *remoteClient) dialTLS(ctx context.Context, network, addr string) (net.
 		pc, err := prime(ctx, conn)
 		if err != nil {
 			_ = conn.Close()
-			if expired(ctx) {
+			if lookup.Expired(ctx) {
 				return nil, fmt.Errorf("tls handshake with %s: %w", addr, context.DeadlineExceeded)
 			}
 			return nil, &connectError{tls: isTLSError(err), err: fmt.Errorf("tls handshake with %s: %w", addr, err)}
@@ -131,7 +132,7 @@ func (rc *remoteClient) dialTLS(ctx context.Context, network, addr string) (net.
 		// HEADERS and DATA) into one TLS record and one write.
 		return cork.New(pc), nil
 	}
-	if expired(ctx) {
+	if lookup.Expired(ctx) {
 		return nil, fmt.Errorf("dial %s: %w", addr, context.DeadlineExceeded)
 	}
 	return nil, &connectError{err: fmt.Errorf("dial %s: %w", addr, lastErr)}
@@ -199,7 +200,7 @@ func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Eve
 			log.Warn("SRV answer of the remote not validated by DNSSEC, nothing sent (FED_REQUIRE_DNSSEC)",
 				"request_id", ev.ID, "remote", route.Domain, "err", err)
 		}
-		return nil, discoveryError(ctx, route.Domain, err)
+		return nil, lookup.Failure(ctx, lookup.Outbound, route.Domain, err)
 	}
 	if step != nil {
 		step(fmt.Sprintf("dns: _wire-server-federator._tcp.%s → %d target(s), first %s:%d", route.Domain, len(targets), targets[0].Host, targets[0].Port))
@@ -216,7 +217,7 @@ func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Eve
 			}
 			return body, nil
 		}
-		if !errors.As(err, &ce) || expired(ctx) {
+		if !errors.As(err, &ce) || lookup.Expired(ctx) {
 			var tm *tooManyError
 			if errors.As(err, &tm) && tm.wait > 0 {
 				until := rc.now().Add(tm.wait)
@@ -236,7 +237,7 @@ func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Eve
 	}
 	joined := errors.Join(failures...)
 	switch {
-	case expired(ctx):
+	case lookup.Expired(ctx):
 		return nil, contract.Errorf(contract.LabelTimeout, "no target of %s answered in time: %v", route.Domain, joined)
 	case allDenied:
 		return nil, contract.Errorf(contract.LabelFederationDenied, "every target of %s resolves to a refused address (FED_ALLOW_PRIVATE_TARGETS is false): %v", route.Domain, joined)
@@ -249,7 +250,7 @@ func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Eve
 
 // post sends one HTTP request to one target.
 func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route contract.Route, ev bus.Event) ([]byte, error) {
-	url := "https://" + net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))) + "/federation/" + route.Component + "/" + route.RPC
+	url := "https://" + net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))) + contract.Path(route.Component, route.RPC)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(ev.Data))
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
@@ -292,41 +293,13 @@ func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route cont
 	return body, nil
 }
 
-// discoveryError maps a discovery failure to the contract.
-func discoveryError(ctx context.Context, domain string, err error) error {
-	var be *contract.Error
-	switch {
-	case errors.As(err, &be):
-		return be
-	case errors.Is(err, discovery.ErrInsecure):
-		// FED_REQUIRE_DNSSEC and the SRV answer lacks the AD flag:
-		// discovery-failure, the contract's "any other DNS failure" (the
-		// lookup gave no endpoint we may trust). Not
-		// authentication-failure: the contract keeps that for a client
-		// certificate failing the ingress's check (which is why the
-		// ingress answers the same condition with it). Not
-		// invalid-domain: the record exists. Not federation-denied: that
-		// is the strategy and the private-address rule. Before the
-		// deadline case: the answer did arrive.
-		return contract.Errorf(contract.LabelDiscoveryFailure, "the SRV record of %s is not DNSSEC-validated (no AD flag), which this backend requires (FED_REQUIRE_DNSSEC); nothing was sent to it", domain)
-	case errors.Is(err, context.DeadlineExceeded) || expired(ctx):
-		return contract.Errorf(contract.LabelTimeout, "deadline ran out during discovery of %s", domain)
-	case errors.Is(err, discovery.ErrNotFound), errors.Is(err, discovery.ErrServiceUnavailable):
-		return contract.Errorf(contract.LabelInvalidDomain, "%v", err)
-	case errors.Is(err, discovery.ErrPrivateTarget):
-		return contract.Errorf(contract.LabelFederationDenied, "%v", err)
-	default:
-		return contract.Errorf(contract.LabelDiscoveryFailure, "%v", err)
-	}
-}
-
 // requestError maps a failure after the connection was made.
 func requestError(ctx context.Context, t discovery.Target, err error) error {
 	var be *contract.Error
 	switch {
 	case errors.As(err, &be):
 		return be
-	case expired(ctx) || errors.Is(err, context.DeadlineExceeded):
+	case lookup.Expired(ctx) || errors.Is(err, context.DeadlineExceeded):
 		return contract.Errorf(contract.LabelTimeout, "no answer from %s:%d in time", t.Host, t.Port)
 	case isTLSError(err):
 		return contract.Errorf(contract.LabelTLSError, "TLS with %s:%d: %v", t.Host, t.Port, err)
@@ -348,15 +321,4 @@ func isTLSError(err error) bool {
 		return true
 	}
 	return errors.As(err, &alert) || errors.As(err, &verify) || errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &rh)
-}
-
-// expired reports whether the request's time is up: its context ended, or
-// its deadline passed (a dial bounded by the deadline may fail with an I/O
-// timeout an instant before the context notices).
-func expired(ctx context.Context) bool {
-	if ctx.Err() != nil {
-		return true
-	}
-	dl, ok := ctx.Deadline()
-	return ok && !time.Now().Before(dl)
 }

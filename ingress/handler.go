@@ -15,8 +15,8 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/iox"
+	"github.com/fedbus/fedbus/lookup"
 )
 
 // request is the state of one inbound request, filled as the checks pass.
@@ -137,7 +137,7 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	}
 	// 2. Method, query string, path.
 	if r.Method != http.MethodPost {
-		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "method %s is not POST", quote(r.Method))
+		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "method %s is not POST", contract.Quote(r.Method))
 	}
 	if r.URL == nil {
 		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "request without URL")
@@ -146,9 +146,9 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "a query string is not allowed")
 	}
 	if r.URL.Opaque != "" {
-		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "path %s is not %s<component>/<rpc>", quote(r.URL.Opaque), pathPrefix)
+		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "path %s is not %s<component>/<rpc>", contract.Quote(r.URL.Opaque), contract.PathPrefix)
 	}
-	req.component, req.rpc, err = parsePath(r.URL.EscapedPath(), in.components)
+	req.component, req.rpc, err = contract.ParsePath(r.URL.EscapedPath(), in.known)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +159,7 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	}
 	// 4. Federation strategy.
 	if perr := in.policy.Check(req.origin); perr != nil {
-		return nil, asBusError(perr)
+		return nil, contract.AsError(perr)
 	}
 	ctx, cancel := context.WithDeadline(r.Context(), req.deadline)
 	defer cancel()
@@ -179,14 +179,14 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	// rules are not revealed to anybody else): the origin's rules must
 	// allow this component and rpc.
 	if perr := in.policy.Authorize(req.origin, req.component, req.rpc); perr != nil {
-		return nil, asBusError(perr)
+		return nil, contract.AsError(perr)
 	}
 	// 7. Body.
 	body, err := in.readBody(w, r, req)
 	if err != nil {
 		return nil, err
 	}
-	return in.publish(ctx, req, traceParent(r.Header), body)
+	return in.publish(ctx, req, contract.CleanTraceParent(r.Header.Get(contract.HTTPTraceParent)), body)
 }
 
 // clientCertificate returns the verified leaf certificate of the peer, or
@@ -246,11 +246,11 @@ func originDomain(h http.Header) (string, *contract.Error) {
 		a = b
 	case b != "" && !sameDomain(a, b):
 		return "", contract.Errorf(contract.LabelNoOriginDomain, "headers %s %s and %s %s disagree",
-			contract.HTTPOriginDomain, quote(a), contract.HTTPOriginDomainOld, quote(b))
+			contract.HTTPOriginDomain, contract.Quote(a), contract.HTTPOriginDomainOld, contract.Quote(b))
 	}
 	d, err := contract.NormalizeDomain(a)
 	if err != nil {
-		return "", asBusError(err)
+		return "", contract.AsError(err)
 	}
 	return d, nil
 }
@@ -279,7 +279,7 @@ func (in *Ingress) authorize(ctx context.Context, req *request, leaf *x509.Certi
 		// "" never matches a target; the call only runs the discovery.
 		if _, err := in.resolver.HasTarget(ctx, origin, ""); err != nil {
 			req.cause = err
-			return "", discoveryError(ctx, origin, err)
+			return "", lookup.Failure(ctx, lookup.Inbound, origin, err)
 		}
 		return "", contract.Errorf(contract.LabelAuthenticationFailure, "the client certificate has no DNS name to match the SRV targets of %s", origin)
 	}
@@ -287,7 +287,7 @@ func (in *Ingress) authorize(ctx context.Context, req *request, leaf *x509.Certi
 		ok, err := in.resolver.HasTarget(ctx, origin, san)
 		if err != nil {
 			req.cause = err
-			return "", discoveryError(ctx, origin, err)
+			return "", lookup.Failure(ctx, lookup.Inbound, origin, err)
 		}
 		if ok {
 			return san, nil
@@ -331,31 +331,6 @@ func (in *Ingress) admit(req *request) (func(), *contract.Error) {
 	return nil, e
 }
 
-// discoveryError maps a discovery failure to the contract. The message
-// does not carry the lookup's detail (it names this backend's DNS
-// servers); the caller logs it.
-func discoveryError(ctx context.Context, origin string, err error) *contract.Error {
-	var be *contract.Error
-	switch {
-	case errors.As(err, &be):
-		return be
-	case errors.Is(err, discovery.ErrInsecure):
-		// The lookup worked; its answer just cannot prove an identity.
-		return contract.Errorf(contract.LabelAuthenticationFailure, "the SRV record of %s is not DNSSEC-validated, which this backend requires (FED_REQUIRE_DNSSEC)", origin)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return contract.Errorf(contract.LabelTimeout, "discovery of %s ran out of time", origin)
-	case errors.Is(err, discovery.ErrNotFound):
-		return contract.Errorf(contract.LabelInvalidDomain, "%s has no federation SRV record", origin)
-	case errors.Is(err, discovery.ErrServiceUnavailable):
-		return contract.Errorf(contract.LabelInvalidDomain, "%s does not federate (SRV target \".\")", origin)
-	case ctx.Err() != nil:
-		// The lookup failed because the request's deadline ran out.
-		return contract.Errorf(contract.LabelTimeout, "discovery of %s ran out of time", origin)
-	default:
-		return contract.Errorf(contract.LabelDiscoveryFailure, "discovery of %s failed", origin)
-	}
-}
-
 // readBody reads the request body, at most MaxBodyBytes (w is told when
 // the limit is hit, so that the server closes the connection).
 func (in *Ingress) readBody(w http.ResponseWriter, r *http.Request, req *request) ([]byte, *contract.Error) {
@@ -382,7 +357,7 @@ func (in *Ingress) readBody(w http.ResponseWriter, r *http.Request, req *request
 func (in *Ingress) publish(ctx context.Context, req *request, traceParent string, body []byte) ([]byte, *contract.Error) {
 	subject, err := in.subjects.In(req.component, req.rpc, req.origin)
 	if err != nil { // cannot happen: every token was checked
-		return nil, asBusError(err)
+		return nil, contract.AsError(err)
 	}
 	remaining := time.Until(req.deadline)
 	if remaining <= 0 || ctx.Err() != nil {
@@ -390,7 +365,7 @@ func (in *Ingress) publish(ctx context.Context, req *request, traceParent string
 	}
 	ev := bus.Event{
 		ID:              req.id,
-		Source:          "//" + req.origin + "/" + req.component,
+		Source:          contract.OriginSource(req.origin, req.component),
 		Type:            contract.TypeRequest,
 		DataContentType: contract.ContentTypeJSON,
 		TraceParent:     traceParent,
@@ -400,37 +375,7 @@ func (in *Ingress) publish(ctx context.Context, req *request, traceParent string
 	}
 	reply, xerr := in.exchange(ctx, ev.Message(subject))
 	if xerr != nil {
-		return nil, asBusError(xerr)
+		return nil, contract.AsError(xerr)
 	}
 	return reply, nil
-}
-
-// maxTraceParent bounds the traceparent header passed on (the W3C format
-// has 55 characters; later versions may append fields).
-const maxTraceParent = 512
-
-// traceParent returns the request's traceparent header when it is 1 to
-// 512 printable ASCII characters without spaces, else "" (the trace is not
-// continued).
-func traceParent(h http.Header) string {
-	v := h.Get(contract.HTTPTraceParent)
-	if len(v) > maxTraceParent {
-		return ""
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] <= ' ' || v[i] > '~' {
-			return ""
-		}
-	}
-	return v
-}
-
-// asBusError returns err as a contract error (server-error when it is not
-// one).
-func asBusError(err error) *contract.Error {
-	var be *contract.Error
-	if errors.As(err, &be) {
-		return be
-	}
-	return contract.AsError(err)
 }

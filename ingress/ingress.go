@@ -389,12 +389,18 @@ func (in *Ingress) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// known reports whether component is one of FED_COMPONENTS.
+func (in *Ingress) known(component string) bool {
+	_, ok := in.components[component]
+	return ok
+}
+
 // deadlineOf returns the deadline of a request started at start: the
 // smaller of the caller's Request-Timeout-Ms (when it is a positive
 // integer) and the configured request timeout.
 func (in *Ingress) deadlineOf(start time.Time, header string) time.Time {
 	timeout := in.cfg.RequestTimeout
-	if ms, ok := parseTimeoutMs(header); ok && ms < timeout.Milliseconds() {
+	if ms, ok := contract.ParseTimeoutMs(header); ok && ms < timeout.Milliseconds() {
 		timeout = time.Duration(ms) * time.Millisecond
 	}
 	return start.Add(timeout)
