@@ -27,6 +27,7 @@ import (
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/federator"
+	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/setup"
 )
@@ -157,7 +158,7 @@ func RunDomains(ctx context.Context, cfg DomainsConfig) (err error) {
 		return fmt.Errorf("start dns: %w", err)
 	}
 	w.onClose(func(context.Context) error { return w.dns.Stop() })
-	w.b, err = setup.StartBackend(setup.BackendOptions{
+	w.b, err = fedtest.StartBackend(fedtest.BackendOptions{
 		Domain: domainB, InfraHost: infraB, CA: w.ca, DNS: w.dns, Dir: w.dir,
 		Strategy: "allow-list", AllowList: []string{domainA}, Logger: w.log,
 		CertNames: []string{infraB, targetsSAN},

@@ -198,5 +198,5 @@ func (w *world) batchedClient(nc *nats.Conn, subjects contract.Subjects) (*bus.C
 		return nil, err
 	}
 	w.onClose(func(context.Context) error { return req.Close() })
-	return bus.NewClientVia(req, subjects, "/bench"), nil
+	return bus.NewClient(req, subjects, "/bench"), nil
 }

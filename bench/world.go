@@ -22,8 +22,8 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/internal/testbed"
-	"github.com/fedbus/fedbus/setup"
 )
 
 // The two backends of the benchmark.
@@ -47,7 +47,7 @@ type world struct {
 	dir        string
 	ca         *testbed.CA
 	dns        *testbed.DNS
-	a, b       *setup.Backend
+	a, b       *fedtest.Backend
 	clientCert tls.Certificate // A's certificate, SAN infraA
 	serverCert tls.Certificate // B's certificate, SAN infraB
 	pool       *x509.CertPool
@@ -109,8 +109,8 @@ func newWorld(ctx context.Context, log *slog.Logger) (_ *world, err error) {
 	return w, nil
 }
 
-func (w *world) startBackend(domain, infra, peer string) (*setup.Backend, error) {
-	be, err := setup.StartBackend(setup.BackendOptions{
+func (w *world) startBackend(domain, infra, peer string) (*fedtest.Backend, error) {
+	be, err := fedtest.StartBackend(fedtest.BackendOptions{
 		Domain: domain, InfraHost: infra, CA: w.ca, DNS: w.dns, Dir: w.dir,
 		Strategy: "allow-list", AllowList: []string{peer}, Logger: w.log,
 	})
@@ -127,7 +127,7 @@ func (w *world) startBackend(domain, infra, peer string) (*setup.Backend, error)
 // unlimited lifts the ingress's per-origin rate and concurrency limits
 // (FED_INGRESS_ORIGIN_RATE and friends): the benchmark measures the
 // request path's capacity, not the limiter's setting.
-func unlimited(be *setup.Backend) error {
+func unlimited(be *fedtest.Backend) error {
 	if err := be.Ingress.SetOriginLimits(0, 0, 0); err != nil {
 		return fmt.Errorf("backend %s: %w", be.Domain, err)
 	}

@@ -24,32 +24,27 @@ type Client struct {
 	Timeout time.Duration
 }
 
-// NewClient returns a client that publishes on nc with the given subjects;
-// source is the CloudEvents source of its requests, e.g. "/brig".
-func NewClient(nc *nats.Conn, subjects contract.Subjects, source string) *Client {
-	return NewClientVia(nc, subjects, source)
-}
-
-// NewClientVia is NewClient sending its requests through d, e.g. a
-// *Requester, which publishes the requests of concurrent calls in batches.
-func NewClientVia(d Doer, subjects contract.Subjects, source string) *Client {
+// NewClient returns a client that sends its requests through d with the
+// given subjects: a *nats.Conn (each request published and flushed on its
+// own) or a *Requester (the requests of concurrent calls published in
+// batches). source is the CloudEvents source of its requests, e.g.
+// "/brig".
+func NewClient(d Doer, subjects contract.Subjects, source string) *Client {
 	return &Client{d: d, subjects: subjects, source: source, Timeout: DefaultTimeout}
 }
 
-// CallOptions are the optional parts of a request.
-type CallOptions struct {
-	ID          string // ce-id; a new one when empty
-	TraceParent string
-}
+// CallOption sets an optional part of a request.
+type CallOption func(*Event)
+
+// WithID sets the request's ce-id (a new unique one by default).
+func WithID(id string) CallOption { return func(e *Event) { e.ID = id } }
+
+// WithTraceParent continues a W3C trace (ce-traceparent).
+func WithTraceParent(tp string) CallOption { return func(e *Event) { e.TraceParent = tp } }
 
 // Call sends body to rpc of component on the backend of targetDomain and
-// returns the remote response body, or a *Error of the contract.
-func (c *Client) Call(ctx context.Context, targetDomain, component, rpc string, body []byte) ([]byte, error) {
-	return c.CallWith(ctx, targetDomain, component, rpc, body, CallOptions{})
-}
-
-// CallWith is Call with options.
-func (c *Client) CallWith(ctx context.Context, targetDomain, component, rpc string, body []byte, opts CallOptions) ([]byte, error) {
+// returns the remote response body, or a *contract.Error.
+func (c *Client) Call(ctx context.Context, targetDomain, component, rpc string, body []byte, opts ...CallOption) ([]byte, error) {
 	subject, err := c.subjects.Out(component, rpc, targetDomain)
 	if err != nil {
 		return nil, err
@@ -59,7 +54,10 @@ func (c *Client) CallWith(ctx context.Context, targetDomain, component, rpc stri
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
 		defer cancel()
 	}
-	ev := Event{ID: opts.ID, Source: c.source, Type: contract.TypeRequest, TraceParent: opts.TraceParent, Data: body}
+	ev := Event{Source: c.source, Type: contract.TypeRequest, Data: body}
+	for _, o := range opts {
+		o(&ev)
+	}
 	if ev.ID == "" {
 		ev.ID = NewID()
 	}
@@ -76,7 +74,7 @@ func (c *Client) CallWith(ctx context.Context, targetDomain, component, rpc stri
 func Exchange(ctx context.Context, d Doer, msg *nats.Msg) ([]byte, error) {
 	reply, err := d.RequestMsgWithContext(ctx, msg)
 	if err != nil {
-		return nil, natsError(msg.Subject, err)
+		return nil, NATSError(msg.Subject, err)
 	}
 	ev, err := Decode(reply)
 	if err != nil {
@@ -89,8 +87,10 @@ func Exchange(ctx context.Context, d Doer, msg *nats.Msg) ([]byte, error) {
 	return ev.Data, nil
 }
 
-// natsError maps a NATS request error to a contract error.
-func natsError(subject string, err error) *contract.Error {
+// NATSError maps an error of a NATS request-reply on subject to the
+// contract's error: no responders is component-unavailable, a deadline or
+// cancellation federation-timeout.
+func NATSError(subject string, err error) *contract.Error {
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return contract.Errorf(contract.LabelComponentUnavailable, "nothing serves %s", subject)
@@ -102,7 +102,3 @@ func natsError(subject string, err error) *contract.Error {
 		return contract.Errorf(contract.LabelComponentUnavailable, "request on %s: %v", subject, err)
 	}
 }
-
-// NATSError maps an error of a NATS request-reply to the contract's error;
-// it is exported for the federator and ingress, which make the same calls.
-func NATSError(subject string, err error) *contract.Error { return natsError(subject, err) }

@@ -98,8 +98,8 @@ func TestClientCall(t *testing.T) {
 
 	t.Run("success", func(t *testing.T) {
 		body := []byte(`{"handle":"alice"}`)
-		got, err := client.CallWith(testCtx(t, 5*time.Second), "B.Example.com", "brig", "echo", body,
-			bus.CallOptions{ID: "req-42", TraceParent: testTraceParent})
+		got, err := client.Call(testCtx(t, 5*time.Second), "B.Example.com", "brig", "echo", body,
+			bus.WithID("req-42"), bus.WithTraceParent(testTraceParent))
 		if err != nil {
 			t.Fatalf("Call: %v", err)
 		}

@@ -2,14 +2,13 @@ package bus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
-	"github.com/fedbus/fedbus/contract"
 	"github.com/nats-io/nats.go"
+
+	"github.com/fedbus/fedbus/contract"
 )
 
 // Request is an inbound federated request as a component's handler sees it.
@@ -22,25 +21,19 @@ type Request struct {
 	Body        []byte
 }
 
-// Handler serves one inbound request. Returning a *Error replies with that
-// contract error; any other error replies server-error (500).
+// Handler serves one inbound request. Returning a *contract.Error replies
+// with that contract error; any other error replies server-error (500).
 type Handler func(ctx context.Context, req *Request) ([]byte, error)
 
-// DefaultMaxInFlight bounds concurrent handlers per Server.
-const DefaultMaxInFlight = 512
-
 // Server serves a component's inbound federated RPCs: it subscribes to
-// fed.in.<component>.> in the queue group <component>.
+// fed.in.<component>.> in the queue group <component>, on a Loop.
 type Server struct {
+	*Loop
 	subjects  contract.Subjects
 	component string
 	source    string // CloudEvents source of the replies: /<component>
 	handler   Handler
 	log       *slog.Logger
-	sub       *nats.Subscription
-	out       *Outbox
-	sem       chan struct{}
-	wg        sync.WaitGroup
 }
 
 // Serve subscribes handler for component on nc. Handlers run concurrently,
@@ -52,61 +45,26 @@ func Serve(ctx context.Context, nc *nats.Conn, subjects contract.Subjects, compo
 		return nil, fmt.Errorf("serve %s: %w", component, err)
 	}
 	if logger == nil {
-		logger = slog.Default()
+		return nil, fmt.Errorf("serve %s: %w", component, ErrNoLogger)
 	}
-	s := &Server{
-		subjects: subjects, component: component, handler: handler, source: contract.ComponentSource(component),
-		log: logger.With("component", component),
-		sem: make(chan struct{}, DefaultMaxInFlight),
-	}
-	s.out = NewOutbox(nc, s.log)
-	sub, err := nc.QueueSubscribe(subject, component, func(msg *nats.Msg) { s.onMsg(ctx, msg) })
+	s := &Server{subjects: subjects, component: component, handler: handler, source: contract.ComponentSource(component),
+		log: logger.With("component", component)}
+	s.Loop, err = Listen(ctx, nc, LoopConfig{Subject: subject, Queue: component, Source: s.source, Logger: s.log}, s.handle)
 	if err != nil {
-		s.out.Close()
-		return nil, fmt.Errorf("serve %s: subscribe %s: %w", component, subject, err)
-	}
-	s.sub = sub
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		s.stop()
-		return nil, fmt.Errorf("serve %s: pending limits: %w", component, err)
-	}
-	if err := nc.Flush(); err != nil {
-		s.stop()
-		return nil, fmt.Errorf("serve %s: flush: %w", component, err)
+		return nil, fmt.Errorf("serve %s: %w", component, err)
 	}
 	return s, nil
 }
 
-func (s *Server) onMsg(ctx context.Context, msg *nats.Msg) {
-	s.sem <- struct{}{}
-	s.wg.Add(1)
-	go func() {
-		defer func() { <-s.sem; s.wg.Done() }()
-		s.handle(ctx, msg)
-	}()
-}
-
-func (s *Server) handle(ctx context.Context, msg *nats.Msg) {
-	source := s.source
-	structured := WantsStructured(msg)
-	if msg.Reply == "" {
-		s.log.Warn("request without reply subject dropped", "subject", msg.Subject)
-		return
-	}
-	ev, err := Decode(msg)
+// handle turns one inbound request into a handler call.
+func (s *Server) handle(ctx context.Context, subject string, ev Event) Event {
+	route, err := s.subjects.ParseIn(subject)
 	if err != nil {
-		s.respond(msg, ErrorReply(structured, source, contract.AsError(err)))
-		return
-	}
-	route, err := s.subjects.ParseIn(msg.Subject)
-	if err != nil {
-		s.respond(msg, ErrorReply(structured, source, contract.AsError(err)))
-		return
+		return ErrorReply(ev.Structured, s.source, contract.AsError(err))
 	}
 	origin := route.Domain
 	if ev.OriginDomain != "" && ev.OriginDomain != origin {
-		s.respond(msg, ErrorReply(structured, source, contract.Errorf(contract.LabelNoOriginDomain, "origin header %q disagrees with subject", contract.Truncate(ev.OriginDomain, 64))))
-		return
+		return ErrorReply(ev.Structured, s.source, contract.Errorf(contract.LabelNoOriginDomain, "origin header %q disagrees with subject", contract.Truncate(ev.OriginDomain, 64)))
 	}
 	if ev.TimeoutMs > 0 {
 		var cancel context.CancelFunc
@@ -117,50 +75,7 @@ func (s *Server) handle(ctx context.Context, msg *nats.Msg) {
 	body, err := s.handler(ctx, req)
 	if err != nil {
 		s.log.Info("handler failed", "request_id", ev.ID, "rpc", route.RPC, "origin", origin, "err", err)
-		s.respond(msg, ErrorReply(ev.Structured, source, contract.AsError(err)))
-		return
+		return ErrorReply(ev.Structured, s.source, contract.AsError(err))
 	}
-	s.respond(msg, Reply(ev, source, body))
-}
-
-// respond queues the reply on the server's Outbox (batched with the other
-// handlers' replies).
-func (s *Server) respond(msg *nats.Msg, ev Event) {
-	s.out.Publish(ev.Message(msg.Reply), ev.ID)
-}
-
-// stop undoes a Serve that failed half way.
-func (s *Server) stop() {
-	_ = s.sub.Unsubscribe()
-	s.out.Close()
-}
-
-// Shutdown stops taking requests, lets the pending and running ones finish,
-// and returns when they have or ctx ends (cancel Serve's context to stop
-// the handlers still running then).
-func (s *Server) Shutdown(ctx context.Context) error {
-	if err := s.sub.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		return fmt.Errorf("shutdown %s: drain: %w", s.component, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		for s.sub.IsValid() {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-		s.wg.Wait()
-		close(done)
-	}()
-	// Queued replies go out either way; a handler that finishes later
-	// publishes its reply directly.
-	defer s.out.Close()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("shutdown %s: %w", s.component, ctx.Err())
-	}
+	return Reply(ev, s.source, body)
 }

@@ -11,13 +11,19 @@ import (
 // ErrHelp is returned by FromEnv when -h was asked for.
 var ErrHelp = flag.ErrHelp
 
-// Validator is a configuration struct with a Validate method.
-type Validator interface{ Validate() error }
+// Validator is a binary's configuration: Validate reports every problem
+// and changes nothing; Normalize makes the valid values canonical.
+// Config structs that embed Common have both.
+type Validator interface {
+	Validate() error
+	Normalize()
+}
 
 // FromEnv handles the command line of a fedbus binary (only -h) and fills
-// cfg from the environment. With -h it writes the variables to out and
-// returns ErrHelp; an invalid configuration returns an error that lists
-// every problem (binaries exit with status 2).
+// cfg, which holds its defaults, from the environment. With -h it writes
+// the variables to out and returns ErrHelp; an invalid configuration
+// returns an error that lists every problem, each naming its variable
+// (binaries exit with status 2). A valid configuration is normalised.
 func FromEnv(ctx context.Context, prog string, args []string, cfg Validator, out io.Writer) error {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -41,5 +47,6 @@ func FromEnv(ctx context.Context, prog string, args []string, cfg Validator, out
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid configuration:\n%w", errors.Join(errs...))
 	}
+	cfg.Normalize()
 	return nil
 }

@@ -27,7 +27,7 @@ func (c *cliConfig) Validate() error {
 
 func TestFromEnvHelpListsEveryVariable(t *testing.T) {
 	var out bytes.Buffer
-	var cfg cliConfig
+	cfg := cliConfig{Common: DefaultCommon(), Extra: 1}
 	err := FromEnv(context.Background(), "federator", []string{"-h"}, &cfg, &out)
 	if !errors.Is(err, ErrHelp) {
 		t.Fatalf("got %v, want ErrHelp", err)
@@ -48,7 +48,7 @@ func TestFromEnvReportsEveryProblemAtOnce(t *testing.T) {
 	t.Setenv("FED_COMPONENTS", "BRIG")
 	t.Setenv("FED_DNS_SERVER", "no-port")
 	t.Setenv("FED_TEST_EXTRA", "0")
-	var cfg cliConfig
+	cfg := cliConfig{Common: DefaultCommon(), Extra: 1}
 	err := FromEnv(context.Background(), "federator", nil, &cfg, &bytes.Buffer{})
 	if err == nil {
 		t.Fatal("want an error")
@@ -62,8 +62,40 @@ func TestFromEnvReportsEveryProblemAtOnce(t *testing.T) {
 }
 
 func TestFromEnvRefusesArguments(t *testing.T) {
-	var cfg cliConfig
+	cfg := cliConfig{Common: DefaultCommon(), Extra: 1}
 	if err := FromEnv(context.Background(), "ingress", []string{"extra"}, &cfg, &bytes.Buffer{}); err == nil {
 		t.Fatal("want an error for arguments")
+	}
+}
+
+// TestFromEnvOneMistakeOneMessage: a value that cannot be parsed is
+// reported once, by its variable, and does not make the variables that
+// were never set look wrong.
+func TestFromEnvOneMistakeOneMessage(t *testing.T) {
+	dir := t.TempDir()
+	for _, v := range []string{"FED_TLS_CERT", "FED_TLS_KEY", "FED_TLS_CA"} {
+		t.Setenv(v, dir) // exists: only the parse error is left
+	}
+	t.Setenv("FED_DOMAIN", "a.example.com")
+	t.Setenv("FED_REQUEST_TIMEOUT", "10")
+	cfg := cliConfig{Common: DefaultCommon(), Extra: 1}
+	err := FromEnv(context.Background(), "federator", nil, &cfg, &bytes.Buffer{})
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], "FED_REQUEST_TIMEOUT") {
+		t.Fatalf("error:\n%v\nwant the heading and one line naming FED_REQUEST_TIMEOUT", err)
+	}
+}
+
+func TestUsageShowsTrueDefaults(t *testing.T) {
+	var out bytes.Buffer
+	cfg := cliConfig{Common: DefaultCommon(), Extra: 1}
+	Usage(&out, &cfg)
+	for _, want := range []string{`(default "brig,galley,cargohold")`, `(default "10s")`, `(default "allow-none")`, `(default "1")`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("usage lacks %s:\n%s", want, out.String())
+		}
 	}
 }

@@ -20,29 +20,30 @@ import (
 )
 
 // Common is the part of the configuration that the federator and the
-// ingress share. Tags: env (go-envconfig) and desc (for -h).
+// ingress share. Tags: env (go-envconfig) and desc (for -h). Defaults are
+// not in the tags: DefaultCommon holds them, written once.
 type Common struct {
 	Domain              string        `env:"FED_DOMAIN" desc:"this backend's domain (required)"`
-	NATSURL             string        `env:"FED_NATS_URL, default=nats://127.0.0.1:4222" desc:"NATS server(s), comma-separated"`
-	SubjectPrefix       string        `env:"FED_SUBJECT_PREFIX, default=fed" desc:"first subject token"`
+	NATSURL             string        `env:"FED_NATS_URL" desc:"NATS server(s), comma-separated"`
+	SubjectPrefix       string        `env:"FED_SUBJECT_PREFIX" desc:"first subject token"`
 	DNSServer           string        `env:"FED_DNS_SERVER" desc:"host:port of the resolver(s) for SRV and address lookups, comma-separated; system resolver if unset"`
-	Strategy            string        `env:"FED_STRATEGY, default=allow-none" desc:"allow-none, allow-all or allow-list"`
+	Strategy            string        `env:"FED_STRATEGY" desc:"allow-none, allow-all or allow-list"`
 	AllowList           []string      `env:"FED_ALLOW_LIST" desc:"comma-separated domains for allow-list"`
 	TLSCert             string        `env:"FED_TLS_CERT" desc:"this backend's certificate chain, PEM file (required)"`
 	TLSKey              string        `env:"FED_TLS_KEY" desc:"this backend's private key, PEM file (required)"`
 	TLSCA               string        `env:"FED_TLS_CA" desc:"PEM bundle of CAs trusted for remote backends (required)"`
-	Components          []string      `env:"FED_COMPONENTS, default=brig,galley,cargohold" desc:"components federated, in both directions"`
-	RequestTimeout      time.Duration `env:"FED_REQUEST_TIMEOUT, default=10s" desc:"deadline of one federated request"`
-	AllowPrivateTargets bool          `env:"FED_ALLOW_PRIVATE_TARGETS, default=false" desc:"allow targets on loopback, private or link-local addresses (tests and local demos only)"`
+	Components          []string      `env:"FED_COMPONENTS" desc:"components federated, in both directions"`
+	RequestTimeout      time.Duration `env:"FED_REQUEST_TIMEOUT" desc:"deadline of one federated request"`
+	AllowPrivateTargets bool          `env:"FED_ALLOW_PRIVATE_TARGETS" desc:"allow targets on loopback, private or link-local addresses (tests and local demos only)"`
 	NATS                NATSAuth
 	KVBucket            string        `env:"FED_KV_BUCKET" desc:"JetStream key-value bucket with the dynamic federation config (remote domains and their rules); empty: static configuration only"`
-	TLSReloadInterval   time.Duration `env:"FED_TLS_RELOAD_INTERVAL, default=2s" desc:"how often the certificate, key and CA files are checked for changes"`
-	TLSMinVersion       string        `env:"FED_TLS_MIN_VERSION, default=1.3" desc:"lowest TLS version for federation traffic: 1.3 or 1.2"`
-	ShutdownTimeout     time.Duration `env:"FED_SHUTDOWN_TIMEOUT, default=30s" desc:"how long a stopping process waits for requests in flight"`
-	LogFormat           string        `env:"FED_LOG_FORMAT, default=json" desc:"json or text"`
-	LogLevel            string        `env:"FED_LOG_LEVEL, default=info" desc:"debug, info, warn or error"`
-	Identity            string        `env:"FED_IDENTITY, default=srv" desc:"how the ingress ties a client certificate to its origin domain: srv (a DNS SAN is an SRV target of the origin) or srv-or-domain (also a DNS SAN equal to the origin domain)"`
-	RequireDNSSEC       bool          `env:"FED_REQUIRE_DNSSEC, default=false" desc:"trust only SRV answers that the resolver validated with DNSSEC (AD flag), for the ingress's identity check and the federator's discovery of remotes; needs a validating resolver on a trusted path"`
+	TLSReloadInterval   time.Duration `env:"FED_TLS_RELOAD_INTERVAL" desc:"how often the certificate, key and CA files are checked for changes"`
+	TLSMinVersion       string        `env:"FED_TLS_MIN_VERSION" desc:"lowest TLS version for federation traffic: 1.3 or 1.2"`
+	ShutdownTimeout     time.Duration `env:"FED_SHUTDOWN_TIMEOUT" desc:"how long a stopping process waits for requests in flight"`
+	LogFormat           string        `env:"FED_LOG_FORMAT" desc:"json or text"`
+	LogLevel            string        `env:"FED_LOG_LEVEL" desc:"debug, info, warn or error"`
+	Identity            string        `env:"FED_IDENTITY" desc:"how the ingress ties a client certificate to its origin domain: srv (a DNS SAN is an SRV target of the origin) or srv-or-domain (also a DNS SAN equal to the origin domain)"`
+	RequireDNSSEC       bool          `env:"FED_REQUIRE_DNSSEC" desc:"trust only SRV answers that the resolver validated with DNSSEC (AD flag), for the ingress's identity check and the federator's discovery of remotes; needs a validating resolver on a trusted path"`
 }
 
 // Identity modes (FED_IDENTITY).
@@ -55,22 +56,37 @@ const (
 	IdentitySRVOrDomain = "srv-or-domain"
 )
 
-// Validate reports every problem of the common configuration at once.
+// DefaultCommon returns the defaults of the common configuration: the
+// contract's (section 5) and fedbus's own. It is the one place each default
+// is written; -h prints it.
+func DefaultCommon() Common {
+	return Common{
+		NATSURL:           "nats://127.0.0.1:4222",
+		SubjectPrefix:     contract.DefaultPrefix,
+		Strategy:          contract.AllowNone,
+		Components:        contract.DefaultComponents(),
+		RequestTimeout:    10 * time.Second,
+		TLSReloadInterval: 2 * time.Second,
+		TLSMinVersion:     "1.3",
+		ShutdownTimeout:   30 * time.Second,
+		LogFormat:         "json",
+		LogLevel:          "info",
+		Identity:          IdentitySRV,
+	}
+}
+
+// Validate reports every problem of the common configuration at once. It
+// changes nothing (Normalize makes the domains canonical).
 func (c *Common) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.Domain == "" {
 		add("FED_DOMAIN is required")
-	} else if d, err := contract.NormalizeDomain(c.Domain); err != nil {
+	} else if _, err := contract.NormalizeDomain(c.Domain); err != nil {
 		add("FED_DOMAIN %q is not a valid domain", c.Domain)
-	} else {
-		c.Domain = d
 	}
 	if c.NATSURL == "" {
 		add("FED_NATS_URL is empty")
-	}
-	if _, err := contract.NewSubjects(c.SubjectPrefix); err != nil {
-		add("FED_SUBJECT_PREFIX: %v", err)
 	}
 	for _, s := range c.DNSServers() {
 		if _, _, err := net.SplitHostPort(s); err != nil {
@@ -80,13 +96,10 @@ func (c *Common) Validate() error {
 	if !contract.ValidStrategy(c.Strategy) {
 		add("FED_STRATEGY %q is not allow-none, allow-all or allow-list", c.Strategy)
 	}
-	for i, d := range c.AllowList {
-		n, err := contract.NormalizeDomain(strings.TrimSpace(d))
-		if err != nil {
+	for _, d := range c.AllowList {
+		if _, err := contract.NormalizeDomain(strings.TrimSpace(d)); err != nil {
 			add("FED_ALLOW_LIST entry %q is not a valid domain", d)
-			continue
 		}
-		c.AllowList[i] = n
 	}
 	for name, path := range map[string]string{"FED_TLS_CERT": c.TLSCert, "FED_TLS_KEY": c.TLSKey, "FED_TLS_CA": c.TLSCA} {
 		if path == "" {
@@ -94,6 +107,40 @@ func (c *Common) Validate() error {
 		} else if _, err := os.Stat(path); err != nil {
 			add("%s: %v", name, err)
 		}
+	}
+	if c.TLSReloadInterval <= 0 {
+		add("FED_TLS_RELOAD_INTERVAL must be positive")
+	}
+	if c.TLSMinVersion != "1.3" && c.TLSMinVersion != "1.2" {
+		add("FED_TLS_MIN_VERSION %q is not 1.3 or 1.2", c.TLSMinVersion)
+	}
+	if c.KVBucket != "" && !validBucket(c.KVBucket) {
+		add("FED_KV_BUCKET %q is not [A-Za-z0-9_-]+", c.KVBucket)
+	}
+	errs = append(errs, c.NATS.validate()...)
+	errs = append(errs, c.ValidateServing())
+	if c.ShutdownTimeout <= 0 {
+		add("FED_SHUTDOWN_TIMEOUT must be positive")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		add("FED_LOG_FORMAT %q is not json or text", c.LogFormat)
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		add("FED_LOG_LEVEL: %v", err)
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateServing checks the fields that the federator and the ingress
+// themselves use to serve requests (their constructors check them; the
+// shared services are built from the rest): FED_SUBJECT_PREFIX,
+// FED_COMPONENTS, FED_REQUEST_TIMEOUT and FED_IDENTITY. Validate includes
+// it.
+func (c *Common) ValidateServing() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if _, err := contract.NewSubjects(c.SubjectPrefix); err != nil {
+		add("FED_SUBJECT_PREFIX: %v", err)
 	}
 	if len(c.Components) == 0 {
 		add("FED_COMPONENTS is empty")
@@ -106,32 +153,27 @@ func (c *Common) Validate() error {
 	if c.RequestTimeout <= 0 {
 		add("FED_REQUEST_TIMEOUT must be positive")
 	}
-	if c.TLSReloadInterval <= 0 {
-		add("FED_TLS_RELOAD_INTERVAL must be positive")
-	}
-	if c.TLSMinVersion != "1.3" && c.TLSMinVersion != "1.2" {
-		add("FED_TLS_MIN_VERSION %q is not 1.3 or 1.2", c.TLSMinVersion)
-	}
-	if c.KVBucket != "" && !validBucket(c.KVBucket) {
-		add("FED_KV_BUCKET %q is not [A-Za-z0-9_-]+", c.KVBucket)
-	}
-	errs = append(errs, c.NATS.validate()...)
-	if c.ShutdownTimeout <= 0 {
-		add("FED_SHUTDOWN_TIMEOUT must be positive")
-	}
-	if c.LogFormat != "json" && c.LogFormat != "text" {
-		add("FED_LOG_FORMAT %q is not json or text", c.LogFormat)
-	}
-	if _, err := ParseLevel(c.LogLevel); err != nil {
-		add("FED_LOG_LEVEL: %v", err)
-	}
-	if c.Identity == "" {
-		c.Identity = IdentitySRV
-	}
 	if c.Identity != IdentitySRV && c.Identity != IdentitySRVOrDomain {
 		add("FED_IDENTITY %q is not %s or %s", c.Identity, IdentitySRV, IdentitySRVOrDomain)
 	}
 	return errors.Join(errs...)
+}
+
+// Normalize makes the domains canonical (lower case, IDNA): FED_DOMAIN and
+// the entries of FED_ALLOW_LIST. Invalid ones are left as they are
+// (Validate reports them).
+func (c *Common) Normalize() {
+	if d, err := contract.NormalizeDomain(c.Domain); err == nil {
+		c.Domain = d
+	}
+	list := make([]string, len(c.AllowList))
+	for i, d := range c.AllowList {
+		list[i] = d
+		if n, err := contract.NormalizeDomain(strings.TrimSpace(d)); err == nil {
+			list[i] = n
+		}
+	}
+	c.AllowList = list
 }
 
 func validBucket(s string) bool {
@@ -155,48 +197,127 @@ func (c *Common) DNSServers() []string {
 	return out
 }
 
-// NATSServers returns FED_NATS_URL as nats.Connect expects it.
-func (c *Common) NATSServers() string { return c.NATSURL }
 
-// Load fills cfg (a pointer to a struct with env tags) from the environment
-// through lookup (nil: the process environment).
+// Load fills cfg (a pointer to a struct with env tags, holding its
+// defaults) from the environment through lookup (nil: the process
+// environment). Each variable is read on its own: a value that cannot be
+// parsed is reported with its variable's name and leaves that field at its
+// default, so that one mistake gives one message (joined with the others),
+// not a cascade.
 func Load(ctx context.Context, cfg any, lookup envconfig.Lookuper) error {
 	if lookup == nil {
 		lookup = envconfig.OsLookuper()
 	}
-	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: cfg, Lookuper: lookup}); err != nil {
-		return fmt.Errorf("read environment: %w", err)
+	var errs []error
+	for _, name := range Variables(cfg) {
+		one := onlyLookuper{name: name, l: lookup}
+		if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: cfg, Lookuper: one, DefaultOverwrite: true}); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, unwrapField(err)))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// Usage writes the variables of cfg (a pointer to a struct with env tags),
-// with their defaults and descriptions, for -h.
-func Usage(w io.Writer, cfg any) {
-	writeUsage(w, reflect.TypeOf(cfg).Elem())
+// onlyLookuper looks up one variable and reports every other as unset.
+type onlyLookuper struct {
+	name string
+	l    envconfig.Lookuper
 }
 
-func writeUsage(w io.Writer, t reflect.Type) {
+func (o onlyLookuper) Lookup(key string) (string, bool) {
+	if key != o.name {
+		return "", false
+	}
+	return o.l.Lookup(key)
+}
+
+// unwrapField drops go-envconfig's "Field: " prefixes, which name Go
+// fields rather than variables.
+func unwrapField(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}
+
+// Variables returns the names of the environment variables of cfg (a
+// pointer to a struct with env tags), in the order of its fields.
+func Variables(cfg any) []string {
+	var names []string
+	walkVars(reflect.TypeOf(cfg).Elem(), func(f reflect.StructField, name string) { names = append(names, name) })
+	return names
+}
+
+// walkVars calls fn for each field of t with an env tag, nested structs
+// included.
+func walkVars(t reflect.Type, fn func(f reflect.StructField, name string)) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag := f.Tag.Get("env")
 		if tag == "" {
 			if f.Type.Kind() == reflect.Struct {
-				writeUsage(w, f.Type)
+				walkVars(f.Type, fn)
+			}
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		fn(f, strings.TrimSpace(name))
+	}
+}
+
+// Usage writes the variables of cfg (a pointer to a struct with env tags,
+// holding its defaults), with their defaults and descriptions, for -h.
+func Usage(w io.Writer, cfg any) {
+	writeUsage(w, reflect.ValueOf(cfg).Elem())
+}
+
+func writeUsage(w io.Writer, v reflect.Value) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("env")
+		if tag == "" {
+			if f.Type.Kind() == reflect.Struct {
+				writeUsage(w, v.Field(i))
 			}
 			continue
 		}
 		name, opts, _ := strings.Cut(tag, ",")
-		def := ""
+		def := envValue(v.Field(i))
 		for _, o := range strings.Split(opts, ",") {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(o), "default="); ok {
-				def = v
+			if d, ok := strings.CutPrefix(strings.TrimSpace(o), "default="); ok && def == "" {
+				def = d
 			}
 		}
-		line := fmt.Sprintf("  %-26s %s", name, f.Tag.Get("desc"))
+		line := fmt.Sprintf("  %-32s %s", name, f.Tag.Get("desc"))
 		if def != "" {
 			line += fmt.Sprintf(" (default %q)", def)
 		}
 		fmt.Fprintln(w, line)
 	}
 }
+
+// envValue formats a field's value as it would be written in the
+// environment ("" for a zero value): slices joined with commas.
+func envValue(v reflect.Value) string {
+	if v.IsZero() {
+		return ""
+	}
+	switch x := v.Interface().(type) {
+	case []string:
+		return strings.Join(x, ",")
+	case time.Duration:
+		return x.String()
+	case fmt.Stringer:
+		return x.String()
+	default:
+		return fmt.Sprint(x)
+	}
+}
+
+// Base returns the common configuration; a binary's Config gets it by
+// embedding Common.
+func (c *Common) Base() *Common { return c }

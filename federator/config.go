@@ -9,21 +9,36 @@ import (
 )
 
 // Config is the federator binary's configuration: the contract's variables
-// plus the worker's own tuning.
+// plus the worker's own tuning. Start from NewConfig, which holds the
+// defaults.
 type Config struct {
 	config.Common
-	MaxInFlight      int           `env:"FED_MAX_IN_FLIGHT, default=2048" desc:"requests one federator worker handles at once"`
-	MaxPerRemote     int           `env:"FED_MAX_IN_FLIGHT_PER_REMOTE, default=512" desc:"requests in flight to one remote domain; more get too-many-requests at once, so one slow remote cannot take every worker (0: no limit)"`
-	IdleConnTimeout  time.Duration `env:"FED_IDLE_CONN_TIMEOUT, default=90s" desc:"idle connections to remote backends are closed after this time"`
-	MaxResponseBytes int64         `env:"FED_MAX_RESPONSE_BYTES, default=16777216" desc:"largest remote response body accepted"`
+	MaxInFlight      int           `env:"FED_MAX_IN_FLIGHT" desc:"requests one federator worker handles at once"`
+	MaxPerRemote     int           `env:"FED_MAX_IN_FLIGHT_PER_REMOTE" desc:"requests in flight to one remote domain; more get too-many-requests at once, so one slow remote cannot take every worker (0: no limit)"`
+	IdleConnTimeout  time.Duration `env:"FED_IDLE_CONN_TIMEOUT" desc:"idle connections to remote backends are closed after this time"`
+	MaxResponseBytes int64         `env:"FED_MAX_RESPONSE_BYTES" desc:"largest remote response body accepted"`
 }
 
-// Validate reports every problem at once.
-func (c *Config) Validate() error {
-	var errs []error
-	if err := c.Common.Validate(); err != nil {
-		errs = append(errs, err)
+// NewConfig returns the federator's configuration with every default: the
+// one place they are written.
+func NewConfig() Config {
+	return Config{
+		Common:           config.DefaultCommon(),
+		MaxInFlight:      2048,
+		MaxPerRemote:     512,
+		IdleConnTimeout:  90 * time.Second,
+		MaxResponseBytes: 16 << 20,
 	}
+}
+
+// Validate reports every problem at once; it changes nothing.
+func (c *Config) Validate() error {
+	return errors.Join(c.Common.Validate(), c.validateWorker())
+}
+
+// validateWorker checks the worker's own fields.
+func (c *Config) validateWorker() error {
+	var errs []error
 	if c.MaxInFlight <= 0 {
 		errs = append(errs, fmt.Errorf("FED_MAX_IN_FLIGHT must be positive"))
 	}

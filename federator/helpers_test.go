@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/testbed"
@@ -81,23 +80,13 @@ func newTestFederator(tb testing.TB, o testFederatorOptions) testFederator {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(nc.Close)
-	cfg := Config{
-		Common: config.Common{
-			Domain: benchOrigin, SubjectPrefix: contract.DefaultPrefix, Strategy: "allow-list", AllowList: o.targets,
-			Components: []string{"brig", "galley", "cargohold"}, RequestTimeout: 10 * time.Second,
-			RequireDNSSEC: o.requireDNSSEC,
-		},
-		MaxInFlight: 2048, IdleConnTimeout: 90 * time.Second, MaxResponseBytes: 16 << 20,
-	}
+	cfg := NewConfig()
+	cfg.Domain, cfg.Strategy, cfg.AllowList, cfg.RequireDNSSEC = benchOrigin, contract.AllowList, o.targets, o.requireDNSSEC
 	f, err := New(cfg, Deps{NATS: nc, Resolver: res, Policy: pol, Certs: store, Logger: o.logger, Now: o.now})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	f.remote.client.Transport = o.transport
-	// Start is not called (handle is driven directly): give it the Outbox
-	// that Start would.
-	f.out = bus.NewOutbox(nc, nil)
-	tb.Cleanup(f.out.Close)
+	f.client.client.Transport = o.transport
 	return testFederator{f: f, nc: nc, dns: dns}
 }
 

@@ -155,7 +155,7 @@ func TestBackoffAfterRemote429(t *testing.T) {
 			clock.Advance(time.Millisecond)
 			succeeds(benchTarget)
 			sent(3)
-			if n := tf.f.remote.backoff.len(); n != 0 {
+			if n := tf.f.remotes.len(); n != 0 {
 				t.Errorf("%d backoff entries left after the end, want 0", n)
 			}
 		})
@@ -288,19 +288,19 @@ func TestBackoffs(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := testbed.NewClock(clockStart)
-			b := newBackoffs(tc.max, clock.Now)
+			b := newRemotes(0, tc.max, clock.Now)
 			for i, s := range tc.steps {
 				clock.Advance(s.advance)
 				if s.set != "" {
-					b.set(s.set, clock.Now().Add(s.wait))
+					b.wait(s.set, clock.Now().Add(s.wait))
 				}
 				for _, d := range s.active {
-					if _, ok := b.check(d); !ok {
+					if _, ok := b.waiting(d); !ok {
 						t.Errorf("step %d: %s not backed off", i, d)
 					}
 				}
 				for _, d := range s.idle {
-					if until, ok := b.check(d); ok {
+					if until, ok := b.waiting(d); ok {
 						t.Errorf("step %d: %s backed off until %v", i, d, until)
 					}
 				}
@@ -316,23 +316,23 @@ func TestBackoffs(t *testing.T) {
 // waiting: the count stays at the cap, and the latest ones are kept.
 func TestBackoffsStayBounded(t *testing.T) {
 	clock := testbed.NewClock(clockStart)
-	b := newBackoffs(maxBackoffs, clock.Now)
-	const total = 3 * maxBackoffs
+	b := newRemotes(0, maxWaits, clock.Now)
+	const total = 3 * maxWaits
 	for i := range total {
 		// Each later domain waits longer: the earliest ones are evicted.
-		b.set(fmt.Sprintf("d%d.test", i), clock.Now().Add(time.Minute+time.Duration(i)*time.Millisecond))
+		b.wait(fmt.Sprintf("d%d.test", i), clock.Now().Add(time.Minute+time.Duration(i)*time.Millisecond))
 	}
-	if n := b.len(); n != maxBackoffs {
-		t.Fatalf("%d entries, want the cap %d", n, maxBackoffs)
+	if n := b.len(); n != maxWaits {
+		t.Fatalf("%d entries, want the cap %d", n, maxWaits)
 	}
-	if _, ok := b.check("d0.test"); ok {
+	if _, ok := b.waiting("d0.test"); ok {
 		t.Error("the soonest-expiring domain was kept")
 	}
-	if _, ok := b.check(fmt.Sprintf("d%d.test", total-1)); !ok {
+	if _, ok := b.waiting(fmt.Sprintf("d%d.test", total-1)); !ok {
 		t.Error("the latest domain was evicted")
 	}
 	clock.Advance(time.Hour)
-	if _, ok := b.check("any.test"); ok || b.len() != 0 {
+	if _, ok := b.waiting("any.test"); ok || b.len() != 0 {
 		t.Errorf("%d entries after every wait ended, want 0", b.len())
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -46,29 +47,33 @@ type tooManyError struct {
 func (e *tooManyError) Error() string { return e.err.Error() }
 func (e *tooManyError) Unwrap() error { return e.err }
 
+// resolver is what the remote client needs of discovery: the SRV targets
+// of a domain in the order to try them, a target's addresses, and reports
+// of which targets answered (*discovery.Resolver; tests substitute a
+// fake).
+type resolver interface {
+	SRV(ctx context.Context, domain string) ([]discovery.Target, error)
+	Addrs(ctx context.Context, host string) ([]netip.Addr, error)
+	ReportSuccess(t discovery.Target)
+	ReportFailure(t discovery.Target)
+}
+
 // remoteClient calls remote ingresses over mutual TLS with pooled HTTP/2
 // connections. The transport dials through the discovery resolver so that
 // address lookups and the private-address rule use FED_DNS_SERVER.
 type remoteClient struct {
 	origin      string // this backend's domain
-	resolver    *discovery.Resolver
+	resolver    resolver
 	certs       *tlsconf.Store
 	client      *http.Client
 	transport   *http2.Transport
 	maxResponse int64
 	dialer      net.Dialer
 	now         func() time.Time
-	// backoff holds the remote domains that answered 429, until their
-	// Retry-After ends.
-	backoff *backoffs
 }
 
-func newRemoteClient(cfg Config, resolver *discovery.Resolver, store *tlsconf.Store, now func() time.Time) *remoteClient {
-	if now == nil {
-		now = time.Now
-	}
-	rc := &remoteClient{origin: cfg.Domain, resolver: resolver, certs: store, maxResponse: cfg.MaxResponseBytes,
-		now: now, backoff: newBackoffs(maxBackoffs, now)}
+func newRemoteClient(origin string, cfg Config, res resolver, store *tlsconf.Store, now func() time.Time) *remoteClient {
+	rc := &remoteClient{origin: origin, resolver: res, certs: store, maxResponse: cfg.MaxResponseBytes, now: now}
 	rc.dialer = net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	rc.transport = &http2.Transport{
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
@@ -218,13 +223,6 @@ func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Eve
 			return body, nil
 		}
 		if !errors.As(err, &ce) || lookup.Expired(ctx) {
-			var tm *tooManyError
-			if errors.As(err, &tm) && tm.wait > 0 {
-				until := rc.now().Add(tm.wait)
-				rc.backoff.set(route.Domain, until)
-				log.Warn("remote answered 429: requests to it fail here until its Retry-After ends",
-					"request_id", ev.ID, "remote", route.Domain, "target", t.Host, "retry_after", tm.wait.String(), "until", until.UTC().Format(backoffTimeFormat))
-			}
 			return nil, requestError(ctx, t, err)
 		}
 		log.Info("target unreachable, trying next", "request_id", ev.ID, "target", t.Host, "port", t.Port, "err", err)
@@ -295,8 +293,13 @@ func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route cont
 
 // requestError maps a failure after the connection was made.
 func requestError(ctx context.Context, t discovery.Target, err error) error {
-	var be *contract.Error
+	var (
+		be *contract.Error
+		tm *tooManyError
+	)
 	switch {
+	case errors.As(err, &tm):
+		return tm // the caller remembers the wait; it wraps the contract error
 	case errors.As(err, &be):
 		return be
 	case lookup.Expired(ctx) || errors.Is(err, context.DeadlineExceeded):

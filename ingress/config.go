@@ -11,39 +11,8 @@ import (
 	"github.com/fedbus/fedbus/config"
 )
 
-// Defaults applied by New to zero fields of a Config built in code (the
-// environment gives the same defaults through the env tags).
-const (
-	DefaultAddr           = ":8443"
-	DefaultMaxBodyBytes   = 1 << 20
-	DefaultRequestTimeout = 10 * time.Second
-	DefaultSubjectPrefix  = "fed"
-)
-
-// Defaults of the protection settings (the env tags give the same); a
-// Config built in code gets DefaultMaxStreams, DefaultReadHeaderTimeout and
-// DefaultIdleTimeout for its zero fields, while zero origin limits mean no
-// limit.
-const (
-	DefaultOriginRate        = 1000
-	DefaultOriginBurst       = 2000
-	DefaultOriginConcurrency = 512
-	DefaultMaxStreams        = 250
-	DefaultReadHeaderTimeout = 5 * time.Second
-	DefaultIdleTimeout       = 90 * time.Second
-)
-
-// DefaultComponents returns the default of FED_COMPONENTS.
-func DefaultComponents() []string { return []string{"brig", "galley", "cargohold"} }
-
 // HTTP server limits of the ingress.
 const (
-	// ReadHeaderTimeout bounds reading a request's headers (and the TLS
-	// handshake) unless FED_INGRESS_READ_HEADER_TIMEOUT says otherwise.
-	ReadHeaderTimeout = DefaultReadHeaderTimeout
-	// IdleTimeout closes keep-alive connections idle for that long unless
-	// FED_INGRESS_IDLE_TIMEOUT says otherwise.
-	IdleTimeout = DefaultIdleTimeout
 	// MaxHeaderBytes bounds the size of a request's headers (HTTP/1.1 and
 	// the HTTP/2 header list).
 	MaxHeaderBytes = 64 << 10
@@ -61,12 +30,13 @@ const (
 
 // Config is the ingress binary's configuration: the variables of the
 // contract (section 5) that every binary reads, plus the ingress's own.
+// Start from NewConfig, which holds the defaults.
 type Config struct {
 	config.Common
 	// Addr is the listen address, FED_INGRESS_ADDR.
-	Addr string `env:"FED_INGRESS_ADDR, default=:8443" desc:"ingress listen address (host:port)"`
+	Addr string `env:"FED_INGRESS_ADDR" desc:"ingress listen address (host:port)"`
 	// MaxBodyBytes is the largest request body accepted, FED_MAX_BODY_BYTES.
-	MaxBodyBytes int64 `env:"FED_MAX_BODY_BYTES, default=1048576" desc:"largest request body the ingress accepts, in bytes"`
+	MaxBodyBytes int64 `env:"FED_MAX_BODY_BYTES" desc:"largest request body the ingress accepts, in bytes"`
 
 	// Per-origin limits, applied once the origin is proven (after the
 	// certificate's SAN matched its SRV targets), so that nobody can use up
@@ -75,42 +45,55 @@ type Config struct {
 
 	// OriginRate is the sustained request rate of one origin domain, in
 	// requests per second (token bucket), FED_INGRESS_ORIGIN_RATE.
-	OriginRate float64 `env:"FED_INGRESS_ORIGIN_RATE, default=1000" desc:"requests per second one origin domain may send on average (0: no limit)"`
+	OriginRate float64 `env:"FED_INGRESS_ORIGIN_RATE" desc:"requests per second one origin domain may send on average (0: no limit)"`
 	// OriginBurst is the token bucket's size, FED_INGRESS_ORIGIN_BURST.
-	OriginBurst int `env:"FED_INGRESS_ORIGIN_BURST, default=2000" desc:"requests one origin domain may send at once above FED_INGRESS_ORIGIN_RATE (at least 1 when the rate is limited)"`
+	OriginBurst int `env:"FED_INGRESS_ORIGIN_BURST" desc:"requests one origin domain may send at once above FED_INGRESS_ORIGIN_RATE (at least 1 when the rate is limited)"`
 	// OriginConcurrency bounds the requests of one origin domain in flight
 	// (body upload and component call), FED_INGRESS_ORIGIN_CONCURRENCY.
-	OriginConcurrency int `env:"FED_INGRESS_ORIGIN_CONCURRENCY, default=512" desc:"requests of one origin domain in flight at once (0: no limit); at least the peers' FED_MAX_IN_FLIGHT_PER_REMOTE"`
+	OriginConcurrency int `env:"FED_INGRESS_ORIGIN_CONCURRENCY" desc:"requests of one origin domain in flight at once (0: no limit); at least the peers' FED_MAX_IN_FLIGHT_PER_REMOTE"`
 	// MaxStreams is the HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one
 	// connection may have open at once, FED_INGRESS_MAX_STREAMS.
-	MaxStreams int `env:"FED_INGRESS_MAX_STREAMS, default=250" desc:"HTTP/2 streams (requests) one connection may have open at once"`
+	MaxStreams int `env:"FED_INGRESS_MAX_STREAMS" desc:"HTTP/2 streams (requests) one connection may have open at once"`
 	// ReadHeaderTimeout bounds the TLS handshake and reading a request's
 	// headers, FED_INGRESS_READ_HEADER_TIMEOUT; a new connection that has
 	// not delivered a complete request after twice this time is closed
 	// (HTTP/2 included, which the server's header timeout does not cover).
-	ReadHeaderTimeout time.Duration `env:"FED_INGRESS_READ_HEADER_TIMEOUT, default=5s" desc:"time a client has for the TLS handshake and for a request's headers (a new connection: twice this for its first request); slower connections are closed"`
+	ReadHeaderTimeout time.Duration `env:"FED_INGRESS_READ_HEADER_TIMEOUT" desc:"time a client has for the TLS handshake and for a request's headers (a new connection: twice this for its first request); slower connections are closed"`
 	// IdleTimeout closes connections without requests for that long,
 	// FED_INGRESS_IDLE_TIMEOUT.
-	IdleTimeout time.Duration `env:"FED_INGRESS_IDLE_TIMEOUT, default=90s" desc:"connections without a request for this long are closed"`
+	IdleTimeout time.Duration `env:"FED_INGRESS_IDLE_TIMEOUT" desc:"connections without a request for this long are closed"`
+}
+
+// NewConfig returns the ingress's configuration with every default: the
+// one place they are written.
+func NewConfig() Config {
+	return Config{
+		Common:            config.DefaultCommon(),
+		Addr:              ":8443",
+		MaxBodyBytes:      1 << 20,
+		OriginRate:        1000,
+		OriginBurst:       2000,
+		OriginConcurrency: 512,
+		MaxStreams:        250,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       90 * time.Second,
+	}
 }
 
 // Validate reports every problem of the configuration at once (joined with
-// errors.Join): those of config.Common.Validate, which also normalises the
-// domains, and those of the ingress's own fields.
+// errors.Join): those of config.Common.Validate and those of the ingress's
+// own fields. It changes nothing.
 func (c *Config) Validate() error {
+	return errors.Join(c.Common.Validate(), checkAddr(c.Addr), c.validateOwn())
+}
+
+// validateOwn checks the ingress's own fields.
+func (c *Config) validateOwn() error {
 	var errs []error
-	if err := c.Common.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := checkAddr(c.Addr); err != nil {
-		errs = append(errs, err)
-	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("FED_MAX_BODY_BYTES must be positive, got %d", c.MaxBodyBytes))
 	}
-	if err := checkProtection(c); err != nil {
-		errs = append(errs, err)
-	}
+	errs = append(errs, checkProtection(c))
 	if c.MaxStreams <= 0 {
 		errs = append(errs, fmt.Errorf("FED_INGRESS_MAX_STREAMS must be positive, got %d", c.MaxStreams))
 	}

@@ -95,7 +95,9 @@ func newStubWorld(tb testing.TB, maxBody int64, exchange exchangeFunc) *stubWorl
 			return json.Marshal(map[string]string{"rpc": route.RPC, "id": ev.ID})
 		}
 	}
-	cfg := Config{Common: config.Common{Components: []string{"brig", "galley"}, RequestTimeout: 5 * time.Second}, MaxBodyBytes: maxBody}
+	cfg := NewConfig()
+	cfg.Components, cfg.RequestTimeout, cfg.MaxBodyBytes = []string{"brig", "galley"}, 5*time.Second, maxBody
+	cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency = 0, 0, 0
 	w.in, err = newIngress(cfg, Deps{Policy: pol, Certs: w.ca.CertStore(tb, w.certA), Logger: testLogger(tb)}, stubResolver{}, exchange)
 	if err != nil {
 		tb.Fatal(err)
@@ -331,20 +333,22 @@ func TestConfig(t *testing.T) {
 		"FED_TLS_CA":   files["ca.pem"],
 	}
 	t.Run("defaults", func(t *testing.T) {
-		var cfg Config
+		cfg := NewConfig()
 		if err := config.Load(context.Background(), &cfg, envconfig.MapLookuper(env)); err != nil {
 			t.Fatal(err)
 		}
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("Validate: %v", err)
 		}
+		cfg.Normalize()
 		if cfg.Addr != ":8443" || cfg.MaxBodyBytes != 1048576 || cfg.Domain != "b.example.com" || cfg.RequestTimeout != 10*time.Second {
 			t.Errorf("got %+v", cfg)
 		}
 	})
 	t.Run("usage lists the ingress variables", func(t *testing.T) {
 		var b bytes.Buffer
-		config.Usage(&b, &Config{})
+		cfg := NewConfig()
+		config.Usage(&b, &cfg)
 		for _, v := range []string{"FED_INGRESS_ADDR", "FED_MAX_BODY_BYTES", "FED_DOMAIN", "FED_TLS_CA"} {
 			if !strings.Contains(b.String(), v) {
 				t.Errorf("usage misses %s:\n%s", v, b.String())
@@ -370,11 +374,8 @@ func TestConfig(t *testing.T) {
 			for k, v := range tc.set {
 				m[k] = v
 			}
-			var cfg Config
-			if err := config.Load(context.Background(), &cfg, envconfig.MapLookuper(m)); err != nil {
-				t.Fatal(err)
-			}
-			err := cfg.Validate()
+			cfg := NewConfig()
+			err := errors.Join(config.Load(context.Background(), &cfg, envconfig.MapLookuper(m)), cfg.Validate())
 			if err == nil {
 				t.Fatal("Validate accepted it")
 			}
@@ -392,7 +393,7 @@ func TestNew(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	good := func() (Config, Deps) {
 		pol, _ := policy.New(contract.AllowAll, nil)
-		return Config{Common: config.Common{SubjectPrefix: "fed"}}, Deps{NATS: e.nc, Resolver: e.resolver, Policy: pol, Certs: e.in.certs, Logger: testLogger(t)}
+		return NewConfig(), Deps{NATS: e.nc, Resolver: e.resolver, Policy: pol, Certs: e.in.certs, Logger: testLogger(t)}
 	}
 	for _, tc := range []struct {
 		name   string
@@ -421,22 +422,23 @@ func TestNew(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if in.cfg.Addr != DefaultAddr || in.cfg.MaxBodyBytes != DefaultMaxBodyBytes || in.cfg.RequestTimeout != DefaultRequestTimeout || len(in.components) != 3 {
+		if in.cfg.Addr != ":8443" || in.cfg.MaxBodyBytes != 1<<20 || in.cfg.RequestTimeout != 10*time.Second || len(in.components) != 3 {
 			t.Errorf("got %+v", in.cfg)
 		}
 		if in.Addr() != nil {
 			t.Errorf("Addr %v before Serve", in.Addr())
 		}
 	})
-	t.Run("ListenAndServe", func(t *testing.T) {
+	t.Run("Start", func(t *testing.T) {
 		cfg, deps := good()
 		cfg.Addr = "127.0.0.1:0"
 		in, err := New(cfg, deps)
 		if err != nil {
 			t.Fatal(err)
 		}
-		errc := make(chan error, 1)
-		go func() { errc <- in.ListenAndServe() }()
+		if err := in.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 		deadline := time.Now().Add(10 * time.Second)
 		for in.Addr() == nil {
 			if time.Now().After(deadline) {
@@ -449,19 +451,21 @@ func TestNew(t *testing.T) {
 		if err := in.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := within(t, errc, "ListenAndServe to return"); !errors.Is(err, http.ErrServerClosed) {
-			t.Fatalf("ListenAndServe returned %v", err)
+		select {
+		case err := <-in.Failed():
+			t.Fatalf("serving failed: %v", err)
+		default:
 		}
 	})
-	t.Run("ListenAndServe on a bad address", func(t *testing.T) {
+	t.Run("Start on a bad address", func(t *testing.T) {
 		cfg, deps := good()
 		cfg.Addr = "127.0.0.1:-1"
 		in, err := New(cfg, deps)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := in.ListenAndServe(); err == nil || errors.Is(err, http.ErrServerClosed) {
-			t.Fatalf("ListenAndServe: %v", err)
+		if err := in.Start(context.Background()); err == nil {
+			t.Fatal("Start on port -1 succeeded")
 		}
 	})
 }

@@ -21,7 +21,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/testbed"
@@ -192,23 +191,27 @@ func newEnv(tb testing.TB, o envOpts) *env {
 	if err != nil {
 		tb.Fatalf("policy: %v", err)
 	}
-	cfg := Config{
-		Common: config.Common{
-			Domain:         "b.example.com",
-			SubjectPrefix:  "fed",
-			Components:     o.components,
-			RequestTimeout: o.timeout,
-			Identity:       o.identity,
-			RequireDNSSEC:  o.requireDNSSEC,
-		},
-		Addr:              "127.0.0.1:0",
-		MaxBodyBytes:      o.maxBody,
-		OriginRate:        o.originRate,
-		OriginBurst:       o.originBurst,
-		OriginConcurrency: o.originConcurrency,
-		MaxStreams:        o.maxStreams,
-		ReadHeaderTimeout: o.readHeaderTimeout,
-		IdleTimeout:       o.idleTimeout,
+	// The defaults, but for the options set; origin limits are off
+	// unless set (they have tests of their own).
+	cfg := NewConfig()
+	cfg.Domain, cfg.Components, cfg.RequireDNSSEC, cfg.Addr = "b.example.com", o.components, o.requireDNSSEC, "127.0.0.1:0"
+	cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency = o.originRate, o.originBurst, o.originConcurrency
+	for _, o := range []struct {
+		field *time.Duration
+		set   time.Duration
+	}{{&cfg.RequestTimeout, o.timeout}, {&cfg.ReadHeaderTimeout, o.readHeaderTimeout}, {&cfg.IdleTimeout, o.idleTimeout}} {
+		if o.set != 0 {
+			*o.field = o.set
+		}
+	}
+	if o.identity != "" {
+		cfg.Identity = o.identity
+	}
+	if o.maxBody != 0 {
+		cfg.MaxBodyBytes = o.maxBody
+	}
+	if o.maxStreams != 0 {
+		cfg.MaxStreams = o.maxStreams
 	}
 	if cfg.Components == nil {
 		cfg.Components = []string{"brig", "galley", "cargohold", "spar"}

@@ -56,7 +56,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/policy"
@@ -74,7 +73,7 @@ type Deps struct {
 	Policy *policy.Policy
 	// Certs holds the server certificate and the CAs trusted for clients.
 	Certs *tlsconf.Store
-	// Logger receives the ingress's logs; nil means slog.Default().
+	// Logger receives the ingress's logs (required).
 	Logger *slog.Logger
 }
 
@@ -89,7 +88,7 @@ type targetResolver interface {
 type exchangeFunc func(ctx context.Context, msg *nats.Msg) ([]byte, error)
 
 // Ingress is the inbound federation endpoint. It is an http.Handler and
-// runs its own TLS server (Serve, ListenAndServe, Shutdown).
+// runs its own TLS server (Start or Serve, then Shutdown).
 type Ingress struct {
 	cfg        Config
 	subjects   contract.Subjects
@@ -107,12 +106,14 @@ type Ingress struct {
 
 	mu   sync.Mutex
 	addr net.Addr
+
+	wg     sync.WaitGroup // the serving goroutine of Start
+	failed chan error     // Start's serving failure
 }
 
-// New returns an Ingress for cfg and deps. Zero fields of cfg get the
-// contract's defaults (Addr, MaxBodyBytes, RequestTimeout, SubjectPrefix,
-// Components); the binary calls cfg.Validate before New for a complete
-// check of the environment.
+// New returns an Ingress for cfg and deps. cfg starts from NewConfig; New
+// refuses invalid serving settings (the binary validates the whole
+// configuration first).
 func New(cfg Config, deps Deps) (*Ingress, error) {
 	if deps.NATS == nil {
 		return nil, errors.New("create ingress: no NATS connection")
@@ -147,7 +148,10 @@ func newIngress(cfg Config, deps Deps, resolver targetResolver, exchange exchang
 	if deps.Certs == nil {
 		return nil, errors.New("create ingress: no certificate store")
 	}
-	if err := applyDefaults(&cfg); err != nil {
+	if deps.Logger == nil {
+		return nil, errors.New("create ingress: no logger")
+	}
+	if err := errors.Join(cfg.ValidateServing(), cfg.validateOwn()); err != nil {
 		return nil, fmt.Errorf("create ingress: %w", err)
 	}
 	subjects, err := contract.NewSubjects(cfg.SubjectPrefix)
@@ -156,16 +160,9 @@ func newIngress(cfg Config, deps Deps, resolver targetResolver, exchange exchang
 	}
 	components := make(map[string]struct{}, len(cfg.Components))
 	for _, c := range cfg.Components {
-		if !contract.ValidComponent(c) {
-			return nil, fmt.Errorf("create ingress: component %q is not [a-z0-9-]{1,63}", c)
-		}
 		components[c] = struct{}{}
 	}
-	logger := deps.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	logger = logger.With("component", "ingress")
+	logger := deps.Logger.With("component", "ingress")
 	in := &Ingress{
 		cfg:        cfg,
 		subjects:   subjects,
@@ -176,6 +173,7 @@ func newIngress(cfg Config, deps Deps, resolver targetResolver, exchange exchang
 		log:        logger,
 		exchange:   exchange,
 		identity:   cfg.Identity,
+		failed:     make(chan error, 1),
 	}
 	in.limits.Store(newOriginLimiter(cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency, nil))
 	in.srv = &http.Server{
@@ -204,64 +202,6 @@ func newIngress(cfg Config, deps Deps, resolver targetResolver, exchange exchang
 	in.srv.Protocols.SetHTTP1(true)
 	in.srv.Protocols.SetHTTP2(true)
 	return in, nil
-}
-
-// applyDefaults fills the zero fields of cfg and refuses negative ones.
-func applyDefaults(cfg *Config) error {
-	if cfg.Addr == "" {
-		cfg.Addr = DefaultAddr
-	}
-	if cfg.SubjectPrefix == "" {
-		cfg.SubjectPrefix = DefaultSubjectPrefix
-	}
-	if len(cfg.Components) == 0 {
-		cfg.Components = DefaultComponents()
-	}
-	switch {
-	case cfg.MaxBodyBytes < 0:
-		return fmt.Errorf("max body bytes %d is negative", cfg.MaxBodyBytes)
-	case cfg.MaxBodyBytes == 0:
-		cfg.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	switch {
-	case cfg.RequestTimeout < 0:
-		return fmt.Errorf("request timeout %v is negative", cfg.RequestTimeout)
-	case cfg.RequestTimeout == 0:
-		cfg.RequestTimeout = DefaultRequestTimeout
-	}
-	switch cfg.Identity {
-	case "":
-		cfg.Identity = config.IdentitySRV
-	case config.IdentitySRV, config.IdentitySRVOrDomain:
-	default:
-		return fmt.Errorf("identity mode %q is not %s or %s", cfg.Identity, config.IdentitySRV, config.IdentitySRVOrDomain)
-	}
-	defaultBurst(cfg)
-	if err := checkProtection(cfg); err != nil {
-		return err
-	}
-	for _, d := range []struct {
-		v   *time.Duration
-		def time.Duration
-		env string
-	}{
-		{&cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout, "read header timeout"},
-		{&cfg.IdleTimeout, DefaultIdleTimeout, "idle timeout"},
-	} {
-		switch {
-		case *d.v < 0:
-			return fmt.Errorf("%s %v is negative", d.env, *d.v)
-		case *d.v == 0:
-			*d.v = d.def
-		}
-	}
-	switch {
-	case cfg.MaxStreams < 0:
-		return fmt.Errorf("max streams %d is negative", cfg.MaxStreams)
-	case cfg.MaxStreams == 0:
-		cfg.MaxStreams = DefaultMaxStreams
-	}
-	return nil
 }
 
 // defaultBurst gives a rate limit without a burst one second's worth of
@@ -356,15 +296,26 @@ func (in *Ingress) Serve(ln net.Listener) error {
 	return fmt.Errorf("serve ingress: %w", err)
 }
 
-// ListenAndServe listens on the configured address (FED_INGRESS_ADDR) and
-// serves as Serve does.
-func (in *Ingress) ListenAndServe() error {
+// Start listens on the configured address (FED_INGRESS_ADDR) and serves
+// in the background until Shutdown; a serving failure is delivered on
+// Failed. An address in use fails Start itself.
+func (in *Ingress) Start(context.Context) error {
 	ln, err := net.Listen("tcp", in.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", in.cfg.Addr, err)
 	}
-	return in.Serve(ln)
+	in.wg.Add(1)
+	go func() {
+		defer in.wg.Done()
+		if err := in.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			in.failed <- err
+		}
+	}()
+	return nil
 }
+
+// Failed delivers the error that ended serving (after Start), if any.
+func (in *Ingress) Failed() <-chan error { return in.failed }
 
 // Addr returns the address the ingress listens on, nil before Serve.
 func (in *Ingress) Addr() net.Addr {
@@ -383,6 +334,7 @@ func (in *Ingress) Shutdown(ctx context.Context) error {
 		_ = in.srv.Close()
 		err = fmt.Errorf("shut down ingress: %w", err)
 	}
+	in.wg.Wait()
 	if in.requester != nil {
 		err = errors.Join(err, in.requester.Close())
 	}

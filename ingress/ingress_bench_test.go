@@ -11,12 +11,10 @@ import (
 	"net/url"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/testbed"
@@ -104,7 +102,8 @@ func newBenchSetup(b *testing.B) benchSetup {
 func (s benchSetup) stubIngress(b *testing.B, components []string, log *slog.Logger) *Ingress {
 	b.Helper()
 	exchange := func(_ context.Context, msg *nats.Msg) ([]byte, error) { return msg.Data, nil }
-	cfg := Config{Common: config.Common{Components: components, RequestTimeout: 10 * time.Second}, MaxBodyBytes: 1 << 20}
+	cfg := NewConfig()
+	cfg.Components, cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency = components, 0, 0, 0
 	in, err := newIngress(cfg, Deps{Policy: s.pol, Certs: s.store, Logger: log}, benchTargets{}, exchange)
 	if err != nil {
 		b.Fatal(err)
@@ -211,7 +210,8 @@ func BenchmarkServeHTTPNATS(b *testing.B) {
 	if err := componentNC.Flush(); err != nil {
 		b.Fatal(err)
 	}
-	cfg := Config{Common: config.Common{Components: []string{"brig"}, RequestTimeout: 10 * time.Second}, MaxBodyBytes: 1 << 20}
+	cfg := NewConfig()
+	cfg.Components, cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency = []string{"brig"}, 0, 0, 0
 	in, err := New(cfg, Deps{NATS: ingressNC, Resolver: res, Policy: s.pol, Certs: s.store, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)

@@ -704,7 +704,7 @@ func TestProtectionConfig(t *testing.T) {
 		for k, v := range set {
 			m[k] = v
 		}
-		var cfg Config
+		cfg := NewConfig()
 		if err := config.Load(context.Background(), &cfg, envconfig.MapLookuper(m)); err != nil {
 			tb.Fatal(err)
 		}
@@ -712,9 +712,9 @@ func TestProtectionConfig(t *testing.T) {
 	}
 	t.Run("defaults", func(t *testing.T) {
 		cfg := load(t, nil)
-		// The env tags and the Default constants agree.
-		want := Config{OriginRate: DefaultOriginRate, OriginBurst: DefaultOriginBurst, OriginConcurrency: DefaultOriginConcurrency,
-			MaxStreams: DefaultMaxStreams, ReadHeaderTimeout: DefaultReadHeaderTimeout, IdleTimeout: DefaultIdleTimeout}
+		// Nothing set: the documented defaults.
+		want := Config{OriginRate: 1000, OriginBurst: 2000, OriginConcurrency: 512,
+			MaxStreams: 250, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 90 * time.Second}
 		if cfg.OriginRate != want.OriginRate || cfg.OriginBurst != want.OriginBurst || cfg.OriginConcurrency != want.OriginConcurrency ||
 			cfg.MaxStreams != want.MaxStreams || cfg.ReadHeaderTimeout != want.ReadHeaderTimeout || cfg.IdleTimeout != want.IdleTimeout {
 			t.Errorf("got %+v", cfg)
@@ -725,7 +725,8 @@ func TestProtectionConfig(t *testing.T) {
 	})
 	t.Run("usage lists the variables", func(t *testing.T) {
 		var b bytes.Buffer
-		config.Usage(&b, &Config{})
+		cfg := NewConfig()
+		config.Usage(&b, &cfg)
 		for _, v := range []string{"FED_INGRESS_ORIGIN_RATE", "FED_INGRESS_ORIGIN_BURST", "FED_INGRESS_ORIGIN_CONCURRENCY",
 			"FED_INGRESS_MAX_STREAMS", "FED_INGRESS_READ_HEADER_TIMEOUT", "FED_INGRESS_IDLE_TIMEOUT", "FED_IDENTITY", "FED_REQUIRE_DNSSEC"} {
 			if !strings.Contains(b.String(), v) {
@@ -772,36 +773,54 @@ func TestProtectionConfig(t *testing.T) {
 	t.Run("New", func(t *testing.T) {
 		e := newEnv(t, envOpts{})
 		deps := Deps{NATS: e.nc, Resolver: e.resolver, Policy: e.in.policy, Certs: e.in.certs, Logger: testLogger(t)}
-		t.Run("zero fields", func(t *testing.T) {
-			in, err := New(Config{}, deps)
+		t.Run("defaults", func(t *testing.T) {
+			in, err := New(NewConfig(), deps)
 			if err != nil {
 				t.Fatal(err)
 			}
 			h2 := in.srv.HTTP2
-			if in.limits.Load() != nil || in.identity != config.IdentitySRV || h2 == nil ||
-				h2.MaxConcurrentStreams != DefaultMaxStreams || h2.MaxReadFrameSize != MaxReadFrameSize ||
-				in.srv.ReadHeaderTimeout != DefaultReadHeaderTimeout || in.srv.IdleTimeout != DefaultIdleTimeout ||
+			if in.limits.Load() == nil || in.identity != config.IdentitySRV || h2 == nil ||
+				h2.MaxConcurrentStreams != 250 || h2.MaxReadFrameSize != MaxReadFrameSize ||
+				in.srv.ReadHeaderTimeout != 5*time.Second || in.srv.IdleTimeout != 90*time.Second ||
 				in.srv.MaxHeaderBytes != MaxHeaderBytes {
 				t.Errorf("got limits %v, identity %q, server %+v", in.limits.Load(), in.identity, in.srv)
 			}
 		})
-		t.Run("rate without burst", func(t *testing.T) {
-			in, err := New(Config{OriginRate: 2.5}, deps)
+		t.Run("origin limits off", func(t *testing.T) {
+			cfg := NewConfig()
+			cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency = 0, 0, 0
+			in, err := New(cfg, deps)
 			if err != nil {
+				t.Fatal(err)
+			}
+			if l := in.limits.Load(); l != nil {
+				t.Errorf("limiter %+v, want none", l)
+			}
+		})
+		t.Run("rate without burst", func(t *testing.T) {
+			in, err := New(NewConfig(), deps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := in.SetOriginLimits(2.5, 0, 0); err != nil {
 				t.Fatal(err)
 			}
 			if l := in.limits.Load(); l == nil || l.burst != 3 {
 				t.Errorf("limiter %+v, want burst 3", l)
 			}
 		})
-		for name, cfg := range map[string]Config{
-			"negative rate":        {OriginRate: -1},
-			"negative concurrency": {OriginConcurrency: -1},
-			"negative streams":     {MaxStreams: -1},
-			"negative idle":        {IdleTimeout: -time.Second},
-			"unknown identity":     {Common: config.Common{Identity: "cn"}},
+		for name, change := range map[string]func(*Config){
+			"negative rate":        func(c *Config) { c.OriginRate = -1 },
+			"rate without burst":   func(c *Config) { c.OriginBurst = 0 },
+			"negative concurrency": func(c *Config) { c.OriginConcurrency = -1 },
+			"negative streams":     func(c *Config) { c.MaxStreams = -1 },
+			"zero streams":         func(c *Config) { c.MaxStreams = 0 },
+			"negative idle":        func(c *Config) { c.IdleTimeout = -time.Second },
+			"unknown identity":     func(c *Config) { c.Identity = "cn" },
 		} {
 			t.Run(name, func(t *testing.T) {
+				cfg := NewConfig()
+				change(&cfg)
 				if _, err := New(cfg, deps); err == nil {
 					t.Fatal("New accepted it")
 				}

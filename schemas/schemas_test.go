@@ -1177,14 +1177,14 @@ func TestClientCall(t *testing.T) {
 		name      string
 		rpc       string
 		target    string
-		opts      bus.CallOptions
+		id, trace string // call options
 		deadline  time.Duration // 0: the client's default timeout
 		wantBody  string
 		wantLabel string
 		wantInner string
 		published bool
 	}{
-		{name: "response", rpc: "get-user", target: "b.example.com", opts: bus.CallOptions{ID: "my-id-1", TraceParent: traceParent}, deadline: 3 * time.Second, wantBody: `{"handle":"alice"}`, published: true},
+		{name: "response", rpc: "get-user", target: "b.example.com", id: "my-id-1", trace: traceParent, deadline: 3 * time.Second, wantBody: `{"handle":"alice"}`, published: true},
 		{name: "response without options", rpc: "get-user", target: "B.Example.Com", wantBody: `{"handle":"alice"}`, published: true},
 		{name: "remote error", rpc: "remote-error", target: "b.example.com", wantLabel: contract.LabelRemoteError, wantInner: "not-found", published: true},
 		{name: "remote html", rpc: "remote-html", target: "b.example.com", wantLabel: contract.LabelRemoteError, wantInner: contract.LabelUnknownError, published: true},
@@ -1201,7 +1201,14 @@ func TestClientCall(t *testing.T) {
 				ctx, cancel = context.WithTimeout(ctx, tt.deadline)
 				defer cancel()
 			}
-			body, callErr := client.CallWith(ctx, tt.target, "brig", tt.rpc, []byte(`{"handle":"alice"}`), tt.opts)
+			var opts []bus.CallOption
+			if tt.id != "" {
+				opts = append(opts, bus.WithID(tt.id))
+			}
+			if tt.trace != "" {
+				opts = append(opts, bus.WithTraceParent(tt.trace))
+			}
+			body, callErr := client.Call(ctx, tt.target, "brig", tt.rpc, []byte(`{"handle":"alice"}`), opts...)
 
 			if !tt.published {
 				if err := nc.Flush(); err != nil {
@@ -1223,11 +1230,11 @@ func TestClientCall(t *testing.T) {
 				if got := req.Header.Get(contract.HeaderSource); got != "/brig" {
 					t.Errorf("ce-source %q", got)
 				}
-				if tt.opts.ID != "" && req.Header.Get(contract.HeaderID) != tt.opts.ID {
-					t.Errorf("ce-id %q, want %q", req.Header.Get(contract.HeaderID), tt.opts.ID)
+				if tt.id != "" && req.Header.Get(contract.HeaderID) != tt.id {
+					t.Errorf("ce-id %q, want %q", req.Header.Get(contract.HeaderID), tt.id)
 				}
-				if req.Header.Get(contract.HeaderTraceParent) != tt.opts.TraceParent {
-					t.Errorf("ce-traceparent %q, want %q", req.Header.Get(contract.HeaderTraceParent), tt.opts.TraceParent)
+				if req.Header.Get(contract.HeaderTraceParent) != tt.trace {
+					t.Errorf("ce-traceparent %q, want %q", req.Header.Get(contract.HeaderTraceParent), tt.trace)
 				}
 				limit := tt.deadline
 				if limit == 0 {

@@ -46,13 +46,9 @@ type Store struct {
 	cur        atomic.Pointer[material]
 }
 
-// Load reads the files and returns a store (TLS 1.3 only).
-func Load(files Files) (*Store, error) {
-	return LoadVersion(files, "1.3")
-}
-
-// LoadVersion is Load with the lowest TLS version: "1.3" or "1.2".
-func LoadVersion(files Files, minVersion string) (*Store, error) {
+// Load reads the files and returns a store whose TLS configurations
+// accept minVersion ("1.3" or "1.2"; "" is "1.3") and later.
+func Load(files Files, minVersion string) (*Store, error) {
 	s := &Store{files: files}
 	switch minVersion {
 	case "1.3", "":

@@ -49,7 +49,7 @@ func TestLoad(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f, _ := writeLeaf(t, ca, t.TempDir(), tc.opts)
-			_, err := tlsconf.LoadVersion(tlsconf.Files{Cert: f.Cert, Key: f.Key, CA: f.CA}, tc.version)
+			_, err := tlsconf.Load(tlsconf.Files{Cert: f.Cert, Key: f.Key, CA: f.CA}, tc.version)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
@@ -60,7 +60,7 @@ func TestLoad(t *testing.T) {
 		if err := os.WriteFile(f.CA, []byte("nothing"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tlsconf.Load(tlsconf.Files{Cert: f.Cert, Key: f.Key, CA: f.CA}); !errors.Is(err, tlsconf.ErrNoCA) {
+		if _, err := tlsconf.Load(tlsconf.Files{Cert: f.Cert, Key: f.Key, CA: f.CA}, ""); !errors.Is(err, tlsconf.ErrNoCA) {
 			t.Fatalf("got %v", err)
 		}
 	})
@@ -75,7 +75,7 @@ func TestWatchReloadsAndKeepsAGoodCertificate(t *testing.T) {
 	}
 	dir := t.TempDir()
 	f, first := writeLeaf(t, ca, dir, testbed.LeafOptions{})
-	store, err := tlsconf.Load(tlsconf.Files{Cert: f.Cert, Key: f.Key, CA: f.CA})
+	store, err := tlsconf.Load(tlsconf.Files{Cert: f.Cert, Key: f.Key, CA: f.CA}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

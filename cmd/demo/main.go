@@ -23,8 +23,8 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/internal/testbed"
-	"github.com/fedbus/fedbus/setup"
 )
 
 // profile is what the stand-in brig knows of a user.
@@ -91,7 +91,7 @@ func run(ctx context.Context, handle string, serve, verbose bool) error {
 	fmt.Printf("fedbus demo: DNS on %s, CA %q\n", dns.Addr(), ca.Cert.Subject.CommonName)
 
 	hook := func(id, step string) { p.hop("[A] %s", step) }
-	a, err := setup.StartBackend(setup.BackendOptions{Domain: "a.example.com", InfraHost: "federator.a-infra.example.net",
+	a, err := fedtest.StartBackend(fedtest.BackendOptions{Domain: "a.example.com", InfraHost: "federator.a-infra.example.net",
 		CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", AllowList: []string{"b.example.com"}, Logger: log, FederatorHook: hook})
 	if err != nil {
 		return err
@@ -101,19 +101,19 @@ func run(ctx context.Context, handle string, serve, verbose bool) error {
 	if !verbose {
 		logB = slog.New(&hopHandler{p: p})
 	}
-	b, err := setup.StartBackend(setup.BackendOptions{Domain: "b.example.com", InfraHost: "federator.b-infra.example.net",
+	b, err := fedtest.StartBackend(fedtest.BackendOptions{Domain: "b.example.com", InfraHost: "federator.b-infra.example.net",
 		CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", AllowList: []string{"a.example.com"}, Logger: logB})
 	if err != nil {
 		return err
 	}
 	defer closeBackend(b)
-	for _, be := range []*setup.Backend{a, b} {
+	for _, be := range []*fedtest.Backend{a, b} {
 		fmt.Printf("backend %s: NATS %s, ingress https://%s (SRV _wire-server-federator._tcp.%s)\n", be.Domain, be.NATSURL, be.IngressAddr, be.Domain)
 	}
 
 	// Watchers show the messages on each bus (plain subscribers, outside
 	// the queue groups).
-	watch := func(be *setup.Backend, tag, subject, what string) error {
+	watch := func(be *fedtest.Backend, tag, subject, what string) error {
 		_, err := be.NATS.Subscribe(subject, func(m *nats.Msg) {
 			extra := ""
 			if o := m.Header.Get(contract.HeaderOriginDomain); o != "" {
@@ -220,7 +220,7 @@ func (h *hopHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h *hopHandler) WithGroup(string) slog.Handler { return h }
 
-func closeBackend(b *setup.Backend) {
+func closeBackend(b *fedtest.Backend) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = b.Close(ctx)

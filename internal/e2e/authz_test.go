@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/policy"
-	"github.com/fedbus/fedbus/setup"
 )
 
 // TestDynamicRemotesAndRules drives B's federation config through its
@@ -33,8 +33,8 @@ func TestDynamicRemotesAndRules(t *testing.T) {
 	}
 	dns := testbed.StartDNS(t)
 	dir := t.TempDir()
-	a := startBackend(t, setup.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: dns, Dir: dir, Strategy: "allow-all"})
-	b := startBackend(t, setup.BackendOptions{Domain: domainB, InfraHost: infraB, CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", KVBucket: "fedbus"})
+	a := startBackend(t, fedtest.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: dns, Dir: dir, Strategy: "allow-all"})
+	b := startBackend(t, fedtest.BackendOptions{Domain: domainB, InfraHost: infraB, CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", KVBucket: "fedbus"})
 	serve(t, b, "brig", component)
 	var published atomic.Int32
 	sub, err := b.NATS.Subscribe("fed.in.>", func(*nats.Msg) { published.Add(1) })

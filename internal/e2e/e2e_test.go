@@ -21,8 +21,8 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/internal/testbed"
-	"github.com/fedbus/fedbus/setup"
 )
 
 func TestRoundTripBothWays(t *testing.T) {
@@ -32,7 +32,7 @@ func TestRoundTripBothWays(t *testing.T) {
 	const n = 50
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*n)
-	call := func(from *setup.Backend, target, comp string, i int) {
+	call := func(from *fedtest.Backend, target, comp string, i int) {
 		defer wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -61,7 +61,7 @@ func TestRoundTripBothWays(t *testing.T) {
 func TestComponentSeesVerifiedOriginAndRequestID(t *testing.T) {
 	w := newWorld(t)
 	serve(t, w.b, "brig", component)
-	got, err := w.a.Client("/brig").CallWith(context.Background(), domainB, "brig", "whoami", []byte(`{}`), bus.CallOptions{ID: "req-42"})
+	got, err := w.a.Client("/brig").Call(context.Background(), domainB, "brig", "whoami", []byte(`{}`), bus.WithID("req-42"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestErrorLabelsThroughTheFederator(t *testing.T) {
 	serve(t, w.b, "brig", component)
 
 	// Backend C is trusted and allows everybody, but B does not allow C.
-	c := startBackend(t, setup.BackendOptions{Domain: domainC, InfraHost: infraC, CA: w.ca, DNS: w.dns, Dir: w.dir, Strategy: "allow-all", RequestTimeout: 3 * time.Second})
+	c := startBackend(t, fedtest.BackendOptions{Domain: domainC, InfraHost: infraC, CA: w.ca, DNS: w.dns, Dir: w.dir, Strategy: "allow-all", RequestTimeout: 3 * time.Second})
 	serve(t, c, "brig", component)
 
 	w.dns.SetSRV("dot.example.com", 60, testbed.SRVRecord{Target: ".", Port: 0})
@@ -152,7 +152,7 @@ func TestDNSServerDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	dns := testbed.StartDNS(t)
-	a := startBackend(t, setup.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: dns, Dir: t.TempDir(), Strategy: "allow-all", RequestTimeout: 8 * time.Second})
+	a := startBackend(t, fedtest.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: dns, Dir: t.TempDir(), Strategy: "allow-all", RequestTimeout: 8 * time.Second})
 	if err := dns.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -167,12 +167,12 @@ func TestUntrustedClientCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := startBackend(t, setup.BackendOptions{Domain: "e.example.com", InfraHost: "fed.e-infra.example.net", CA: otherCA, DNS: w.dns, Dir: t.TempDir(), Strategy: "allow-all",
+	e := startBackend(t, fedtest.BackendOptions{Domain: "e.example.com", InfraHost: "fed.e-infra.example.net", CA: otherCA, DNS: w.dns, Dir: t.TempDir(), Strategy: "allow-all",
 		TrustPEM: append(append([]byte{}, w.ca.CertPEM...), otherCA.CertPEM...)})
 	expectLabel(t, e, labelCase{target: domainB, comp: "brig", rpc: "echo", label: contract.LabelTLSError})
 }
 
-func expectLabel(t *testing.T, from *setup.Backend, tc labelCase) {
+func expectLabel(t *testing.T, from *fedtest.Backend, tc labelCase) {
 	t.Helper()
 	timeout := tc.timeout
 	if timeout == 0 {
@@ -316,7 +316,7 @@ func mustSetA(tb testing.TB, d *testbed.DNS, host string, ips ...string) {
 func TestSlowRemoteCannotTakeEveryWorker(t *testing.T) {
 	w := newWorld(t, domainC)
 	serve(t, w.b, "brig", component)
-	c := startBackend(t, setup.BackendOptions{Domain: domainC, InfraHost: infraC, CA: w.ca, DNS: w.dns, Dir: w.dir, Strategy: "allow-all"})
+	c := startBackend(t, fedtest.BackendOptions{Domain: domainC, InfraHost: infraC, CA: w.ca, DNS: w.dns, Dir: w.dir, Strategy: "allow-all"})
 	var started atomic.Int32
 	release := make(chan struct{})
 	serve(t, c, "brig", func(ctx context.Context, req *bus.Request) ([]byte, error) {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/internal/testbed"
-	"github.com/fedbus/fedbus/setup"
 )
 
 // TestExactlyOneReplyPerRequest sends a few thousand concurrent requests
@@ -119,7 +119,7 @@ func oneReplyLoad(t *testing.T) {
 	})
 	// Give duplicates a chance to show up: a round trip through both
 	// servers after the last reply.
-	for _, be := range []*setup.Backend{w.a, w.b} {
+	for _, be := range []*fedtest.Backend{w.a, w.b} {
 		if err := be.NATS.Flush(); err != nil {
 			t.Fatal(err)
 		}

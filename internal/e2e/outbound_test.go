@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/internal/testbed"
-	"github.com/fedbus/fedbus/setup"
 )
 
 // The federator's outbound safeguards: FED_REQUIRE_DNSSEC for the remote's
@@ -56,7 +56,7 @@ func (h ingressCounter) WithGroup(string) slog.Handler { return h }
 // counted is a backend of an outbound test and the number of requests its
 // ingress has answered so far.
 type counted struct {
-	*setup.Backend
+	*fedtest.Backend
 	seen func() int64
 }
 
@@ -75,7 +75,7 @@ func startCounted(tb testing.TB, env map[string]map[string]string, domains ...st
 	for _, domain := range domains {
 		log, seen := countIngressRequests()
 		infra := "fed." + strings.SplitN(domain, ".", 2)[0] + "-infra.example.net"
-		be := startBackend(tb, setup.BackendOptions{Domain: domain, InfraHost: infra, CA: ca, DNS: d, Dir: dir,
+		be := startBackend(tb, fedtest.BackendOptions{Domain: domain, InfraHost: infra, CA: ca, DNS: d, Dir: dir,
 			Strategy: "allow-all", Logger: log, Env: env[domain]})
 		serve(tb, be, "brig", component)
 		out = append(out, counted{Backend: be, seen: seen})

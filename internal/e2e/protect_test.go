@@ -23,8 +23,8 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/ingress"
+	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/internal/testbed"
-	"github.com/fedbus/fedbus/setup"
 )
 
 // Threats to the ingress of B from clients that are not A, while A's
@@ -153,7 +153,7 @@ func TestSlowLorisDoesNotStarveOthers(t *testing.T) {
 	t.Run("A's calls to B succeed meanwhile", func(t *testing.T) { callsKeepSucceeding(t, w) })
 
 	t.Run("the HTTP/1.1 connections are closed after the read-header timeout", func(t *testing.T) {
-		limit := opened.Add(ingress.DefaultReadHeaderTimeout + 5*time.Second)
+		limit := opened.Add(ingress.NewConfig().ReadHeaderTimeout + 5*time.Second)
 		var wg sync.WaitGroup
 		for _, c := range h1 {
 			wg.Go(func() {
@@ -182,9 +182,9 @@ func newWorldWithC(tb testing.TB) (*world, *tls.Certificate) {
 		tb.Fatal(err)
 	}
 	w := &world{ca: ca, dns: testbed.StartDNS(tb), dir: tb.TempDir()}
-	w.a = startBackend(tb, setup.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: w.dns, Dir: w.dir,
+	w.a = startBackend(tb, fedtest.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: w.dns, Dir: w.dir,
 		Strategy: "allow-list", AllowList: []string{domainB}})
-	w.b = startBackend(tb, setup.BackendOptions{Domain: domainB, InfraHost: infraB, CA: ca, DNS: w.dns, Dir: w.dir,
+	w.b = startBackend(tb, fedtest.BackendOptions{Domain: domainB, InfraHost: infraB, CA: ca, DNS: w.dns, Dir: w.dir,
 		Strategy: "allow-list", AllowList: []string{domainA, domainC}})
 	w.dns.SetSRV(domainC, 60, testbed.SRVRecord{Target: infraC, Port: 443, Priority: 10, Weight: 5})
 	return w, leaf(tb, ca, infraC)
@@ -241,21 +241,21 @@ func TestStreamFloodDoesNotStarveOthers(t *testing.T) {
 		})
 	}
 	waitFor(t, 10*time.Second, "the flood to fill the connection's streams", func() bool {
-		return inFlight.Load() >= ingress.DefaultMaxStreams/2 && cc.State().StreamsPending > 0
+		return inFlight.Load() >= int64(ingress.NewConfig().MaxStreams/2) && cc.State().StreamsPending > 0
 	})
 
 	t.Run("A's calls to B succeed meanwhile", func(t *testing.T) { callsKeepSucceeding(t, w) })
 
 	t.Run("the flood was held to the stream limit all along", func(t *testing.T) {
 		st := cc.State()
-		if st.MaxConcurrentStreams != ingress.DefaultMaxStreams {
-			t.Errorf("the ingress announced %d streams, want %d", st.MaxConcurrentStreams, ingress.DefaultMaxStreams)
+		if st.MaxConcurrentStreams != uint32(ingress.NewConfig().MaxStreams) {
+			t.Errorf("the ingress announced %d streams, want %d", st.MaxConcurrentStreams, ingress.NewConfig().MaxStreams)
 		}
 		if n := inFlight.Load(); n == 0 {
 			t.Error("the flood ended before A's calls did")
 		}
-		if p := peak.Load(); p > ingress.DefaultMaxStreams {
-			t.Errorf("%d flood requests at the component at once, want at most %d", p, ingress.DefaultMaxStreams)
+		if p := peak.Load(); p > int64(ingress.NewConfig().MaxStreams) {
+			t.Errorf("%d flood requests at the component at once, want at most %d", p, ingress.NewConfig().MaxStreams)
 		}
 		if st.StreamsPending == 0 {
 			t.Error("no flood request waits for a stream")

@@ -15,8 +15,8 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/internal/testbed"
-	"github.com/fedbus/fedbus/setup"
 )
 
 // world is two (or more) backends sharing a DNS server and a CA.
@@ -24,7 +24,7 @@ type world struct {
 	ca   *testbed.CA
 	dns  *testbed.DNS
 	dir  string
-	a, b *setup.Backend
+	a, b *fedtest.Backend
 }
 
 const (
@@ -45,7 +45,7 @@ func testLogger(tb testing.TB) *slog.Logger {
 }
 
 // startBackend starts a backend and closes it with the test.
-func startBackend(tb testing.TB, opts setup.BackendOptions) *setup.Backend {
+func startBackend(tb testing.TB, opts fedtest.BackendOptions) *fedtest.Backend {
 	tb.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger(tb)
@@ -55,7 +55,7 @@ func startBackend(tb testing.TB, opts setup.BackendOptions) *setup.Backend {
 		// the rate limit has tests of its own.
 		opts.Env = map[string]string{"FED_INGRESS_ORIGIN_RATE": "0", "FED_INGRESS_ORIGIN_CONCURRENCY": "0"}
 	}
-	be, err := setup.StartBackend(opts)
+	be, err := fedtest.StartBackend(opts)
 	if err != nil {
 		tb.Fatalf("start backend %s: %v", opts.Domain, err)
 	}
@@ -77,15 +77,15 @@ func newWorld(tb testing.TB, extraAllowA ...string) *world {
 		tb.Fatal(err)
 	}
 	w := &world{ca: ca, dns: testbed.StartDNS(tb), dir: tb.TempDir()}
-	w.a = startBackend(tb, setup.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: w.dns, Dir: w.dir,
+	w.a = startBackend(tb, fedtest.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: w.dns, Dir: w.dir,
 		Strategy: "allow-list", AllowList: append([]string{domainB}, extraAllowA...)})
-	w.b = startBackend(tb, setup.BackendOptions{Domain: domainB, InfraHost: infraB, CA: ca, DNS: w.dns, Dir: w.dir,
+	w.b = startBackend(tb, fedtest.BackendOptions{Domain: domainB, InfraHost: infraB, CA: ca, DNS: w.dns, Dir: w.dir,
 		Strategy: "allow-list", AllowList: []string{domainA}})
 	return w
 }
 
 // serve runs handler for component on a backend until the test ends.
-func serve(tb testing.TB, be *setup.Backend, component string, h bus.Handler) {
+func serve(tb testing.TB, be *fedtest.Backend, component string, h bus.Handler) {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := bus.Serve(ctx, be.NATS, be.Subjects, component, h, testLogger(tb))

@@ -585,10 +585,10 @@ func TestPermissions(t *testing.T) {
 	})
 }
 
-// TestStackOpen starts the shared services of the fedbus binaries
+// TestSetupOpen starts the shared services of the fedbus binaries
 // (setup.Open: NATS connection with the FED_NATS_* options, and the watch
 // of the federation config bucket) as the federator and ingress users.
-func TestStackOpen(t *testing.T) {
+func TestSetupOpen(t *testing.T) {
 	s := startServer(t)
 	adminKV := createBucket(t, s)
 	if _, err := adminKV.Put(ctxFor(t), "remotes.b.example.com", []byte(`{"rules":{"brig":["*"]}}`)); err != nil {
@@ -616,7 +616,7 @@ func TestStackOpen(t *testing.T) {
 			"FED_NATS_USER": auth.User, "FED_NATS_PASSWORD": auth.Password,
 			"FED_NATS_NKEY": auth.NKeySeed, "FED_NATS_INBOX_PREFIX": auth.InboxPrefix,
 		}
-		var c config.Common
+		c := config.DefaultCommon()
 		if err := config.Load(context.Background(), &c, envconfig.MapLookuper(env)); err != nil {
 			t.Fatal(err)
 		}

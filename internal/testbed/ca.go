@@ -154,7 +154,7 @@ func (ca *CA) CertStore(tb testing.TB, leaf *Leaf) *tlsconf.Store {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	store, err := tlsconf.Load(tlsconf.Files{Cert: files.Cert, Key: files.Key, CA: files.CA})
+	store, err := tlsconf.Load(tlsconf.Files{Cert: files.Cert, Key: files.Key, CA: files.CA}, "")
 	if err != nil {
 		tb.Fatalf("load certs: %v", err)
 	}

@@ -1,4 +1,4 @@
-package setup
+package fedtest
 
 import (
 	"context"
@@ -24,6 +24,7 @@ import (
 	"github.com/fedbus/fedbus/ingress"
 	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/policy"
+	"github.com/fedbus/fedbus/setup"
 )
 
 // BackendOptions describe one in-process backend.
@@ -74,7 +75,7 @@ type Backend struct {
 	Files       testbed.Files
 	Common      config.Common
 
-	shared  []*Shared
+	shared  []*setup.Shared
 	cancel  context.CancelFunc
 	serveCh chan error
 }
@@ -148,12 +149,14 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	for k, v := range opts.Env {
 		env[k] = v
 	}
+	b.Common = config.DefaultCommon()
 	if err := config.Load(ctx, &b.Common, envconfig.MapLookuper(env)); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	if err := b.Common.Validate(); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
+	b.Common.Normalize()
 	if b.Subjects, err = contract.NewSubjects(contract.DefaultPrefix); err != nil {
 		return nil, err
 	}
@@ -170,15 +173,16 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 		}
 	}
 	for i := range opts.Federators {
-		sh, err := Open(b.Common, "federator "+strconv.Itoa(i), opts.Logger)
+		sh, err := setup.Open(b.Common, "federator "+strconv.Itoa(i), opts.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 		}
 		b.shared = append(b.shared, sh)
-		fcfg := federator.Config{Common: b.Common}
+		fcfg := federator.NewConfig()
 		if err := config.Load(ctx, &fcfg, envconfig.MapLookuper(env)); err != nil {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 		}
+		fcfg.Normalize()
 		if opts.MaxPerRemote != 0 {
 			fcfg.MaxPerRemote = opts.MaxPerRemote
 		}
@@ -191,17 +195,18 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 		}
 		b.Federators = append(b.Federators, f)
 	}
-	sh, err := Open(b.Common, "ingress", opts.Logger)
+	sh, err := setup.Open(b.Common, "ingress", opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	b.shared = append(b.shared, sh)
 	env["FED_INGRESS_ADDR"] = "127.0.0.1:0"
 	env["FED_MAX_BODY_BYTES"] = fmt.Sprint(opts.MaxBodyBytes)
-	icfg := ingress.Config{}
+	icfg := ingress.NewConfig()
 	if err := config.Load(ctx, &icfg, envconfig.MapLookuper(env)); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
+	icfg.Normalize()
 	in, err := ingress.New(icfg, ingress.Deps{NATS: sh.NATS, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)

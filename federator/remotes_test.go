@@ -1,11 +1,15 @@
 package federator
 
 import (
+	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/fedbus/fedbus/contract"
 )
 
-func TestRemoteLimiter(t *testing.T) {
+func TestRemotesInFlightLimit(t *testing.T) {
 	cases := []struct {
 		name  string
 		max   int
@@ -17,27 +21,35 @@ func TestRemoteLimiter(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newRemoteLimiter(tc.max)
+			l := newRemotes(tc.max, maxWaits, time.Now)
 			for i := range tc.takes {
-				if got := l.acquire("b.example.com"); got != tc.want[i] {
-					t.Fatalf("acquire %d = %v, want %v", i, got, tc.want[i])
+				_, err := l.acquire("b.example.com")
+				if got := err == nil; got != tc.want[i] {
+					t.Fatalf("acquire %d = %v, want %v", i, err, tc.want[i])
+				}
+				if err != nil && !errors.Is(err, contract.ErrTooManyRequests) {
+					t.Fatalf("acquire %d: %v, want too-many-requests", i, err)
 				}
 			}
-			if !l.acquire("c.example.com") {
+			if _, err := l.acquire("c.example.com"); err != nil {
 				t.Fatal("another domain is limited too")
 			}
 		})
 	}
 	t.Run("release frees a slot and the entry", func(t *testing.T) {
-		l := newRemoteLimiter(1)
-		if !l.acquire("b.example.com") || l.acquire("b.example.com") {
+		l := newRemotes(1, maxWaits, time.Now)
+		rec, err := l.acquire("b.example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.acquire("b.example.com"); err == nil {
 			t.Fatal("limit of one not applied")
 		}
-		l.release("b.example.com")
-		if len(l.inFlight) != 0 {
-			t.Fatalf("entry left after release: %v", l.inFlight)
+		l.release(rec)
+		if n := l.len(); n != 0 {
+			t.Fatalf("%d records left after release", n)
 		}
-		if !l.acquire("b.example.com") {
+		if _, err := l.acquire("b.example.com"); err != nil {
 			t.Fatal("slot not freed")
 		}
 	})

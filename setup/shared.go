@@ -1,7 +1,3 @@
-// Package stack assembles the services that the fedbus binaries share (NATS
-// connection, DNS resolver, federation policy, TLS material) from the
-// configuration, for cmd/federator, cmd/ingress, the demo and end-to-end
-// tests.
 package setup
 
 import (
@@ -38,7 +34,7 @@ const kvLoadTimeout = 10 * time.Second
 
 // Open builds the shared services; name identifies the NATS connection.
 func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
-	store, err := tlsconf.LoadVersion(tlsconf.Files{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA}, c.TLSMinVersion)
+	store, err := tlsconf.Load(tlsconf.Files{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA}, c.TLSMinVersion)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}

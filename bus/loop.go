@@ -1,0 +1,185 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fedbus/fedbus/contract"
+)
+
+// DefaultMaxInFlight bounds the requests one Loop handles at once when
+// LoopConfig.MaxInFlight is zero.
+const DefaultMaxInFlight = 512
+
+// ErrNoLogger is returned by Listen and Serve without a logger: every
+// request path logs to the logger its owner passed down.
+var ErrNoLogger = errors.New("bus: no logger")
+
+// LoopConfig configures a Loop.
+type LoopConfig struct {
+	// Subject and Queue are the subscription: every Loop of one queue
+	// group shares the subject's messages.
+	Subject, Queue string
+	// MaxInFlight bounds the handlers running at once (DefaultMaxInFlight
+	// when zero); more requests wait in the subscription.
+	MaxInFlight int
+	// PendingBytes bounds the bytes waiting in the subscription (0: no
+	// limit).
+	PendingBytes int
+	// Source is the ce-source of the error replies the Loop itself sends
+	// (to a request that is not a CloudEvent).
+	Source string
+	// Logger receives the loop's own lines (required).
+	Logger *slog.Logger
+}
+
+// EventHandler answers one decoded request: it returns the reply event
+// (fedbus.response or fedbus.error). subject is the request's subject.
+type EventHandler func(ctx context.Context, subject string, ev Event) Event
+
+// Loop is the serve loop of fedbus's NATS services, shared by Server (a
+// component's inbound requests) and the federator's workers (components'
+// outbound requests): a queue subscription, handlers running concurrently
+// up to a bound, each request decoded and answered exactly once through
+// an Outbox (a request that is not a CloudEvent gets invalid-request; a
+// reply larger than the server's max payload is replaced by
+// payload-too-large), and a graceful Shutdown.
+type Loop struct {
+	cfg LoopConfig
+	nc  *nats.Conn
+	h   EventHandler
+	log *slog.Logger
+	sub *nats.Subscription
+	out *Outbox
+	sem chan struct{}
+	wg  sync.WaitGroup
+}
+
+// Listen subscribes h on nc. Handler contexts derive from ctx: cancelling
+// it cancels running handlers (Shutdown stops new ones).
+func Listen(ctx context.Context, nc *nats.Conn, cfg LoopConfig, h EventHandler) (*Loop, error) {
+	if cfg.Logger == nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Subject, ErrNoLogger)
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	pending := cfg.PendingBytes
+	if pending <= 0 {
+		pending = -1
+	}
+	l := &Loop{cfg: cfg, nc: nc, h: h, log: cfg.Logger, sem: make(chan struct{}, cfg.MaxInFlight)}
+	l.out = NewOutbox(nc, l.log)
+	sub, err := nc.QueueSubscribe(cfg.Subject, cfg.Queue, func(msg *nats.Msg) { l.onMsg(ctx, msg) })
+	if err != nil {
+		l.out.Close()
+		return nil, fmt.Errorf("listen on %s: subscribe: %w", cfg.Subject, err)
+	}
+	l.sub = sub
+	if err := sub.SetPendingLimits(-1, pending); err != nil {
+		l.stop()
+		return nil, fmt.Errorf("listen on %s: pending limits: %w", cfg.Subject, err)
+	}
+	// The server has the subscription before Listen returns.
+	if err := nc.Flush(); err != nil {
+		l.stop()
+		return nil, fmt.Errorf("listen on %s: flush: %w", cfg.Subject, err)
+	}
+	return l, nil
+}
+
+func (l *Loop) onMsg(ctx context.Context, msg *nats.Msg) {
+	l.sem <- struct{}{}
+	l.wg.Add(1)
+	go func() {
+		defer func() { <-l.sem; l.wg.Done() }()
+		l.handle(ctx, msg)
+	}()
+}
+
+// handle answers one request exactly once.
+func (l *Loop) handle(ctx context.Context, msg *nats.Msg) {
+	if msg.Reply == "" {
+		// Nobody can be answered: a publish, not a request.
+		l.log.Warn("request without reply subject dropped", "subject", msg.Subject)
+		return
+	}
+	ev, err := Decode(msg)
+	if err != nil {
+		l.reply(msg, ErrorReply(WantsStructured(msg), l.cfg.Source, contract.AsError(err)), "")
+		return
+	}
+	l.reply(msg, l.h(ctx, msg.Subject, ev), ev.ID)
+}
+
+// reply queues the reply on the Outbox (batched with the other handlers'
+// replies). A reply the server cannot carry becomes payload-too-large, so
+// that the caller is answered at once instead of at its deadline.
+func (l *Loop) reply(msg *nats.Msg, ev Event, requestID string) {
+	out := ev.Message(msg.Reply)
+	if limit := l.nc.MaxPayload(); limit > 0 && int64(MessageSize(out)) > limit {
+		e := contract.Errorf(contract.LabelPayloadTooLarge, "the reply of %d bytes is larger than this NATS server carries (max_payload %d)", MessageSize(out), limit)
+		l.log.Warn("reply too large for NATS, answered with an error", "request_id", requestID, "subject", msg.Subject, "size", MessageSize(out), "max_payload", limit)
+		out = ErrorReply(ev.Structured, ev.Source, e).Message(msg.Reply)
+	}
+	l.out.Publish(out, requestID)
+}
+
+// MessageSize returns the bytes msg takes against the server's max
+// payload: its data and its encoded headers.
+func MessageSize(msg *nats.Msg) int {
+	n := len(msg.Data)
+	if len(msg.Header) > 0 {
+		n += len("NATS/1.0\r\n\r\n")
+		for k, vs := range msg.Header {
+			for _, v := range vs {
+				n += len(k) + len(": ") + len(v) + len("\r\n")
+			}
+		}
+	}
+	return n
+}
+
+// stop undoes a Listen that failed half way.
+func (l *Loop) stop() {
+	_ = l.sub.Unsubscribe()
+	l.out.Close()
+}
+
+// Shutdown stops taking requests, lets the pending and running ones finish
+// and publishes their replies, and returns when they have or ctx ends
+// (cancel Listen's context to stop the handlers still running then).
+func (l *Loop) Shutdown(ctx context.Context) error {
+	if err := l.sub.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("shutdown %s: drain: %w", l.cfg.Subject, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		for l.sub.IsValid() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		// Ends once the handlers have: when ctx ends first, once the
+		// owner cancels Listen's context.
+		l.wg.Wait()
+		close(done)
+	}()
+	// Queued replies go out either way; a handler that finishes later
+	// publishes its reply directly.
+	defer l.out.Close()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("shutdown %s: %w", l.cfg.Subject, ctx.Err())
+	}
+}

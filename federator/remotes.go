@@ -1,0 +1,183 @@
+package federator
+
+import (
+	"container/heap"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fedbus/fedbus/contract"
+)
+
+// maxWaits bounds the remotes remembered for their Retry-After at once.
+const maxWaits = 10000
+
+// remote is this worker's record of one remote domain: everything it
+// tracks per remote, in one place. A record exists while it has something
+// to remember (requests in flight, a wait); records are dropped as soon as
+// they have not, so memory follows the set of busy or backed-off remotes.
+type remote struct {
+	domain string
+	// inFlight counts the requests to the remote now in flight
+	// (FED_MAX_IN_FLIGHT_PER_REMOTE).
+	inFlight int
+	// until: after a 429, requests to the remote fail here at once until
+	// its Retry-After ends (zero: no wait).
+	until time.Time
+	index int // in remotes.waits, -1 when not waiting
+}
+
+// idle reports whether r has nothing to remember.
+func (r *remote) idle() bool { return r.inFlight == 0 && r.index < 0 }
+
+// remotes holds the records of the remote domains. Safe for concurrent use.
+type remotes struct {
+	maxPerRemote atomic.Int64 // 0: no limit
+	maxWaits     int
+	now          func() time.Time
+
+	mu       sync.Mutex
+	byDomain map[string]*remote
+	waits    waitHeap // records with a wait, the earliest end first
+}
+
+func newRemotes(maxPerRemote, maxWaits int, now func() time.Time) *remotes {
+	rs := &remotes{maxWaits: maxWaits, now: now, byDomain: make(map[string]*remote)}
+	rs.maxPerRemote.Store(int64(maxPerRemote))
+	return rs
+}
+
+// acquire takes a slot for one request to domain and returns its record,
+// which the caller gives back with release. It refuses, with
+// too-many-requests, a domain that asked us to wait (429) or that has
+// FED_MAX_IN_FLIGHT_PER_REMOTE requests in flight.
+func (rs *remotes) acquire(domain string) (*remote, *contract.Error) {
+	now := rs.now()
+	max := int(rs.maxPerRemote.Load())
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.expireLocked(now)
+	r := rs.byDomain[domain]
+	if r == nil {
+		r = &remote{domain: domain, index: -1}
+		rs.byDomain[domain] = r
+	}
+	switch {
+	case r.index >= 0:
+		// The remote's own limit, reported by its 429: nothing is sent
+		// (not even a DNS query) until its Retry-After ends.
+		return nil, contract.Errorf(contract.LabelTooManyRequests, "%s asked us to wait (429 with Retry-After): requests to it are not sent until %s",
+			domain, r.until.UTC().Format(backoffTimeFormat))
+	case max > 0 && r.inFlight >= max:
+		return nil, contract.Errorf(contract.LabelTooManyRequests, "%d requests to %s are in flight already (FED_MAX_IN_FLIGHT_PER_REMOTE)", max, domain)
+	}
+	r.inFlight++
+	return r, nil
+}
+
+// release gives back the slot of a successful acquire.
+func (rs *remotes) release(r *remote) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	r.inFlight--
+	rs.dropIfIdleLocked(r)
+}
+
+// wait makes requests to domain fail at once until until (a later wait
+// extends the current one, an earlier one changes nothing). When maxWaits
+// remotes wait already, the one whose wait ends first is forgotten.
+func (rs *remotes) wait(domain string, until time.Time) {
+	now := rs.now()
+	if !until.After(now) || rs.maxWaits <= 0 {
+		return
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.expireLocked(now)
+	r := rs.byDomain[domain]
+	if r == nil {
+		r = &remote{domain: domain, index: -1}
+		rs.byDomain[domain] = r
+	}
+	if r.index >= 0 {
+		if until.After(r.until) {
+			r.until = until
+			heap.Fix(&rs.waits, r.index)
+		}
+		return
+	}
+	if len(rs.waits) >= rs.maxWaits {
+		rs.endWaitLocked(rs.waits[0])
+	}
+	r.until = until
+	heap.Push(&rs.waits, r)
+}
+
+// waiting returns until when requests to domain must wait, and whether
+// they must.
+func (rs *remotes) waiting(domain string) (time.Time, bool) {
+	now := rs.now()
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.expireLocked(now)
+	if r := rs.byDomain[domain]; r != nil && r.index >= 0 {
+		return r.until, true
+	}
+	return time.Time{}, false
+}
+
+// len returns how many records exist (busy or waiting remotes).
+func (rs *remotes) len() int {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return len(rs.byDomain)
+}
+
+// expireLocked ends the waits that are over. rs.mu must be held.
+func (rs *remotes) expireLocked(now time.Time) {
+	for len(rs.waits) > 0 && !now.Before(rs.waits[0].until) {
+		rs.endWaitLocked(rs.waits[0])
+	}
+}
+
+// endWaitLocked ends r's wait. rs.mu must be held.
+func (rs *remotes) endWaitLocked(r *remote) {
+	heap.Remove(&rs.waits, r.index)
+	r.until = time.Time{}
+	rs.dropIfIdleLocked(r)
+}
+
+func (rs *remotes) dropIfIdleLocked(r *remote) {
+	if r.idle() && rs.byDomain[r.domain] == r {
+		delete(rs.byDomain, r.domain)
+	}
+}
+
+// waitHeap orders waiting records by the end of their wait
+// (container/heap).
+type waitHeap []*remote
+
+func (h waitHeap) Len() int           { return len(h) }
+func (h waitHeap) Less(i, j int) bool { return h[i].until.Before(h[j].until) }
+func (h waitHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+
+func (h *waitHeap) Push(x any) {
+	r, ok := x.(*remote)
+	if !ok { // cannot happen: only wait pushes, a *remote
+		return
+	}
+	r.index = len(*h)
+	*h = append(*h, r)
+}
+
+func (h *waitHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	r.index = -1
+	*h = old[:len(old)-1]
+	return r
+}
