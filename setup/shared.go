@@ -20,10 +20,13 @@ import (
 
 // Shared are the services of one fedbus process.
 type Shared struct {
-	NATS     *nats.Conn
-	Resolver *discovery.Resolver
-	Policy   *policy.Policy
-	Certs    *tlsconf.Store
+	NATS *nats.Conn
+	// JetStream is the JetStream API of NATS (the dynamic configuration,
+	// and what later work keeps there).
+	JetStream jetstream.JetStream
+	Resolver  *discovery.Resolver
+	Policy    *policy.Policy
+	Certs     *tlsconf.Store
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -62,7 +65,14 @@ func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sh := &Shared{NATS: nc, Resolver: res, Policy: pol, Certs: store, cancel: cancel}
+	js, err := jetstream.New(nc)
+	if err != nil { // cannot happen: only options could make it fail
+		cancel()
+		nc.Close()
+		_ = res.Close()
+		return nil, fmt.Errorf("open %s: jetstream: %w", name, err)
+	}
+	sh := &Shared{NATS: nc, JetStream: js, Resolver: res, Policy: pol, Certs: store, cancel: cancel}
 	sh.wg.Add(1)
 	go func() {
 		defer sh.wg.Done()
@@ -83,10 +93,7 @@ func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
 // watchConfig starts applying the dynamic federation config of the bucket
 // and waits for its initial content.
 func (s *Shared) watchConfig(ctx context.Context, c config.Common, log *slog.Logger) error {
-	js, err := jetstream.New(s.NATS)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
+	js := s.JetStream
 	octx, cancel := context.WithTimeout(context.Background(), kvLoadTimeout)
 	defer cancel()
 	// The bucket is created by fedctl (or the operator), not here: the

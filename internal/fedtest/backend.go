@@ -116,11 +116,11 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
-	storeDir := ""
-	if opts.KVBucket != "" {
-		if storeDir, err = os.MkdirTemp(opts.Dir, "jetstream-"); err != nil {
-			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
-		}
+	// JetStream on file storage, as in production: the dynamic config,
+	// notifications and large bodies live there.
+	storeDir, err := os.MkdirTemp(opts.Dir, "jetstream-")
+	if err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	if opts.TLSReloadInterval == 0 {
 		opts.TLSReloadInterval = 2 * time.Second
