@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/config"
-	"github.com/fedbus/fedbus/internal/ctl"
+	"github.com/fedbus/fedbus/ctl"
 )
 
 func main() {

@@ -20,7 +20,7 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/ctl"
+	"github.com/fedbus/fedbus/ctl"
 	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/setup"
 )
