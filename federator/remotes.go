@@ -57,11 +57,7 @@ func (rs *remotes) acquire(domain string) (*remote, *contract.Error) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	rs.expireLocked(now)
-	r := rs.byDomain[domain]
-	if r == nil {
-		r = &remote{domain: domain, index: -1}
-		rs.byDomain[domain] = r
-	}
+	r := rs.getLocked(domain)
 	switch {
 	case r.index >= 0:
 		// The remote's own limit, reported by its 429: nothing is sent
@@ -94,11 +90,7 @@ func (rs *remotes) wait(domain string, until time.Time) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	rs.expireLocked(now)
-	r := rs.byDomain[domain]
-	if r == nil {
-		r = &remote{domain: domain, index: -1}
-		rs.byDomain[domain] = r
-	}
+	r := rs.getLocked(domain)
 	if r.index >= 0 {
 		if until.After(r.until) {
 			r.until = until
@@ -111,6 +103,17 @@ func (rs *remotes) wait(domain string, until time.Time) {
 	}
 	r.until = until
 	heap.Push(&rs.waits, r)
+}
+
+// getLocked returns the record of domain, made when there is none.
+// rs.mu must be held.
+func (rs *remotes) getLocked(domain string) *remote {
+	r := rs.byDomain[domain]
+	if r == nil {
+		r = &remote{domain: domain, index: -1}
+		rs.byDomain[domain] = r
+	}
+	return r
 }
 
 // waiting returns until when requests to domain must wait, and whether
