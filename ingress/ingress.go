@@ -1,5 +1,6 @@
 // Package ingress is the inbound side of fedbus: an HTTPS server (HTTP/2
-// and HTTP/1.1 over TLS 1.3 with client certificates) that receives
+// and HTTP/1.1 over TLS with client certificates: TLS 1.3 by default,
+// 1.2 when FED_TLS_MIN_VERSION allows it) that receives
 // federated requests from remote backends, authenticates them as the
 // contract's section 3 prescribes, and republishes each one to the local
 // component with NATS request-reply on fed.in.<component>.<rpc>.<origin>.
@@ -26,12 +27,16 @@
 //     SRV answer without the resolver's AD flag is authentication-failure;
 //  7. the body is at most FED_MAX_BODY_BYTES (payload-too-large).
 //
-// Between 6 and 7, once the origin is proven, the origin's limits apply
-// (FED_INGRESS_ORIGIN_RATE, FED_INGRESS_ORIGIN_BURST,
+// Between 6 and 7, once the origin is proven, two more checks run. First
+// the origin's limits (FED_INGRESS_ORIGIN_RATE, FED_INGRESS_ORIGIN_BURST,
 // FED_INGRESS_ORIGIN_CONCURRENCY): too-many-requests (429) with
 // Retry-After. They are per origin, so one backend cannot use up another's
 // budget, and they are not applied before the proof, so nobody can spend
-// a budget in another origin's name. The server itself bounds what a
+// a budget in another origin's name. Then the origin's per-RPC rules
+// (policy.Authorize: the dynamic configuration may restrict the
+// components and RPCs a remote calls; federation-denied, after the proof
+// so that the rules are revealed to nobody else). The server itself
+// bounds what a
 // client gets before any check: the TLS handshake and the headers within
 // FED_INGRESS_READ_HEADER_TIMEOUT, headers of at most 64 KiB, at most
 // FED_INGRESS_MAX_STREAMS HTTP/2 streams per connection, HTTP/2 frames of
@@ -279,8 +284,8 @@ func (in *Ingress) SetOriginLimits(rps float64, burst, concurrency int) error {
 	return nil
 }
 
-// Serve serves HTTPS on ln (TLS 1.3 with the certificate store's server
-// configuration; HTTP/2 and HTTP/1.1 by ALPN) until Shutdown, after which
+// Serve serves HTTPS on ln (TLS with the certificate store's server
+// configuration, 1.3 by default; HTTP/2 and HTTP/1.1 by ALPN) until Shutdown, after which
 // it returns http.ErrServerClosed.
 func (in *Ingress) Serve(ln net.Listener) error {
 	in.mu.Lock()
