@@ -36,11 +36,11 @@
 // (policy.Authorize: the dynamic configuration may restrict the
 // components and RPCs a remote calls; federation-denied, after the proof
 // so that the rules are revealed to nobody else). The server itself
-// bounds what a
-// client gets before any check: the TLS handshake and the headers within
-// FED_INGRESS_READ_HEADER_TIMEOUT, headers of at most 64 KiB, at most
-// FED_INGRESS_MAX_STREAMS HTTP/2 streams per connection, HTTP/2 frames of
-// at most 64 KiB, idle connections closed after FED_INGRESS_IDLE_TIMEOUT.
+// bounds what a client gets before any check: the TLS handshake and the
+// headers within FED_INGRESS_READ_HEADER_TIMEOUT, headers of at most 64
+// KiB, at most FED_INGRESS_MAX_STREAMS HTTP/2 streams per connection,
+// HTTP/2 frames of at most 64 KiB, idle connections closed after
+// FED_INGRESS_IDLE_TIMEOUT.
 //
 // A refused request never produces a NATS message.
 package ingress
