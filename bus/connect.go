@@ -1,16 +1,18 @@
 package bus
 
 import (
-	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/fedbus/fedbus/internal/redact"
 )
 
 // Connect connects to NATS with the options every fedbus process wants:
 // endless reconnects, a bounded reconnect buffer, and logged state changes.
-// extra options (credentials, TLS) are applied last.
+// extra options (credentials, TLS) are applied last. The error never holds
+// a password or token of urls (masked, as in the reconnect log lines).
 func Connect(urls, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
@@ -34,7 +36,8 @@ func Connect(urls, name string, log *slog.Logger, extra ...nats.Option) (*nats.C
 	}
 	nc, err := nats.Connect(urls, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect nats %s: %w", urls, err)
+		// The URLs may carry a password or token: masked (redact).
+		return nil, redact.URLError("connect nats", urls, err)
 	}
 	return nc, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/internal/redact"
 	"github.com/fedbus/fedbus/policy"
 )
 
@@ -66,7 +67,7 @@ func Run(ctx context.Context, cfg Config, args []string, out io.Writer) error {
 	}
 	nc, err := nats.Connect(cfg.NATSURL, append(nopts, nats.Name("fedctl"))...)
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", cfg.NATSURL, err)
+		return redact.URLError("connect", cfg.NATSURL, err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
