@@ -193,7 +193,7 @@ func (w *world) federatedScenario() (*scenario, error) {
 // bus.Requester (publishes batched across concurrent calls), as a
 // component serving many users at once would make them.
 func (w *world) batchedClient(nc *nats.Conn, subjects contract.Subjects) (*bus.Client, error) {
-	req, err := bus.NewRequester(nc, nil)
+	req, err := bus.NewRequester(nc, nil, w.log)
 	if err != nil {
 		return nil, err
 	}

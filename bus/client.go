@@ -89,9 +89,13 @@ func Exchange(ctx context.Context, d Doer, msg *nats.Msg) ([]byte, error) {
 
 // NATSError maps an error of a NATS request-reply on subject to the
 // contract's error: no responders is component-unavailable, a deadline or
-// cancellation federation-timeout.
+// cancellation federation-timeout, a request larger than the server's max
+// payload payload-too-large, any other failure to publish (a closed
+// connection, a full reconnect buffer) component-unavailable.
 func NATSError(subject string, err error) *contract.Error {
 	switch {
+	case errors.Is(err, nats.ErrMaxPayload):
+		return contract.Errorf(contract.LabelPayloadTooLarge, "the request on %s is larger than the NATS server carries (max_payload): %v", subject, err)
 	case errors.Is(err, nats.ErrNoResponders):
 		return contract.Errorf(contract.LabelComponentUnavailable, "nothing serves %s", subject)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):

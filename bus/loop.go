@@ -75,7 +75,11 @@ func Listen(ctx context.Context, nc *nats.Conn, cfg LoopConfig, h EventHandler) 
 		pending = -1
 	}
 	l := &Loop{cfg: cfg, nc: nc, h: h, log: cfg.Logger, sem: make(chan struct{}, cfg.MaxInFlight)}
-	l.out = NewOutbox(nc, l.log)
+	out, err := NewOutbox(nc, l.log)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Subject, err)
+	}
+	l.out = out
 	sub, err := nc.QueueSubscribe(cfg.Subject, cfg.Queue, func(msg *nats.Msg) { l.onMsg(ctx, msg) })
 	if err != nil {
 		l.out.Close()
@@ -120,31 +124,42 @@ func (l *Loop) handle(ctx context.Context, msg *nats.Msg) {
 
 // reply queues the reply on the Outbox (batched with the other handlers'
 // replies). A reply the server cannot carry becomes payload-too-large, so
-// that the caller is answered at once instead of at its deadline.
+// that the caller is answered at once instead of at its deadline; a reply
+// whose publish fails all the same is replaced the same way
+// (publishFailed).
 func (l *Loop) reply(msg *nats.Msg, ev Event, requestID string) {
 	out := ev.Message(msg.Reply)
-	if limit := l.nc.MaxPayload(); limit > 0 && int64(MessageSize(out)) > limit {
+	if over, limit := tooLarge(l.nc, out); over {
 		e := contract.Errorf(contract.LabelPayloadTooLarge, "the reply of %d bytes is larger than this NATS server carries (max_payload %d)", MessageSize(out), limit)
 		l.log.Warn("reply too large for NATS, answered with an error", "request_id", requestID, "subject", msg.Subject, "size", MessageSize(out), "max_payload", limit)
 		out = ErrorReply(ev.Structured, ev.Source, e).Message(msg.Reply)
 	}
-	l.out.Publish(out, requestID)
+	l.out.send(outMsg{msg: out, requestID: requestID, owner: l})
 }
 
-// MessageSize returns the bytes msg takes against the server's max
-// payload: its data and its encoded headers.
-func MessageSize(msg *nats.Msg) int {
-	n := len(msg.Data)
-	if len(msg.Header) > 0 {
-		n += len("NATS/1.0\r\n\r\n")
-		for k, vs := range msg.Header {
-			for _, v := range vs {
-				n += len(k) + len(": ") + len(v) + len("\r\n")
-			}
+// publishFailed answers the caller whose reply could not be published
+// with a small error reply (payload-too-large, or component-unavailable
+// for any other failure); when that fails too, or the lost reply was
+// such an error reply already, nobody can be answered and the loss is
+// logged at WARN.
+func (l *Loop) publishFailed(reply *nats.Msg, requestID string, err error) {
+	e := PublishError(reply.Subject, MessageSize(reply), err)
+	if MessageSize(reply) > smallReply {
+		fallback := ErrorReply(WantsStructured(reply), l.cfg.Source, e).Message(reply.Subject)
+		ferr := l.nc.PublishMsg(fallback)
+		if ferr == nil {
+			l.log.Warn("reply could not be published, answered with an error", "request_id", requestID, "size", MessageSize(reply), "label", e.Label, "err", err)
+			return
 		}
+		err = errors.Join(err, ferr)
 	}
-	return n
+	l.log.Warn("reply lost: publishing it failed", "request_id", requestID, "reply_subject", reply.Subject, "size", MessageSize(reply), "err", err)
 }
+
+// smallReply is the size up to which a reply whose publish failed is not
+// replaced by an error reply (which would not be smaller, and would fail
+// the same way).
+const smallReply = 4 << 10
 
 // stop undoes a Listen that failed half way.
 func (l *Loop) stop() {

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"fmt"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -23,6 +24,12 @@ const outboxSize = 4096
 // (runtime.Gosched), then publishes them all: one flush per batch. Under
 // light load the batch is one message and nothing waits; measured with
 // cmd/fedbench (see BENCHMARKS.md).
+//
+// A publish can fail (a message larger than the server's max payload, a
+// closed connection, a full reconnect buffer). The Loop and the Requester
+// hand their messages over with the one who waits for them, and that one
+// gets a contract error at once (see failer); a message published with
+// Publish has nobody waiting, and its failure is logged at WARN.
 type Outbox struct {
 	nc  *nats.Conn
 	log *slog.Logger
@@ -33,33 +40,47 @@ type Outbox struct {
 	done   chan struct{} // closed when the publishing goroutine returns
 }
 
+// failer is told, on the Outbox's goroutine, of a message it handed to an
+// Outbox that could not be published, so that whoever waits for the
+// message is answered at once instead of at its deadline.
+type failer interface {
+	publishFailed(msg *nats.Msg, requestID string, err error)
+}
+
 type outMsg struct {
 	msg       *nats.Msg
 	requestID string // for the log line of a failed publish
+	owner     failer // nil: a failure is logged
 }
 
-// NewOutbox starts an Outbox on nc. Close stops it.
-func NewOutbox(nc *nats.Conn, logger *slog.Logger) *Outbox {
+// NewOutbox starts an Outbox on nc; logger receives the failures of
+// messages nobody waits for (required). Close stops it.
+func NewOutbox(nc *nats.Conn, logger *slog.Logger) (*Outbox, error) {
 	if logger == nil {
-		logger = slog.Default()
+		return nil, fmt.Errorf("new outbox: %w", ErrNoLogger)
 	}
 	o := &Outbox{nc: nc, log: logger, queue: make(chan outMsg, outboxSize), done: make(chan struct{})}
 	go o.run()
-	return o
+	return o, nil
 }
 
-// Publish queues msg (a reply or a request with its reply subject set);
-// requestID names it in the log line written if publishing fails. It blocks
-// while the queue is full. After Close it publishes msg directly, so that a
-// handler finishing late still gets its reply out.
+// Publish queues msg, a message nobody waits for; requestID names it in the
+// WARN line written if publishing fails. It blocks while the queue is
+// full. After Close it publishes msg directly.
 func (o *Outbox) Publish(msg *nats.Msg, requestID string) {
+	o.send(outMsg{msg: msg, requestID: requestID})
+}
+
+// send queues m (published directly after Close, so that a handler
+// finishing late still gets its reply out).
+func (o *Outbox) send(m outMsg) {
 	o.mu.RLock()
 	if o.closed {
 		o.mu.RUnlock()
-		o.publish(outMsg{msg, requestID})
+		o.publish(m)
 		return
 	}
-	o.queue <- outMsg{msg, requestID}
+	o.queue <- m
 	o.mu.RUnlock()
 }
 
@@ -76,9 +97,15 @@ func (o *Outbox) run() {
 	}
 }
 
+// publish publishes m and hands a failure to its owner.
 func (o *Outbox) publish(m outMsg) {
-	if err := o.nc.PublishMsg(m.msg); err != nil {
-		o.log.Warn("publish failed", "request_id", m.requestID, "subject", m.msg.Subject, "err", err)
+	err := o.nc.PublishMsg(m.msg)
+	switch {
+	case err == nil:
+	case m.owner != nil:
+		m.owner.publishFailed(m.msg, m.requestID, err)
+	default:
+		o.log.Warn("publish failed", "request_id", m.requestID, "subject", m.msg.Subject, "size", MessageSize(m.msg), "err", err)
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 // newRequester returns a Requester on nc, closed when the test ends.
 func newRequester(tb testing.TB, nc *nats.Conn) *bus.Requester {
 	tb.Helper()
-	r, err := bus.NewRequester(nc, nil)
+	r, err := bus.NewRequester(nc, nil, discardLogger())
 	if err != nil {
 		tb.Fatalf("NewRequester: %v", err)
 	}
@@ -102,7 +102,7 @@ func TestRequesterClose(t *testing.T) {
 	url := startNATS(t)
 	nc := connect(t, url)
 	before := runtime.NumGoroutine()
-	r, err := bus.NewRequester(nc, nil)
+	r, err := bus.NewRequester(nc, nil, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,10 @@ func TestOutboxDeliversEverything(t *testing.T) {
 	var got atomic.Int64
 	subscribe(t, url, "sink", func(*nats.Msg) { got.Add(1) })
 	nc := connect(t, url)
-	o := bus.NewOutbox(nc, discardLogger())
+	o, err := bus.NewOutbox(nc, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
 	const before, after = 20000, 10
 	var wg sync.WaitGroup
 	for range 4 {
@@ -158,7 +161,7 @@ func TestRequesterCloseEndsWaitingRequests(t *testing.T) {
 	url := startNATS(t)
 	got := make(chan struct{}, 1)
 	subscribe(t, url, "silent", func(*nats.Msg) { got <- struct{}{} })
-	r, err := bus.NewRequester(connect(t, url), nil)
+	r, err := bus.NewRequester(connect(t, url), nil, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,9 +126,21 @@ func New(cfg Config, deps Deps) (*Ingress, error) {
 	if deps.Resolver == nil {
 		return nil, errors.New("create ingress: no discovery resolver")
 	}
+	if deps.Logger == nil {
+		return nil, errors.New("create ingress: no logger")
+	}
+	// A body must fit in one NATS message with its headers: a larger
+	// FED_MAX_BODY_BYTES would let bodies in that no component can be
+	// sent (contract section 8 is for answers, not requests).
+	if limit, clamped := bus.ClampBody(deps.NATS, cfg.MaxBodyBytes); clamped {
+		deps.Logger.Info("FED_MAX_BODY_BYTES lowered to what the NATS server carries",
+			"component", "ingress", "configured", cfg.MaxBodyBytes, "max_body_bytes", limit,
+			"nats_max_payload", deps.NATS.MaxPayload(), "header_room", bus.HeaderRoom)
+		cfg.MaxBodyBytes = limit
+	}
 	// Requests go out through a Requester: published in batches (one
 	// flush for the requests of many streams), replies on one inbox.
-	req, err := bus.NewRequester(deps.NATS, nil)
+	req, err := bus.NewRequester(deps.NATS, nil, deps.Logger.With("component", "ingress"))
 	if err != nil {
 		return nil, fmt.Errorf("create ingress: %w", err)
 	}

@@ -405,7 +405,7 @@ func TestPermissions(t *testing.T) {
 			}
 			// The ingress sends through a bus.Requester (its own inbox
 			// subscription, batched publishes).
-			req, err := bus.NewRequester(ing.Conn, nil)
+			req, err := bus.NewRequester(ing.Conn, nil, discard)
 			if err != nil {
 				t.Fatal(err)
 			}
