@@ -44,6 +44,7 @@ type Federator struct {
 	deps       Deps
 	subjects   contract.Subjects
 	components []string
+	domain     string // FED_DOMAIN, normalised
 	log        *slog.Logger
 	source     string
 	now        func() time.Time
@@ -74,10 +75,19 @@ func New(cfg Config, deps Deps) (*Federator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new federator: FED_DOMAIN: %w", err)
 	}
+	log := deps.Logger.With("component", "federator", "domain", domain)
+	// A remote's answer must fit in one NATS message with the reply's
+	// headers; a larger one is refused as it arrives (oversizeAnswer).
+	if limit, clamped := bus.ClampBody(deps.NATS, cfg.MaxResponseBytes); clamped {
+		log.Info("FED_MAX_RESPONSE_BYTES lowered to what the NATS server carries",
+			"configured", cfg.MaxResponseBytes, "max_response_bytes", limit,
+			"nats_max_payload", deps.NATS.MaxPayload(), "header_room", bus.HeaderRoom)
+		cfg.MaxResponseBytes = limit
+	}
 	return &Federator{
-		cfg: cfg, deps: deps, subjects: subjects,
+		cfg: cfg, deps: deps, subjects: subjects, domain: domain,
 		components: slices.Clone(cfg.Components),
-		log:        deps.Logger.With("component", "federator", "domain", domain),
+		log:        log,
 		source:     contract.ServiceSource(domain, "federator"),
 		now:        now,
 		client:     newRemoteClient(domain, cfg, deps.Resolver, deps.Certs, now),
@@ -143,6 +153,11 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) ([]b
 	}
 	if !slices.Contains(f.components, route.Component) {
 		return nil, contract.Errorf(contract.LabelUnknownComponent, "component %s is not federated (FED_COMPONENTS)", route.Component)
+	}
+	if route.Domain == f.domain && !f.cfg.AllowSelfCalls {
+		// Federation is between backends: a call to ourselves would come
+		// back in through our own ingress as a remote's.
+		return nil, contract.Errorf(contract.LabelFederationDenied, "%s is this backend's own domain (FED_DOMAIN): calls to it are refused (FED_ALLOW_SELF_CALLS)", route.Domain)
 	}
 	if err := f.deps.Policy.Check(route.Domain); err != nil {
 		return nil, err

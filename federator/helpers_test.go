@@ -27,6 +27,7 @@ type testFederatorOptions struct {
 	requireDNSSEC bool              // FED_REQUIRE_DNSSEC
 	logger        *slog.Logger      // default: discarded
 	now           func() time.Time  // Deps.Now
+	allowSelf     bool              // FED_ALLOW_SELF_CALLS
 }
 
 // testFederator is a federator of benchOrigin and what it runs on.
@@ -82,6 +83,7 @@ func newTestFederator(tb testing.TB, o testFederatorOptions) testFederator {
 	tb.Cleanup(nc.Close)
 	cfg := NewConfig()
 	cfg.Domain, cfg.Strategy, cfg.AllowList, cfg.RequireDNSSEC = benchOrigin, contract.AllowList, o.targets, o.requireDNSSEC
+	cfg.AllowSelfCalls = o.allowSelf
 	f, err := New(cfg, Deps{NATS: nc, Resolver: res, Policy: pol, Certs: store, Logger: o.logger, Now: o.now})
 	if err != nil {
 		tb.Fatal(err)

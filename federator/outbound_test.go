@@ -336,3 +336,61 @@ func TestBackoffsStayBounded(t *testing.T) {
 		t.Errorf("%d entries after every wait ended, want 0", b.len())
 	}
 }
+
+// TestSelfCalls: a request whose target is FED_DOMAIN is refused with
+// federation-denied before anything is sent, even when the strategy
+// allows the domain, unless FED_ALLOW_SELF_CALLS.
+func TestSelfCalls(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		t.Run("FED_ALLOW_SELF_CALLS="+strconv.FormatBool(allow), func(t *testing.T) {
+			remote := &stubRemote{}
+			tf := newTestFederator(t, testFederatorOptions{transport: remote, targets: []string{benchOrigin, benchTarget}, allowSelf: allow})
+			body, err := call(t, tf.f, benchOrigin, "req-self")
+			if allow {
+				if err != nil || string(body) != `"ok"` {
+					t.Fatalf("call = %q, %v; want success", body, err)
+				}
+				return
+			}
+			var be *contract.Error
+			if !errors.As(err, &be) || be.Label != contract.LabelFederationDenied || !strings.Contains(be.Message, "FED_ALLOW_SELF_CALLS") {
+				t.Fatalf("call = %q, %v; want federation-denied naming FED_ALLOW_SELF_CALLS", body, err)
+			}
+			if n := remote.calls.Load(); n != 0 {
+				t.Fatalf("%d requests sent, want none", n)
+			}
+			// Another domain is not concerned.
+			if _, err := call(t, tf.f, benchTarget, "req-other"); err != nil {
+				t.Fatalf("call to %s: %v", benchTarget, err)
+			}
+		})
+	}
+}
+
+// TestMaxResponseClampedToNATS: FED_MAX_RESPONSE_BYTES larger than what a
+// NATS message carries is lowered to it when the federator is made, and
+// the federator says so once, at INFO, with both values.
+func TestMaxResponseClampedToNATS(t *testing.T) {
+	logs := &testbed.LogBuffer{}
+	tf := newTestFederator(t, testFederatorOptions{transport: &stubRemote{}, logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	want := tf.nc.MaxPayload() - bus.HeaderRoom
+	if got := tf.f.cfg.MaxResponseBytes; got != want || tf.f.client.maxResponse != want {
+		t.Fatalf("MaxResponseBytes = %d (client %d), want %d", got, tf.f.client.maxResponse, want)
+	}
+	lines, err := logs.JSONLines()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range lines {
+		if msg, _ := l["msg"].(string); strings.Contains(msg, "FED_MAX_RESPONSE_BYTES") {
+			n++
+			if l["level"] != "INFO" || l["configured"] != float64(NewConfig().MaxResponseBytes) || l["max_response_bytes"] != float64(want) {
+				t.Errorf("log line %v, want INFO with configured and max_response_bytes", l)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d lines about FED_MAX_RESPONSE_BYTES, want 1:\n%s", n, logs.String())
+	}
+}

@@ -88,7 +88,7 @@ func newRemoteClient(origin string, cfg Config, res resolver, store *tlsconf.Sto
 		// the request deadline instead.
 		ReadIdleTimeout: 0,
 	}
-	rc.client = &http.Client{Transport: rc.transport}
+	rc.client = &http.Client{Transport: rc.transport, CheckRedirect: noRedirects}
 	return rc
 }
 
@@ -268,12 +268,15 @@ func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route cont
 		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := iox.ReadAllSized(io.LimitReader(resp.Body, rc.maxResponse+1), resp.ContentLength)
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
+		return rc.readAnswer(t, resp)
+	case resp.StatusCode >= 300 && resp.StatusCode <= 399:
+		return nil, redirectError(t, resp)
+	}
+	body, err := iox.ReadAllSized(io.LimitReader(resp.Body, min(rc.maxResponse, maxErrorBody)), resp.ContentLength)
 	if err != nil {
 		return nil, fmt.Errorf("read response: %w", err)
-	}
-	if int64(len(body)) > rc.maxResponse {
-		return nil, contract.Errorf(contract.LabelRemoteError, "response of %s is larger than %d bytes", t.Host, rc.maxResponse)
 	}
 	if resp.StatusCode == http.StatusTooManyRequests {
 		ref := rc.now()
@@ -285,10 +288,65 @@ func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route cont
 			err:  contract.RemoteError(contract.ParseError(resp.StatusCode, body)),
 		}
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, contract.RemoteError(contract.ParseError(resp.StatusCode, body))
+	return nil, contract.RemoteError(contract.ParseError(resp.StatusCode, body))
+}
+
+// maxErrorBody bounds what is read of a remote's error answer: a contract
+// error body is far smaller, and only its first 200 bytes are kept when it
+// is not one.
+const maxErrorBody = 64 << 10
+
+// readAnswer reads the body of a remote's 2xx answer: at most
+// FED_MAX_RESPONSE_BYTES (which fits in one NATS message). A larger one,
+// announced by its Content-Length or found while reading, is refused at
+// once by oversizeAnswer.
+func (rc *remoteClient) readAnswer(t discovery.Target, resp *http.Response) ([]byte, error) {
+	if resp.ContentLength > rc.maxResponse {
+		return nil, rc.oversizeAnswer(t, resp.ContentLength)
+	}
+	body, err := iox.ReadAllSized(io.LimitReader(resp.Body, rc.maxResponse+1), resp.ContentLength)
+	if err != nil {
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	if int64(len(body)) > rc.maxResponse {
+		return nil, rc.oversizeAnswer(t, -1)
 	}
 	return body, nil
+}
+
+// oversizeAnswer is the outcome of a remote's 2xx answer larger than
+// FED_MAX_RESPONSE_BYTES (at most what one NATS message carries): the
+// component gets payload-too-large at once (the rest of the answer is not
+// read; closing the body resets the stream). size is the announced size,
+// -1 when unknown.
+//
+// This is the one place that decides what becomes of an answer too large
+// for a NATS message: contract section 8 sends such answers through the
+// JetStream object store instead, and that belongs here.
+func (rc *remoteClient) oversizeAnswer(t discovery.Target, size int64) error {
+	if size >= 0 {
+		return contract.Errorf(contract.LabelPayloadTooLarge, "the answer of %s:%d (%d bytes) is larger than FED_MAX_RESPONSE_BYTES (%d, what one NATS message carries)", t.Host, t.Port, size, rc.maxResponse)
+	}
+	return contract.Errorf(contract.LabelPayloadTooLarge, "the answer of %s:%d is larger than FED_MAX_RESPONSE_BYTES (%d, what one NATS message carries)", t.Host, t.Port, rc.maxResponse)
+}
+
+// noRedirects is the http.Client's CheckRedirect: a redirect is never
+// followed. A federated request is exactly one request to the discovered
+// target; following a remote's 3xx would send the component's body, our
+// client certificate and origin to any host our CAs trust, and hand that
+// host's answer back as the remote's.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// redirectError is the remote error of a 3xx answer (which is not
+// followed): federation-remote-error, the status and the Location in the
+// message and in the inner error.
+func redirectError(t discovery.Target, resp *http.Response) *contract.Error {
+	msg := fmt.Sprintf("%s:%d answered %d %s to %s; redirects are not followed (a federated request goes to the discovered target only)",
+		t.Host, t.Port, resp.StatusCode, http.StatusText(resp.StatusCode), contract.Quote(resp.Header.Get("Location")))
+	return &contract.Error{
+		Code: contract.StatusOf(contract.LabelRemoteError), Label: contract.LabelRemoteError, Message: msg,
+		Inner: &contract.Error{Code: resp.StatusCode, Label: contract.LabelUnknownError, Message: "redirect (" + strconv.Itoa(resp.StatusCode) + ") not followed"},
+	}
 }
 
 // requestError maps a failure after the connection was made.
