@@ -44,6 +44,8 @@ type Common struct {
 	LogLevel            string        `env:"FED_LOG_LEVEL" desc:"debug, info, warn or error"`
 	Identity            string        `env:"FED_IDENTITY" desc:"how the ingress ties a client certificate to its origin domain: srv (a DNS SAN is an SRV target of the origin) or srv-or-domain (also a DNS SAN equal to the origin domain)"`
 	RequireDNSSEC       bool          `env:"FED_REQUIRE_DNSSEC" desc:"trust only SRV answers that the resolver validated with DNSSEC (AD flag), for the ingress's identity check and the federator's discovery of remotes; needs a validating resolver on a trusted path"`
+	IdentityStaleGrace  time.Duration `env:"FED_IDENTITY_STALE_GRACE" desc:"while the DNS servers fail, how long past its expiry an origin's SRV answer still proves a client certificate's identity (0: not at all); discovery of remotes keeps serving stale answers for an hour"`
+	DNSCacheEntries     int           `env:"FED_DNS_CACHE_ENTRIES" desc:"DNS answers kept, per kind (SRV, addresses); the least recently used go first"`
 }
 
 // Identity modes (FED_IDENTITY).
@@ -61,17 +63,19 @@ const (
 // is written; -h prints it.
 func DefaultCommon() Common {
 	return Common{
-		NATSURL:           "nats://127.0.0.1:4222",
-		SubjectPrefix:     contract.DefaultPrefix,
-		Strategy:          contract.AllowNone,
-		Components:        contract.DefaultComponents(),
-		RequestTimeout:    10 * time.Second,
-		TLSReloadInterval: 2 * time.Second,
-		TLSMinVersion:     "1.3",
-		ShutdownTimeout:   30 * time.Second,
-		LogFormat:         "json",
-		LogLevel:          "info",
-		Identity:          IdentitySRV,
+		NATSURL:            "nats://127.0.0.1:4222",
+		SubjectPrefix:      contract.DefaultPrefix,
+		Strategy:           contract.AllowNone,
+		Components:         contract.DefaultComponents(),
+		RequestTimeout:     10 * time.Second,
+		TLSReloadInterval:  2 * time.Second,
+		TLSMinVersion:      "1.3",
+		ShutdownTimeout:    30 * time.Second,
+		LogFormat:          "json",
+		LogLevel:           "info",
+		Identity:           IdentitySRV,
+		IdentityStaleGrace: 30 * time.Second,
+		DNSCacheEntries:    50000,
 	}
 }
 
@@ -92,6 +96,12 @@ func (c *Common) Validate() error {
 		if _, _, err := net.SplitHostPort(s); err != nil {
 			add("FED_DNS_SERVER %q is not host:port", s)
 		}
+	}
+	if c.DNSCacheEntries <= 0 {
+		add("FED_DNS_CACHE_ENTRIES must be positive")
+	}
+	if c.IdentityStaleGrace < 0 {
+		add("FED_IDENTITY_STALE_GRACE must not be negative")
 	}
 	if !contract.ValidStrategy(c.Strategy) {
 		add("FED_STRATEGY %q is not allow-none, allow-all or allow-list", c.Strategy)
@@ -196,7 +206,6 @@ func (c *Common) DNSServers() []string {
 	}
 	return out
 }
-
 
 // Load fills cfg (a pointer to a struct with env tags, holding its
 // defaults) from the environment through lookup (nil: the process

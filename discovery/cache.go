@@ -48,6 +48,11 @@ type entry struct {
 	// resolver); asked for with RequireDNSSEC only.
 	authentic bool
 
+	// used is when the entry was last handed out (a mono, at the coarse
+	// clock's resolution): the least recently used entries are dropped
+	// when the cache is full.
+	used atomic.Int64
+
 	expires    mono // end of the TTL
 	refreshAt  mono // a hit from here on starts a background refresh
 	staleUntil mono // serve-stale limit (positive answers only)
@@ -79,20 +84,46 @@ type call struct {
 // cache maps a name to its entry and to its in-flight resolution. Entries
 // are read without locking (sync.Map: no shared write on a cache hit, so
 // hits scale across cores); mu serialises the writers and guards flights.
+// It holds at most max entries: names come from whoever sends us a domain
+// (an origin, a target), so nothing else bounds them. When it is full, the
+// least recently used entries go, as a second-chance FIFO (CLOCK) finds
+// them: the oldest name goes unless it was used since it was queued (then
+// it is queued again). That costs O(1) per new name, and a hit only the
+// touch of its entry.
 type cache struct {
 	kind      kind
+	max       int      // bound on the entries
 	m         sync.Map // string -> *entry
 	mu        sync.Mutex
 	n         int // entries in m
 	flights   map[string]*call
 	nextSweep int
+	// queue holds the names of m in the order they are to be considered
+	// for eviction (queue[head:]), each with the entry's last use when it
+	// was queued.
+	queue []queued
+	head  int
+}
+
+// queued is a name waiting in the eviction queue.
+type queued struct {
+	name string
+	used int64
 }
 
 // minSweep is the cache size from which inserts sweep out dead entries.
 const minSweep = 1024
 
-func newCache(k kind) *cache {
-	return &cache{kind: k, flights: make(map[string]*call), nextSweep: minSweep}
+func newCache(k kind, max int) *cache {
+	return &cache{kind: k, max: max, flights: make(map[string]*call), nextSweep: minSweep}
+}
+
+// touch records that e was handed out at now (one shared write per entry
+// per tick of the coarse clock at most).
+func (e *entry) touch(now mono) {
+	if mono(e.used.Load()) < now {
+		e.used.Store(int64(now))
+	}
 }
 
 // get returns the entry of name, or nil.
@@ -105,21 +136,79 @@ func (c *cache) get(name string) *entry {
 }
 
 // putLocked stores e for name, first dropping entries that can no longer
-// be served when the cache has grown. c.mu must be held.
+// be served when the cache has grown, then the least recently used ones
+// while it holds more than max. c.mu must be held.
 func (c *cache) putLocked(name string, e *entry, now mono) {
 	if c.n >= c.nextSweep {
-		c.m.Range(func(k, v any) bool {
-			if now >= v.(*entry).staleUntil {
-				c.m.Delete(k)
-				c.n--
-			}
-			return true
-		})
-		c.nextSweep = max(minSweep, 2*c.n)
+		c.sweepLocked(now)
 	}
+	e.used.Store(int64(now))
 	if _, loaded := c.m.Swap(name, e); !loaded {
 		c.n++
+		c.queue = append(c.queue, queued{name, int64(now)})
 	}
+	for c.n > c.max && c.evictLocked() {
+	}
+}
+
+// sweepLocked drops the entries that can no longer be served, and their
+// names from the queue. c.mu must be held.
+func (c *cache) sweepLocked(now mono) {
+	c.m.Range(func(k, v any) bool {
+		if now >= v.(*entry).staleUntil {
+			c.m.Delete(k)
+			c.n--
+		}
+		return true
+	})
+	c.nextSweep = max(minSweep, 2*c.n)
+	live := make([]queued, 0, c.n)
+	seen := make(map[string]bool, c.n)
+	for _, q := range c.queue[c.head:] {
+		if !seen[q.name] && c.get(q.name) != nil {
+			seen[q.name] = true
+			live = append(live, q)
+		}
+	}
+	c.queue, c.head = live, 0
+}
+
+// evictLocked drops one entry: the first of the queue not used since it
+// was queued (those used are queued again, with their last use). After
+// two rounds of the queue without finding one (every entry in use all
+// along), the first is dropped regardless. It reports whether it dropped
+// one. c.mu must be held.
+func (c *cache) evictLocked() bool {
+	for rounds := 2 * (len(c.queue) - c.head); c.head < len(c.queue); rounds-- {
+		q := c.queue[c.head]
+		c.queue[c.head] = queued{}
+		c.head++
+		if c.head > len(c.queue)/2 && c.head >= 64 { // reuse the front of the slice
+			n := copy(c.queue, c.queue[c.head:])
+			clear(c.queue[n:])
+			c.queue, c.head = c.queue[:n], 0
+		}
+		e := c.get(q.name)
+		if e == nil {
+			continue // already dropped (a name queued twice)
+		}
+		if used := e.used.Load(); used > q.used && rounds > 0 {
+			c.queue = append(c.queue, queued{q.name, used}) // a second chance
+			continue
+		}
+		if _, ok := c.m.LoadAndDelete(q.name); ok {
+			c.n--
+			return true
+		}
+	}
+	return false
+}
+
+// len returns how many entries c holds.
+func (c *cache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
 }
 
 // lookup returns the entry of name in c: from the cache when it is fresh
@@ -130,6 +219,7 @@ func (r *Resolver) lookup(ctx context.Context, c *cache, name string) (*entry, e
 	e := c.get(name)
 	if e != nil {
 		now := r.nowFast()
+		e.touch(now)
 		if now < e.expires {
 			if now >= e.refreshAt && !e.refreshing.Load() && e.refreshing.CompareAndSwap(false, true) {
 				r.startFlight(c, name)

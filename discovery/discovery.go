@@ -76,6 +76,8 @@ const (
 	DefaultStaleRetry     = 30 * time.Second
 	DefaultDownMin        = time.Second
 	DefaultDownMax        = time.Minute
+	DefaultMaxEntries     = 50000
+	DefaultIdentityStale  = 30 * time.Second
 )
 
 // Target is one SRV record of a domain: the federation endpoint
@@ -115,6 +117,18 @@ type Config struct {
 	// with each further failure up to DownMax, jittered by ±25% (defaults
 	// 1s and 60s).
 	DownMin, DownMax time.Duration
+	// MaxEntries bounds each of the two caches (SRV answers, address
+	// answers), default 50,000: when one is full, the least recently used
+	// eighth of its entries is dropped. Names come from peers (origin
+	// domains) and components (targets), so nothing else bounds them.
+	MaxEntries int
+	// IdentityStaleFor is how long after its expiry an SRV answer may still
+	// prove an identity (HasTarget) while the DNS servers fail, default
+	// 30s; negative: never. It is short because whoever can make our DNS
+	// fail could otherwise keep an identity alive that its domain has
+	// withdrawn (StaleFor, for discovering where to send requests, is
+	// long: the TLS certificate of the target still authenticates it).
+	IdentityStaleFor time.Duration
 	// AllowPrivate keeps addresses of refused classes (loopback, private,
 	// link-local, ...) in Addrs' results: FED_ALLOW_PRIVATE_TARGETS.
 	AllowPrivate bool
@@ -127,7 +141,7 @@ type Config struct {
 	// signed). Address lookups (Addrs) do not look at the flag: the TLS
 	// certificate of the SRV target is what authenticates the address.
 	RequireDNSSEC bool
-	// Logger receives the serve-stale warnings; nil means slog.Default().
+	// Logger receives the serve-stale warnings (required).
 	Logger *slog.Logger
 	// Now is the clock of TTLs, serve-stale and down marking; nil means
 	// time.Now. Tests use a fake clock. It must be safe for concurrent use.
@@ -178,8 +192,21 @@ func New(cfg Config) (*Resolver, error) {
 	setDefault(&cfg.StaleRetry, DefaultStaleRetry)
 	setDefault(&cfg.DownMin, DefaultDownMin)
 	setDefault(&cfg.DownMax, DefaultDownMax)
+	setDefault(&cfg.IdentityStaleFor, DefaultIdentityStale)
 	if cfg.StaleFor < 0 {
 		cfg.StaleFor = 0
+	}
+	if cfg.IdentityStaleFor < 0 {
+		cfg.IdentityStaleFor = 0
+	}
+	if cfg.MaxEntries == 0 {
+		cfg.MaxEntries = DefaultMaxEntries
+	}
+	if cfg.MaxEntries < 0 {
+		return nil, fmt.Errorf("discovery: negative MaxEntries %d", cfg.MaxEntries)
+	}
+	if cfg.Logger == nil {
+		return nil, errors.New("discovery: no logger")
 	}
 	for _, c := range []struct {
 		name     string
@@ -208,13 +235,10 @@ func New(cfg Config) (*Resolver, error) {
 		fake:    cfg.Now,
 		udp:     &dns.Client{Net: "udp", Timeout: cfg.QueryTimeout, UDPSize: ednsSize},
 		tcp:     &dns.Client{Net: "tcp", Timeout: cfg.QueryTimeout},
-		srv:     newCache(kindSRV),
-		addr:    newCache(kindAddr),
+		srv:     newCache(kindSRV, cfg.MaxEntries),
+		addr:    newCache(kindAddr, cfg.MaxEntries),
 		down:    make(map[downKey]*downState),
 		done:    make(chan struct{}),
-	}
-	if r.log == nil {
-		r.log = slog.Default()
 	}
 	if r.fake != nil {
 		r.base = r.fake()
@@ -371,8 +395,10 @@ func (r *Resolver) AppendSRV(ctx context.Context, dst []Target, domain string) (
 // left-most label of a target ("*.b-infra.test" matches "fed.b-infra.test",
 // not "x.fed.b-infra.test" nor "b-infra.test"). A discovery failure is
 // returned as the error (with false); with RequireDNSSEC, an SRV answer
-// without the AD flag is the error ErrInsecure, whatever sanName. It does
-// not allocate on a cache hit.
+// without the AD flag is the error ErrInsecure, whatever sanName. An
+// answer served stale (the DNS servers fail) proves nothing once it
+// expired more than IdentityStaleFor ago: ErrLookup. It does not allocate
+// on a cache hit.
 func (r *Resolver) HasTarget(ctx context.Context, domain, sanName string) (bool, error) {
 	d, err := normalizeDomain(domain)
 	if err != nil {
@@ -387,6 +413,14 @@ func (r *Resolver) HasTarget(ctx context.Context, domain, sanName string) (bool,
 	}
 	if r.cfg.RequireDNSSEC && !e.authentic {
 		return false, fmt.Errorf("discover %s: %w", d, ErrInsecure)
+	}
+	if r.nowFast() >= e.expires {
+		// Served stale: the DNS servers fail. An identity may rest on it
+		// for IdentityStaleFor only.
+		if age := time.Duration(r.now() - e.expires); age > r.cfg.IdentityStaleFor {
+			return false, fmt.Errorf("discover %s: %w: the SRV answer expired %v ago and cannot be renewed; it proves an identity for %v past its expiry only",
+				d, ErrLookup, age.Round(time.Millisecond), r.cfg.IdentityStaleFor)
+		}
 	}
 	name := strings.TrimSuffix(sanName, ".")
 	for i := range e.targets {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/netip"
 	"slices"
@@ -583,9 +584,14 @@ func TestNewConfig(t *testing.T) {
 		{"MinTTL over MaxTTL", discovery.Config{Servers: []string{"127.0.0.1"}, MinTTL: time.Hour, MaxTTL: time.Minute}, false},
 		{"negative NegativeMinTTL", discovery.Config{Servers: []string{"127.0.0.1"}, NegativeMinTTL: -time.Second}, false},
 		{"DownMin over DownMax", discovery.Config{Servers: []string{"127.0.0.1"}, DownMin: time.Hour}, false},
+		{"negative MaxEntries", discovery.Config{Servers: []string{"127.0.0.1"}, MaxEntries: -1}, false},
+		{"no logger", discovery.Config{Servers: []string{"127.0.0.1"}}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.name != "no logger" {
+				tc.cfg.Logger = slog.New(slog.DiscardHandler)
+			}
 			r, err := discovery.New(tc.cfg)
 			if (err == nil) != tc.ok {
 				t.Fatalf("New: %v, want ok=%v", err, tc.ok)
@@ -676,17 +682,17 @@ func TestAddrs(t *testing.T) {
 		want         []string
 		wantErr      error
 	}{
-		{"public IPv4 and IPv6", "fed.b-infra.test", []string{"2001:db8::1", "192.0.2.1"}, 0, false, []string{"192.0.2.1", "2001:db8::1"}, nil},
-		{"upper case and trailing dot", "FED.B-Infra.Test.", []string{"192.0.2.1"}, 0, false, []string{"192.0.2.1"}, nil},
+		{"public IPv4 and IPv6", "fed.b-infra.test", []string{"2a00:1450::1", "1.2.3.1"}, 0, false, []string{"1.2.3.1", "2a00:1450::1"}, nil},
+		{"upper case and trailing dot", "FED.B-Infra.Test.", []string{"1.2.3.1"}, 0, false, []string{"1.2.3.1"}, nil},
 		{"loopback refused", "fed.b-infra.test", []string{"127.0.0.1"}, 0, false, nil, discovery.ErrPrivateTarget},
 		{"loopback allowed", "fed.b-infra.test", []string{"127.0.0.1", "::1"}, 0, true, []string{"127.0.0.1", "::1"}, nil},
-		{"private dropped beside public", "fed.b-infra.test", []string{"10.1.2.3", "192.0.2.1", "fd00::1"}, 0, false, []string{"192.0.2.1"}, nil},
+		{"private dropped beside public", "fed.b-infra.test", []string{"10.1.2.3", "1.2.3.1", "fd00::1"}, 0, false, []string{"1.2.3.1"}, nil},
 		{"IPv4-mapped loopback refused", "fed.b-infra.test", []string{"::ffff:127.0.0.1"}, 0, false, nil, discovery.ErrPrivateTarget},
 		{"CGNAT and link-local refused", "fed.b-infra.test", []string{"100.64.0.1", "fe80::1", "169.254.9.9"}, 0, false, nil, discovery.ErrPrivateTarget},
 		{"no address", "fed.b-infra.test", []string{}, 0, false, nil, discovery.ErrNoAddress},
 		{"NXDOMAIN", "fed.b-infra.test", nil, 0, false, nil, discovery.ErrNoAddress},
-		{"SERVFAIL", "fed.b-infra.test", []string{"192.0.2.1"}, dns.RcodeServerFailure, false, nil, discovery.ErrLookup},
-		{"public IP literal", "192.0.2.7", nil, 0, false, []string{"192.0.2.7"}, nil},
+		{"SERVFAIL", "fed.b-infra.test", []string{"1.2.3.1"}, dns.RcodeServerFailure, false, nil, discovery.ErrLookup},
+		{"public IP literal", "1.2.3.7", nil, 0, false, []string{"1.2.3.7"}, nil},
 		{"loopback IP literal", "127.0.0.1", nil, 0, false, nil, discovery.ErrPrivateTarget},
 		{"loopback IP literal allowed", "[::1]", nil, 0, true, []string{"::1"}, nil},
 		{"invalid host name", "bad host.test", nil, 0, false, nil, discovery.ErrNoAddress},
@@ -731,73 +737,16 @@ func TestAddrs(t *testing.T) {
 
 func TestAddrsExpire(t *testing.T) {
 	e := newEnv(t, nil)
-	setA(t, e.dns, "fed.b-infra.test", 60, "192.0.2.1")
+	setA(t, e.dns, "fed.b-infra.test", 60, "1.2.3.1")
 	if _, err := e.r.Addrs(context.Background(), "fed.b-infra.test"); err != nil {
 		t.Fatal(err)
 	}
-	setA(t, e.dns, "fed.b-infra.test", 60, "192.0.2.2")
+	setA(t, e.dns, "fed.b-infra.test", 60, "1.2.3.2")
 	e.clock.Advance(61 * time.Second)
 	got, err := e.r.Addrs(context.Background(), "fed.b-infra.test")
-	if err != nil || len(got) != 1 || got[0] != netip.MustParseAddr("192.0.2.2") {
-		t.Fatalf("after the TTL: %v, %v; want 192.0.2.2", got, err)
+	if err != nil || len(got) != 1 || got[0] != netip.MustParseAddr("1.2.3.2") {
+		t.Fatalf("after the TTL: %v, %v; want 1.2.3.2", got, err)
 	}
-}
-
-func TestRefusedAddr(t *testing.T) {
-	tests := []struct {
-		addr    string
-		refused bool
-	}{
-		{"127.0.0.1", true},
-		{"127.1.2.3", true},
-		{"::1", true},
-		{"::ffff:127.0.0.1", true},
-		{"10.0.0.1", true},
-		{"172.16.5.4", true},
-		{"172.31.255.255", true},
-		{"172.32.0.1", false},
-		{"192.168.1.1", true},
-		{"::ffff:192.168.1.1", true},
-		{"fc00::1", true},
-		{"fd12:3456::1", true},
-		{"fec0::1", true},
-		{"fe80::1", true},
-		{"fe80::1%eth0", true},
-		{"169.254.1.1", true},
-		{"::ffff:169.254.1.1", true},
-		{"100.64.0.1", true},
-		{"100.127.255.255", true},
-		{"::ffff:100.64.0.1", true},
-		{"100.63.255.255", false},
-		{"100.128.0.1", false},
-		{"224.0.0.1", true},
-		{"239.255.255.250", true},
-		{"ff02::1", true},
-		{"ff0e::1", true},
-		{"0.0.0.0", true},
-		{"0.1.2.3", true},
-		{"::", true},
-		{"::ffff:0.0.0.0", true},
-		{"255.255.255.255", true},
-		{"8.8.8.8", false},
-		{"1.1.1.1", false},
-		{"::ffff:8.8.8.8", false},
-		{"192.0.2.1", false},
-		{"2001:4860:4860::8888", false},
-		{"2a00:1450:4001:80b::200e", false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.addr, func(t *testing.T) {
-			if got := discovery.RefusedAddr(netip.MustParseAddr(tc.addr)); got != tc.refused {
-				t.Errorf("RefusedAddr(%s) = %v, want %v", tc.addr, got, tc.refused)
-			}
-		})
-	}
-	t.Run("zero Addr", func(t *testing.T) {
-		if !discovery.RefusedAddr(netip.Addr{}) {
-			t.Error("the invalid zero Addr is not refused")
-		}
-	})
 }
 
 func TestDownMarking(t *testing.T) {
@@ -946,7 +895,7 @@ func TestNoAllocsOnCacheHit(t *testing.T) {
 		testbed.SRVRecord{Target: "a.b-infra.test", Port: 443, Priority: 10, Weight: 1},
 		testbed.SRVRecord{Target: "b.b-infra.test", Port: 443, Priority: 10, Weight: 3},
 		testbed.SRVRecord{Target: "c.b-infra.test", Port: 443, Priority: 20, Weight: 0})
-	setA(t, e.dns, "a.b-infra.test", 3600, "192.0.2.1", "2001:db8::1")
+	setA(t, e.dns, "a.b-infra.test", 3600, "1.2.3.1", "2a00:1450::1")
 	ctx := context.Background()
 	ts := make([]discovery.Target, 0, 8)
 	as := make([]netip.Addr, 0, 8)
@@ -985,7 +934,7 @@ func TestConcurrentUse(t *testing.T) {
 		testbed.SRVRecord{Target: "a.b-infra.test", Port: 443, Priority: 10, Weight: 1},
 		testbed.SRVRecord{Target: "b.b-infra.test", Port: 443, Priority: 10, Weight: 1},
 		testbed.SRVRecord{Target: "c.b-infra.test", Port: 443, Priority: 20, Weight: 1})
-	setA(t, e.dns, "a.b-infra.test", 10, "192.0.2.1")
+	setA(t, e.dns, "a.b-infra.test", 10, "1.2.3.1")
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
 	for w := range 8 {
@@ -1071,5 +1020,56 @@ func BenchmarkHasTargetCached(b *testing.B) {
 		if ok, err := e.r.HasTarget(ctx, "b.example.com", "*.b-infra.test"); !ok || err != nil {
 			b.Fatal(ok, err)
 		}
+	}
+}
+
+// TestIdentityStaleGrace: while the DNS servers fail, an expired SRV
+// answer still serves discovery (SRV, StaleFor) but proves an identity
+// (HasTarget) for IdentityStaleFor past its expiry only.
+func TestIdentityStaleGrace(t *testing.T) {
+	const domain = "a.example.com"
+	tests := []struct {
+		name  string
+		grace time.Duration // IdentityStaleFor
+		ok    []time.Duration
+		fail  []time.Duration // ages past expiry
+	}{
+		{"default 30s", 0, []time.Duration{time.Second, 30 * time.Second}, []time.Duration{31 * time.Second, 10 * time.Minute}},
+		{"5s", 5 * time.Second, []time.Duration{time.Second, 5 * time.Second}, []time.Duration{6 * time.Second}},
+		{"none", -1, nil, []time.Duration{time.Second}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(c *discovery.Config) {
+				c.StaleFor, c.StaleRetry, c.IdentityStaleFor = time.Hour, time.Hour, tc.grace
+			})
+			e.dns.SetSRV(domain, 60, testbed.SRVRecord{Target: "fed.a-infra.test", Port: 443})
+			if ok, err := e.r.HasTarget(context.Background(), domain, "fed.a-infra.test"); !ok || err != nil {
+				t.Fatalf("fresh: HasTarget = %v, %v", ok, err)
+			}
+			e.dns.SetFailure(domain, dns.RcodeServerFailure)
+			age := time.Duration(0)
+			at := func(d time.Duration) {
+				e.clock.Advance(60*time.Second + d - age)
+				age = 60*time.Second + d
+			}
+			for _, d := range tc.ok {
+				at(d)
+				if ok, err := e.r.HasTarget(context.Background(), domain, "fed.a-infra.test"); !ok || err != nil {
+					t.Errorf("expired %v ago: HasTarget = %v, %v; want true", d, ok, err)
+				}
+			}
+			for _, d := range tc.fail {
+				at(d)
+				ok, err := e.r.HasTarget(context.Background(), domain, "fed.a-infra.test")
+				if ok || !errors.Is(err, discovery.ErrLookup) {
+					t.Errorf("expired %v ago: HasTarget = %v, %v; want ErrLookup", d, ok, err)
+				}
+				// Discovery for sending still has the stale answer.
+				if h := srv(t, e.r, domain)[0].Host; h != "fed.a-infra.test" {
+					t.Errorf("expired %v ago: SRV target %s, want the stale one", d, h)
+				}
+			}
+		})
 	}
 }

@@ -62,7 +62,7 @@ func newTestFederator(tb testing.TB, o testFederatorOptions) testFederator {
 	for _, target := range o.targets {
 		dns.SetSRV(target, 3600, testbed.SRVRecord{Target: benchInfraB, Port: 443, Priority: 10, Weight: 5})
 	}
-	res, err := discovery.New(discovery.Config{Servers: []string{dns.Addr()}, AllowPrivate: true, RequireDNSSEC: o.requireDNSSEC})
+	res, err := discovery.New(discovery.Config{Servers: []string{dns.Addr()}, AllowPrivate: true, RequireDNSSEC: o.requireDNSSEC, Logger: o.logger})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -193,7 +193,7 @@ func BenchmarkServeHTTPNATS(b *testing.B) {
 	s := newBenchSetup(b)
 	dns := testbed.StartDNS(b)
 	dns.SetSRV(benchOriginA, 3600, testbed.SRVRecord{Target: benchInfraA, Port: 443, Priority: 10, Weight: 5})
-	res, err := discovery.New(discovery.Config{Servers: []string{dns.Addr()}, AllowPrivate: true})
+	res, err := discovery.New(discovery.Config{Servers: []string{dns.Addr()}, AllowPrivate: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

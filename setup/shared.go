@@ -45,11 +45,17 @@ func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
+	identityStale := c.IdentityStaleGrace
+	if identityStale == 0 {
+		identityStale = -1 // discovery: none (its zero is the default)
+	}
 	res, err := discovery.New(discovery.Config{
-		Servers:       c.DNSServers(),
-		AllowPrivate:  c.AllowPrivateTargets,
-		RequireDNSSEC: c.RequireDNSSEC,
-		Logger:        log.With("component", "discovery"),
+		Servers:          c.DNSServers(),
+		AllowPrivate:     c.AllowPrivateTargets,
+		RequireDNSSEC:    c.RequireDNSSEC,
+		MaxEntries:       c.DNSCacheEntries,
+		IdentityStaleFor: identityStale,
+		Logger:           log.With("component", "discovery"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
