@@ -51,6 +51,30 @@ type Config struct {
 	// OriginConcurrency bounds the requests of one origin domain in flight
 	// (body upload and component call), FED_INGRESS_ORIGIN_CONCURRENCY.
 	OriginConcurrency int `env:"FED_INGRESS_ORIGIN_CONCURRENCY" desc:"requests of one origin domain in flight at once (0: no limit); at least the peers' FED_MAX_IN_FLIGHT_PER_REMOTE"`
+
+	// Per-certificate limits. Under allow-all one certificate can prove
+	// many origins (any domain whose SRV record names its host), so the
+	// per-origin limits alone would give it as many budgets: these bound
+	// what one client certificate (its SHA-256 fingerprint) sends,
+	// whatever origins it claims. They apply once the certificate is
+	// verified and before any DNS lookup (nobody else can spend its
+	// budget: that takes its private key). Zero: no limit.
+
+	// CertRate is the sustained request rate of one client certificate,
+	// FED_INGRESS_CERT_RATE.
+	CertRate float64 `env:"FED_INGRESS_CERT_RATE" desc:"requests per second one client certificate may send on average, whatever origin domains it proves (0: no limit)"`
+	// CertBurst is its token bucket's size, FED_INGRESS_CERT_BURST.
+	CertBurst int `env:"FED_INGRESS_CERT_BURST" desc:"requests one client certificate may send at once above FED_INGRESS_CERT_RATE (at least 1 when the rate is limited)"`
+	// CertConcurrency bounds the requests of one client certificate in
+	// flight, FED_INGRESS_CERT_CONCURRENCY.
+	CertConcurrency int `env:"FED_INGRESS_CERT_CONCURRENCY" desc:"requests of one client certificate in flight at once, whatever origin domains it proves (0: no limit)"`
+	// AuthFailureRate and AuthFailureBurst bound the failed
+	// authentications of one client certificate (discovery of the claimed
+	// origin failed, or the certificate is not one of its SRV targets):
+	// each costs DNS lookups, so once its burst is spent, its requests
+	// get too-many-requests before any lookup until the bucket refills.
+	AuthFailureRate  float64 `env:"FED_INGRESS_AUTH_FAILURE_RATE" desc:"failed authentications (each costs DNS lookups) per second one client certificate may cause on average; beyond, its requests get too-many-requests before any lookup (0: no limit)"`
+	AuthFailureBurst int     `env:"FED_INGRESS_AUTH_FAILURE_BURST" desc:"failed authentications one client certificate may cause at once above FED_INGRESS_AUTH_FAILURE_RATE"`
 	// MaxStreams is the HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one
 	// connection may have open at once, FED_INGRESS_MAX_STREAMS.
 	MaxStreams int `env:"FED_INGRESS_MAX_STREAMS" desc:"HTTP/2 streams (requests) one connection may have open at once"`
@@ -74,6 +98,11 @@ func NewConfig() Config {
 		OriginRate:        1000,
 		OriginBurst:       2000,
 		OriginConcurrency: 512,
+		CertRate:          2000,
+		CertBurst:         4000,
+		CertConcurrency:   1024,
+		AuthFailureRate:   1,
+		AuthFailureBurst:  20,
 		MaxStreams:        250,
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       90 * time.Second,
@@ -106,21 +135,31 @@ func (c *Config) validateOwn() error {
 	return errors.Join(errs...)
 }
 
-// checkProtection checks the per-origin limits, which New checks as well:
-// none negative or not a number, a burst of at least 1 when the rate is
-// limited.
+// checkProtection checks the per-origin and per-certificate limits, which
+// New checks as well: none negative or not a number, a burst of at least 1
+// when the rate is limited.
 func checkProtection(c *Config) error {
+	return errors.Join(
+		checkBucket("FED_INGRESS_ORIGIN", c.OriginRate, c.OriginBurst, c.OriginConcurrency),
+		checkBucket("FED_INGRESS_CERT", c.CertRate, c.CertBurst, c.CertConcurrency),
+		checkBucket("FED_INGRESS_AUTH_FAILURE", c.AuthFailureRate, c.AuthFailureBurst, 0),
+	)
+}
+
+// checkBucket checks the variables <prefix>_RATE, _BURST and (when
+// concurrency is one) _CONCURRENCY.
+func checkBucket(prefix string, rate float64, burst, concurrency int) error {
 	var errs []error
 	switch {
-	case math.IsNaN(c.OriginRate) || math.IsInf(c.OriginRate, 0) || c.OriginRate < 0:
-		errs = append(errs, fmt.Errorf("FED_INGRESS_ORIGIN_RATE must be a number, 0 or more, got %v", c.OriginRate))
-	case c.OriginRate > 0 && c.OriginBurst < 1:
-		errs = append(errs, fmt.Errorf("FED_INGRESS_ORIGIN_BURST must be at least 1 when FED_INGRESS_ORIGIN_RATE is set, got %d", c.OriginBurst))
-	case c.OriginBurst < 0:
-		errs = append(errs, fmt.Errorf("FED_INGRESS_ORIGIN_BURST must not be negative, got %d", c.OriginBurst))
+	case math.IsNaN(rate) || math.IsInf(rate, 0) || rate < 0:
+		errs = append(errs, fmt.Errorf("%s_RATE must be a number, 0 or more, got %v", prefix, rate))
+	case rate > 0 && burst < 1:
+		errs = append(errs, fmt.Errorf("%s_BURST must be at least 1 when %s_RATE is set, got %d", prefix, prefix, burst))
+	case burst < 0:
+		errs = append(errs, fmt.Errorf("%s_BURST must not be negative, got %d", prefix, burst))
 	}
-	if c.OriginConcurrency < 0 {
-		errs = append(errs, fmt.Errorf("FED_INGRESS_ORIGIN_CONCURRENCY must not be negative, got %d", c.OriginConcurrency))
+	if concurrency < 0 {
+		errs = append(errs, fmt.Errorf("%s_CONCURRENCY must not be negative, got %d", prefix, concurrency))
 	}
 	return errors.Join(errs...)
 }

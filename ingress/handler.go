@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -55,6 +57,13 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	body, err := in.safeHandle(w, r, req, log)
 	if err != nil {
+		if req.closeConn {
+			// The peer may still be sending: its connection closes
+			// gracefully, so that it reads the whole refusal.
+			if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+				markLinger(c)
+			}
+		}
 		in.writeError(w, req, log, err)
 		return
 	}
@@ -163,9 +172,21 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	}
 	ctx, cancel := context.WithDeadline(r.Context(), req.deadline)
 	defer cancel()
+	// The certificate's limits, before any DNS lookup: the certificate is
+	// verified, so nobody else can spend its budget, and it gets one
+	// budget whatever origins it claims.
+	cert := fingerprint(leaf)
+	releaseCert, err := in.admitCert(req, cert)
+	if err != nil {
+		return nil, err
+	}
+	defer releaseCert()
 	// 5 and 6. Discovery, and the certificate's names against the targets.
 	req.san, err = in.authorize(ctx, req, leaf)
 	if err != nil {
+		if fails := in.authFails.Load(); fails != nil {
+			fails.spend(cert) // each failure cost lookups
+		}
 		return nil, err
 	}
 	// The origin's limits, now that the origin is proven: nobody can
@@ -327,6 +348,43 @@ func (in *Ingress) admit(req *request) (func(), *contract.Error) {
 	if r.warn {
 		in.log.Warn("origin over its limit, requests refused with too-many-requests",
 			"origin", req.origin, "reason", e.Message, "refused_since_last_warning", r.refused)
+	}
+	return nil, e
+}
+
+// admitCert applies the limits of the client certificate cert to the
+// request: its failed authentications (too many: refused before any
+// lookup), then its rate and requests in flight. It returns the function
+// that gives its slot back, or too-many-requests (with req.retryAfter).
+func (in *Ingress) admitCert(req *request, cert certKey) (func(), *contract.Error) {
+	if fails := in.authFails.Load(); fails != nil {
+		if ok, r := fails.ready(cert); !ok {
+			req.retryAfter = r.retryAfter
+			if r.warn {
+				in.log.Warn("client certificate failing authentication too often, its requests refused before any DNS lookup",
+					"cert_sha256", hex.EncodeToString(cert[:8]), "origin", req.origin, "refused_since_last_warning", r.refused)
+			}
+			return nil, contract.Errorf(contract.LabelTooManyRequests, "this client certificate failed authentication more than %d times (then %g per second): its requests are refused until it may try again", fails.burst, float64(fails.limit))
+		}
+	}
+	lim := in.certLimits.Load()
+	if lim == nil {
+		return func() {}, nil
+	}
+	ok, r := lim.acquire(cert)
+	if ok {
+		return func() { lim.release(cert) }, nil
+	}
+	req.retryAfter = r.retryAfter
+	var e *contract.Error
+	if r.reason == refusedConcurrency {
+		e = contract.Errorf(contract.LabelTooManyRequests, "this client certificate has %d requests in flight, the limit of this backend whatever origins it proves", lim.maxInFlight)
+	} else {
+		e = contract.Errorf(contract.LabelTooManyRequests, "this client certificate is over the rate of %g requests per second (burst %d) of this backend, whatever origins it proves", float64(lim.limit), lim.burst)
+	}
+	if r.warn {
+		in.log.Warn("client certificate over its limit, requests refused with too-many-requests",
+			"cert_sha256", hex.EncodeToString(cert[:8]), "origin", req.origin, "reason", e.Message, "refused_since_last_warning", r.refused)
 	}
 	return nil, e
 }

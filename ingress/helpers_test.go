@@ -131,6 +131,12 @@ type envOpts struct {
 	originRate        float64
 	originBurst       int
 	originConcurrency int
+	certRate          float64
+	certBurst         int
+	certConcurrency   int
+	authFailRate      float64
+	authFailBurst     int
+	allowAll          bool // the strategy allow-all instead of the allow list
 	maxStreams        int
 	readHeaderTimeout time.Duration
 	idleTimeout       time.Duration
@@ -187,15 +193,22 @@ func newEnv(tb testing.TB, o envOpts) *env {
 
 	e.ns = startNATS(tb)
 	e.nc = connect(tb, e.ns)
-	pol, err := policy.New(contract.AllowList, []string{originA, originC, originW, noSRV, emptySRV, dotSRV, servFail, dropped})
+	strategy := contract.AllowList
+	if o.allowAll {
+		strategy = contract.AllowAll
+	}
+	pol, err := policy.New(strategy, []string{originA, originC, originW, noSRV, emptySRV, dotSRV, servFail, dropped})
 	if err != nil {
 		tb.Fatalf("policy: %v", err)
 	}
-	// The defaults, but for the options set; origin limits are off
-	// unless set (they have tests of their own).
+	// The defaults, but for the options set; origin, certificate and
+	// failed-authentication limits are off unless set (they have tests of
+	// their own).
 	cfg := NewConfig()
 	cfg.Domain, cfg.Components, cfg.RequireDNSSEC, cfg.Addr = "b.example.com", o.components, o.requireDNSSEC, "127.0.0.1:0"
 	cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency = o.originRate, o.originBurst, o.originConcurrency
+	cfg.CertRate, cfg.CertBurst, cfg.CertConcurrency = o.certRate, o.certBurst, o.certConcurrency
+	cfg.AuthFailureRate, cfg.AuthFailureBurst = o.authFailRate, o.authFailBurst
 	for _, o := range []struct {
 		field *time.Duration
 		set   time.Duration

@@ -27,6 +27,14 @@
 //     SRV answer without the resolver's AD flag is authentication-failure;
 //  7. the body is at most FED_MAX_BODY_BYTES (payload-too-large).
 //
+// Between 4 and 5, the client certificate's limits apply, before any DNS
+// lookup: its failed authentications (FED_INGRESS_AUTH_FAILURE_RATE and
+// _BURST: a certificate whose claims keep failing steps 5 and 6 gets
+// too-many-requests without a lookup), then its rate and its requests in
+// flight (FED_INGRESS_CERT_RATE, _BURST, _CONCURRENCY), whatever origins
+// it claims: under allow-all one certificate can prove many origins.
+// Nobody else can spend them (that takes the certificate's key).
+//
 // Between 6 and 7, once the origin is proven, two more checks run. First
 // the origin's limits (FED_INGRESS_ORIGIN_RATE, FED_INGRESS_ORIGIN_BURST,
 // FED_INGRESS_ORIGIN_CONCURRENCY): too-many-requests (429) with
@@ -40,9 +48,12 @@
 // headers within FED_INGRESS_READ_HEADER_TIMEOUT, headers of at most 64
 // KiB, at most FED_INGRESS_MAX_STREAMS HTTP/2 streams per connection,
 // HTTP/2 frames of at most 64 KiB, idle connections closed after
-// FED_INGRESS_IDLE_TIMEOUT.
+// FED_INGRESS_IDLE_TIMEOUT. FED_MAX_BODY_BYTES is lowered at start to
+// what one NATS message carries.
 //
-// A refused request never produces a NATS message.
+// A refused request never produces a NATS message. A peer refused for
+// its certificate has its connection closed gracefully (linger.go), so
+// that it reads the whole refusal even while it is still sending.
 package ingress
 
 import (
@@ -107,6 +118,8 @@ type Ingress struct {
 	srv        *http.Server
 	identity   string                        // config.IdentitySRV or config.IdentitySRVOrDomain
 	limits     atomic.Pointer[originLimiter] // nil: no per-origin limit
+	certLimits atomic.Pointer[certLimiter]   // nil: no per-certificate limit
+	authFails  atomic.Pointer[certLimiter]   // failed authentications per certificate; nil: no limit
 	fresh      sync.Map                      // net.Conn -> *time.Timer: connections without a request yet
 
 	mu   sync.Mutex
@@ -114,6 +127,12 @@ type Ingress struct {
 
 	wg     sync.WaitGroup // the serving goroutine of Start
 	failed chan error     // Start's serving failure
+
+	// Lingering closes of refused peers' connections (linger.go).
+	lingerMu      sync.Mutex
+	lingerConns   map[net.Conn]struct{}
+	lingerStopped bool
+	lingerWG      sync.WaitGroup
 }
 
 // New returns an Ingress for cfg and deps. cfg starts from NewConfig; New
@@ -181,18 +200,21 @@ func newIngress(cfg Config, deps Deps, resolver targetResolver, exchange exchang
 	}
 	logger := deps.Logger.With("component", "ingress")
 	in := &Ingress{
-		cfg:        cfg,
-		subjects:   subjects,
-		components: components,
-		resolver:   resolver,
-		policy:     deps.Policy,
-		certs:      deps.Certs,
-		log:        logger,
-		exchange:   exchange,
-		identity:   cfg.Identity,
-		failed:     make(chan error, 1),
+		cfg:         cfg,
+		subjects:    subjects,
+		components:  components,
+		resolver:    resolver,
+		policy:      deps.Policy,
+		certs:       deps.Certs,
+		log:         logger,
+		exchange:    exchange,
+		identity:    cfg.Identity,
+		failed:      make(chan error, 1),
+		lingerConns: make(map[net.Conn]struct{}),
 	}
 	in.limits.Store(newOriginLimiter(cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency, nil))
+	in.certLimits.Store(newCertLimiter(cfg.CertRate, cfg.CertBurst, cfg.CertConcurrency, nil))
+	in.authFails.Store(newCertLimiter(cfg.AuthFailureRate, cfg.AuthFailureBurst, 0, nil))
 	in.srv = &http.Server{
 		Addr:      cfg.Addr,
 		Handler:   in,
@@ -305,8 +327,9 @@ func (in *Ingress) Serve(ln net.Listener) error {
 	in.mu.Unlock()
 	in.log.Info("serving", "addr", ln.Addr().String())
 	// The certificate comes from TLSConfig.GetConfigForClient, hence no
-	// files. ServeTLS configures HTTP/2 on the TLS listener.
-	err := in.srv.ServeTLS(ln, "", "")
+	// files. ServeTLS configures HTTP/2 on the TLS listener. Connections
+	// of refused peers close gracefully (lingerListener).
+	err := in.srv.ServeTLS(&lingerListener{Listener: ln, in: in}, "", "")
 	if errors.Is(err, http.ErrServerClosed) {
 		return http.ErrServerClosed
 	}
@@ -352,6 +375,7 @@ func (in *Ingress) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("shut down ingress: %w", err)
 	}
 	in.wg.Wait()
+	in.stopLingering()
 	if in.requester != nil {
 		err = errors.Join(err, in.requester.Close())
 	}

@@ -1,9 +1,11 @@
 package ingress
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"io"
 	"math"
@@ -33,7 +35,7 @@ func (e *env) dialTLS(tb testing.TB, cert *testbed.Leaf, protos ...string) *tls.
 	tb.Helper()
 	cfg := e.clientTLS(tb, cert)
 	cfg.NextProtos = protos
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", e.in.Addr().String(), cfg)
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", strings.TrimPrefix(e.base, "https://"), cfg)
 	if err != nil {
 		tb.Fatalf("dial TLS: %v", err)
 	}
@@ -497,7 +499,7 @@ func TestSlowClients(t *testing.T) {
 		open  func(t *testing.T, stop <-chan struct{}) net.Conn
 	}{
 		{"TCP without a TLS handshake", rht + slack, func(t *testing.T, _ <-chan struct{}) net.Conn {
-			c, err := net.DialTimeout("tcp", e.in.Addr().String(), 5*time.Second)
+			c, err := net.DialTimeout("tcp", strings.TrimPrefix(e.base, "https://"), 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -722,13 +724,18 @@ func TestProtectionConfig(t *testing.T) {
 		if cfg.Identity != config.IdentitySRV || cfg.RequireDNSSEC {
 			t.Errorf("identity %q, DNSSEC %v", cfg.Identity, cfg.RequireDNSSEC)
 		}
+		if cfg.CertRate != 2000 || cfg.CertBurst != 4000 || cfg.CertConcurrency != 1024 || cfg.AuthFailureRate != 1 || cfg.AuthFailureBurst != 20 {
+			t.Errorf("certificate limits %v %d %d, failures %v %d", cfg.CertRate, cfg.CertBurst, cfg.CertConcurrency, cfg.AuthFailureRate, cfg.AuthFailureBurst)
+		}
 	})
 	t.Run("usage lists the variables", func(t *testing.T) {
 		var b bytes.Buffer
 		cfg := NewConfig()
 		config.Usage(&b, &cfg)
 		for _, v := range []string{"FED_INGRESS_ORIGIN_RATE", "FED_INGRESS_ORIGIN_BURST", "FED_INGRESS_ORIGIN_CONCURRENCY",
-			"FED_INGRESS_MAX_STREAMS", "FED_INGRESS_READ_HEADER_TIMEOUT", "FED_INGRESS_IDLE_TIMEOUT", "FED_IDENTITY", "FED_REQUIRE_DNSSEC"} {
+			"FED_INGRESS_MAX_STREAMS", "FED_INGRESS_READ_HEADER_TIMEOUT", "FED_INGRESS_IDLE_TIMEOUT", "FED_IDENTITY", "FED_REQUIRE_DNSSEC",
+			"FED_INGRESS_CERT_RATE", "FED_INGRESS_CERT_BURST", "FED_INGRESS_CERT_CONCURRENCY", "FED_INGRESS_AUTH_FAILURE_RATE",
+			"FED_INGRESS_AUTH_FAILURE_BURST", "FED_IDENTITY_STALE_GRACE", "FED_DNS_CACHE_ENTRIES"} {
 			if !strings.Contains(b.String(), v) {
 				t.Errorf("usage misses %s", v)
 			}
@@ -751,6 +758,13 @@ func TestProtectionConfig(t *testing.T) {
 		{"no header time", map[string]string{"FED_INGRESS_READ_HEADER_TIMEOUT": "0s"}, "FED_INGRESS_READ_HEADER_TIMEOUT"},
 		{"no idle time", map[string]string{"FED_INGRESS_IDLE_TIMEOUT": "0s"}, "FED_INGRESS_IDLE_TIMEOUT"},
 		{"unknown identity mode", map[string]string{"FED_IDENTITY": "domain"}, "FED_IDENTITY"},
+		{"certificate limits off", map[string]string{"FED_INGRESS_CERT_RATE": "0", "FED_INGRESS_CERT_BURST": "0", "FED_INGRESS_CERT_CONCURRENCY": "0",
+			"FED_INGRESS_AUTH_FAILURE_RATE": "0", "FED_INGRESS_AUTH_FAILURE_BURST": "0"}, ""},
+		{"negative certificate rate", map[string]string{"FED_INGRESS_CERT_RATE": "-1"}, "FED_INGRESS_CERT_RATE"},
+		{"certificate rate without burst", map[string]string{"FED_INGRESS_CERT_BURST": "0"}, "FED_INGRESS_CERT_BURST"},
+		{"negative certificate concurrency", map[string]string{"FED_INGRESS_CERT_CONCURRENCY": "-1"}, "FED_INGRESS_CERT_CONCURRENCY"},
+		{"failure rate not a number", map[string]string{"FED_INGRESS_AUTH_FAILURE_RATE": "Inf"}, "FED_INGRESS_AUTH_FAILURE_RATE"},
+		{"failure rate without burst", map[string]string{"FED_INGRESS_AUTH_FAILURE_BURST": "0"}, "FED_INGRESS_AUTH_FAILURE_BURST"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := load(t, tc.set)
@@ -827,4 +841,115 @@ func TestProtectionConfig(t *testing.T) {
 			})
 		}
 	})
+}
+
+// ---- lingering close -----------------------------------------------------------
+
+// slowUpload sends a request from a peer without a client certificate,
+// over HTTP/2 or HTTP/1.1, whose body it writes slowly (chunks every
+// interval, for longer than the server waits before closing a refused
+// peer's connection) before it reads anything, as a simple client on a
+// slow link does. It returns the error of the first failed write, and
+// the status and body of the answer.
+func (e *env) slowUpload(tb testing.TB, http1 bool, chunks int, interval time.Duration) (writeErr error, status int, body []byte) {
+	tb.Helper()
+	const chunkSize = 16 << 10
+	chunk := bytes.Repeat([]byte("x"), chunkSize)
+	length := strconv.Itoa(chunks * chunkSize)
+	if http1 {
+		c := e.dialTLS(tb, nil, "http/1.1")
+		_, writeErr = io.WriteString(c, "POST /federation/brig/echo HTTP/1.1\r\nHost: localhost\r\nWire-Origin-Domain: "+originA+
+			"\r\nContent-Type: application/json\r\nContent-Length: "+length+"\r\n\r\n")
+		for i := 0; i < chunks && writeErr == nil; i++ {
+			_, writeErr = c.Write(chunk)
+			time.Sleep(interval)
+		}
+		if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			tb.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			tb.Fatalf("read the answer: %v (write error %v)", err, writeErr)
+		}
+		defer resp.Body.Close()
+		body, err = io.ReadAll(resp.Body)
+		if err != nil {
+			tb.Fatalf("read the answer's body: %v (write error %v)", err, writeErr)
+		}
+		return writeErr, resp.StatusCode, body
+	}
+	c := e.dialTLS(tb, nil, "h2")
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		tb.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		tb.Fatal(err)
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range append(requestFields("/federation/brig/echo", originA), hpack.HeaderField{Name: "content-length", Value: length}) {
+		if err := enc.WriteField(f); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+		tb.Fatal(err)
+	}
+	for i := 0; i < chunks && writeErr == nil; i++ {
+		writeErr = fr.WriteData(1, i == chunks-1, chunk)
+		time.Sleep(interval)
+	}
+	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		tb.Fatal(err)
+	}
+	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
+		if f.Name == ":status" {
+			status, _ = strconv.Atoi(f.Value)
+		}
+	})
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			break // the server closed the connection
+		}
+		switch f := f.(type) {
+		case *http2.HeadersFrame:
+			if f.StreamID == 1 {
+				if _, err := dec.Write(f.HeaderBlockFragment()); err != nil {
+					tb.Fatal(err)
+				}
+			}
+		case *http2.DataFrame:
+			if f.StreamID == 1 {
+				body = append(body, f.Data()...)
+			}
+		}
+	}
+	return writeErr, status, body
+}
+
+// TestRefusedPeerReadsTheWholeRefusal: a peer refused for its certificate
+// while it is still sending its body gets the refusal with its JSON body:
+// the server closes the connection gracefully (its side first, then it
+// drains what the peer still sends), never with a reset, which would
+// discard what the peer had not read yet.
+func TestRefusedPeerReadsTheWholeRefusal(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	for _, http1 := range []bool{false, true} {
+		t.Run("http1="+strconv.FormatBool(http1), func(t *testing.T) {
+			t.Parallel()
+			// 48 chunks of 16 KiB (within the HTTP/2 flow-control window),
+			// one every 35 ms: the peer still sends when the server closes
+			// (HTTP/2: 1 s after its GOAWAY; HTTP/1.1: 0.5 s).
+			writeErr, status, body := e.slowUpload(t, http1, 48, 35*time.Millisecond)
+			if writeErr != nil {
+				t.Errorf("the server reset the connection while the peer was sending: %v", writeErr)
+			}
+			var got contract.Error
+			if status != http.StatusForbidden || json.Unmarshal(body, &got) != nil || got.Label != contract.LabelNoClientCertificate {
+				t.Fatalf("answer %d %q, want 403 with the no-client-certificate body", status, body)
+			}
+		})
+	}
 }
