@@ -119,7 +119,10 @@ func TestErrorLabelsThroughTheFederator(t *testing.T) {
 		{name: "component not federated", target: domainB, comp: "spar", rpc: "echo", label: contract.LabelUnknownComponent},
 		{name: "remote component not served", target: domainB, comp: "galley", rpc: "echo", label: contract.LabelRemoteError, inner: contract.LabelComponentUnavailable},
 		{name: "remote component too slow", target: domainB, comp: "brig", rpc: "slow", body: []byte("3000"), timeout: 300 * time.Millisecond, label: contract.LabelTimeout},
-		{name: "body too large", target: domainB, comp: "brig", rpc: "echo", body: bytes.Repeat([]byte("x"), 2<<20), label: contract.LabelRemoteError, inner: contract.LabelPayloadTooLarge},
+		// Larger than a NATS message: refused when the component
+		// publishes it (TestOverSizeAnsweredAtOnce has the other sizes).
+		{name: "body too large", target: domainB, comp: "brig", rpc: "echo", body: bytes.Repeat([]byte("x"), 2<<20), label: contract.LabelPayloadTooLarge},
+		{name: "body over the remote's FED_MAX_BODY_BYTES", target: domainB, comp: "brig", rpc: "echo", body: bytes.Repeat([]byte("x"), overIngressLimit), label: contract.LabelRemoteError, inner: contract.LabelPayloadTooLarge},
 		{name: "remote component error", target: domainB, comp: "brig", rpc: "fail", label: contract.LabelRemoteError, inner: "not-found"},
 		{name: "star token", target: domainB, comp: "brig", rpc: "*", label: contract.LabelInvalidEndpoint},
 		{name: "gt token", target: domainB, comp: "brig", rpc: ">", label: contract.LabelInvalidEndpoint},

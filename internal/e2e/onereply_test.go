@@ -36,7 +36,8 @@ func TestExactlyOneReplyPerRequest(t *testing.T) {
 }
 
 func oneReplyLoad(t *testing.T) {
-	w := newWorld(t, "nosrv.example.com", "closed.example.com", "dot.example.com")
+	w := newWorld(t, "nosrv.example.com", "closed.example.com", "dot.example.com", "big.example.com")
+	w.bigRemote(t)
 	// The burst below puts well over FED_MAX_IN_FLIGHT_PER_REMOTE requests
 	// to B in flight at once; that limit has its own test.
 	for _, f := range w.a.Federators {
@@ -75,6 +76,22 @@ func oneReplyLoad(t *testing.T) {
 		{name: "remote unavailable", subject: "fed.out.galley.echo.b.example.com", body: `{}`, headers: ce(""), label: contract.LabelRemoteError},
 		{name: "remote slow", subject: "fed.out.brig.slow.b.example.com", body: `5000`, headers: ce("300"), label: contract.LabelTimeout},
 	}
+	// Over-size kinds, one request in 50 each (they move a MiB each):
+	// a body that A's NATS carries but B's ingress may not accept, and a
+	// remote's answer of 2 MiB.
+	large := []kind{
+		{name: "body over the remote's limit", subject: "fed.out.brig.echo.b.example.com", body: strings.Repeat("x", overIngressLimit), headers: ce(""), label: contract.LabelRemoteError},
+		{name: "remote answer of 2 MiB", subject: "fed.out.brig.echo.big.example.com", body: `"big"`, headers: ce(""), label: contract.LabelPayloadTooLarge},
+	}
+	kindOf := func(i int) kind {
+		switch i % 100 {
+		case 7:
+			return large[0]
+		case 57:
+			return large[1]
+		}
+		return kinds[i%len(kinds)]
+	}
 
 	const total = 3000
 	nc := w.a.NATS
@@ -101,7 +118,7 @@ func oneReplyLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range total {
-		k := kinds[i%len(kinds)]
+		k := kindOf(i)
 		h := nats.Header{}
 		for key, v := range k.headers {
 			h[key] = v
@@ -129,7 +146,7 @@ func oneReplyLoad(t *testing.T) {
 	defer mu.Unlock()
 	byLabel := map[string]int{}
 	for i, rs := range replies {
-		k := kinds[i%len(kinds)]
+		k := kindOf(i)
 		if len(rs) != 1 {
 			t.Fatalf("request %d (%s) got %d replies", i, k.name, len(rs))
 		}

@@ -51,9 +51,10 @@ func startBackend(tb testing.TB, opts fedtest.BackendOptions) *fedtest.Backend {
 		opts.Logger = testLogger(tb)
 	}
 	if opts.Env == nil {
-		// The load tests send far more than one origin's default rate;
-		// the rate limit has tests of its own.
-		opts.Env = map[string]string{"FED_INGRESS_ORIGIN_RATE": "0", "FED_INGRESS_ORIGIN_CONCURRENCY": "0"}
+		// The load tests send far more than one origin's (and one
+		// certificate's) default rate and concurrency; the limits have
+		// tests of their own.
+		opts.Env = map[string]string{"FED_INGRESS_ORIGIN_RATE": "0", "FED_INGRESS_ORIGIN_CONCURRENCY": "0", "FED_INGRESS_CERT_RATE": "0", "FED_INGRESS_CERT_CONCURRENCY": "0"}
 	}
 	be, err := fedtest.StartBackend(opts)
 	if err != nil {

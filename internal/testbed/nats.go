@@ -8,15 +8,16 @@ import (
 )
 
 // StartNATS starts an embedded NATS server on 127.0.0.1 with a random port
-// (JetStream enabled when storeDir is not empty). Shut it down with
+// (JetStream enabled when storeDir is not empty) and the server's default
+// limits: a message carries at most 1 MiB (max_payload), as on a stock
+// server, so that tests see what production sees. Shut it down with
 // Shutdown and WaitForShutdown.
 func StartNATS(storeDir string) (*server.Server, error) {
 	opts := &server.Options{
-		Host:       "127.0.0.1",
-		Port:       -1,
-		NoLog:      true,
-		NoSigs:     true,
-		MaxPayload: 8 << 20,
+		Host:   "127.0.0.1",
+		Port:   -1,
+		NoLog:  true,
+		NoSigs: true,
 	}
 	if storeDir != "" {
 		opts.JetStream = true
