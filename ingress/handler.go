@@ -176,11 +176,13 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	// verified, so nobody else can spend its budget, and it gets one
 	// budget whatever origins it claims.
 	cert := fingerprint(leaf)
-	releaseCert, err := in.admitCert(req, cert)
+	certSlot, err := in.admitCert(req, cert)
 	if err != nil {
 		return nil, err
 	}
-	defer releaseCert()
+	if certSlot != nil {
+		defer certSlot.release(cert)
+	}
 	// 5 and 6. Discovery, and the certificate's names against the targets.
 	req.san, err = in.authorize(ctx, req, leaf)
 	if err != nil {
@@ -354,9 +356,11 @@ func (in *Ingress) admit(req *request) (func(), *contract.Error) {
 
 // admitCert applies the limits of the client certificate cert to the
 // request: its failed authentications (too many: refused before any
-// lookup), then its rate and requests in flight. It returns the function
-// that gives its slot back, or too-many-requests (with req.retryAfter).
-func (in *Ingress) admitCert(req *request, cert certKey) (func(), *contract.Error) {
+// lookup), then its rate and requests in flight. It returns the limiter
+// in which it took a slot for cert (nil when there is none), whose
+// release the caller calls once the request is done, or
+// too-many-requests (with req.retryAfter).
+func (in *Ingress) admitCert(req *request, cert certKey) (*certLimiter, *contract.Error) {
 	if fails := in.authFails.Load(); fails != nil {
 		if ok, r := fails.ready(cert); !ok {
 			req.retryAfter = r.retryAfter
@@ -369,11 +373,11 @@ func (in *Ingress) admitCert(req *request, cert certKey) (func(), *contract.Erro
 	}
 	lim := in.certLimits.Load()
 	if lim == nil {
-		return func() {}, nil
+		return nil, nil
 	}
 	ok, r := lim.acquire(cert)
 	if ok {
-		return func() { lim.release(cert) }, nil
+		return lim, nil
 	}
 	req.retryAfter = r.retryAfter
 	var e *contract.Error

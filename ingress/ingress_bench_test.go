@@ -97,13 +97,24 @@ func newBenchSetup(b *testing.B) benchSetup {
 	}}
 }
 
+// benchConfig is the ingress's default configuration for components, but
+// for the rates, which one client would exceed: no origin limit, and a
+// certificate limit whose rate is never reached (its concurrency and the
+// failed-authentication check run as in production, and cost what they
+// cost).
+func benchConfig(components []string) Config {
+	cfg := NewConfig()
+	cfg.Components, cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency = components, 0, 0, 0
+	cfg.CertRate, cfg.CertBurst = 1e9, 1e9
+	return cfg
+}
+
 // stubIngress is an ingress for components with a resolver stub and an
 // exchange that echoes the request body without NATS.
 func (s benchSetup) stubIngress(b *testing.B, components []string, log *slog.Logger) *Ingress {
 	b.Helper()
 	exchange := func(_ context.Context, msg *nats.Msg) ([]byte, error) { return msg.Data, nil }
-	cfg := NewConfig()
-	cfg.Components, cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency = components, 0, 0, 0
+	cfg := benchConfig(components)
 	in, err := newIngress(cfg, Deps{Policy: s.pol, Certs: s.store, Logger: log}, benchTargets{}, exchange)
 	if err != nil {
 		b.Fatal(err)
@@ -210,8 +221,7 @@ func BenchmarkServeHTTPNATS(b *testing.B) {
 	if err := componentNC.Flush(); err != nil {
 		b.Fatal(err)
 	}
-	cfg := NewConfig()
-	cfg.Components, cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency = []string{"brig"}, 0, 0, 0
+	cfg := benchConfig([]string{"brig"})
 	in, err := New(cfg, Deps{NATS: ingressNC, Resolver: res, Policy: s.pol, Certs: s.store, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
