@@ -1177,7 +1177,7 @@ func TestClientCall(t *testing.T) {
 		name      string
 		rpc       string
 		target    string
-		id, trace string // call options
+		id, trace string        // call options
 		deadline  time.Duration // 0: the client's default timeout
 		wantBody  string
 		wantLabel string
