@@ -98,6 +98,7 @@ func newStubWorld(tb testing.TB, maxBody int64, exchange exchangeFunc) *stubWorl
 	cfg := NewConfig()
 	cfg.Components, cfg.RequestTimeout, cfg.MaxBodyBytes = []string{"brig", "galley"}, 5*time.Second, maxBody
 	cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency = 0, 0, 0
+	cfg.CertRate, cfg.CertBurst, cfg.CertConcurrency, cfg.AuthFailureRate, cfg.AuthFailureBurst = 0, 0, 0, 0, 0
 	w.in, err = newIngress(cfg, Deps{Policy: pol, Certs: w.ca.CertStore(tb, w.certA), Logger: testLogger(tb)}, stubResolver{}, exchange)
 	if err != nil {
 		tb.Fatal(err)
