@@ -140,8 +140,8 @@ func (l *Loop) reply(msg *nats.Msg, ev Event, requestID string) {
 // publishFailed answers the caller whose reply could not be published
 // with a small error reply (payload-too-large, or component-unavailable
 // for any other failure); when that fails too, or the lost reply was
-// such an error reply already, nobody can be answered and the loss is
-// logged at WARN.
+// small already (an error reply would fail the same way), nobody can be
+// answered and the loss is logged at WARN.
 func (l *Loop) publishFailed(reply *nats.Msg, requestID string, err error) {
 	e := PublishError(reply.Subject, MessageSize(reply), err)
 	if MessageSize(reply) > smallReply {
