@@ -365,6 +365,7 @@ func TestDiscoveryDoesNotHammerDNS(t *testing.T) {
 	const total, workers = 10000, 32
 	var wg sync.WaitGroup
 	var failed atomic.Int32
+	start := time.Now()
 	for i := range workers {
 		wg.Go(func() {
 			for j := i; j < total; j += workers {
@@ -383,11 +384,15 @@ func TestDiscoveryDoesNotHammerDNS(t *testing.T) {
 	addrB := w.dns.Queries(infraB, dns.TypeA) + w.dns.Queries(infraB, dns.TypeAAAA)
 	t.Logf("%d requests: %d SRV queries for %s, %d for %s, %d address queries for %s, %d queries in all",
 		total, srvB, domainB, srvA, domainA, addrB, infraB, w.dns.TotalQueries())
-	if srvB != 1 || srvA != 1 {
-		t.Fatalf("SRV queries: %d for %s, %d for %s; want 1 each", srvB, domainB, srvA, domainA)
+	// One query per name, plus one background refresh per 80% of the
+	// records' 60 s TTL that the run lasted (a slow machine can take that
+	// long for 10,000 calls).
+	refreshes := int(time.Since(start) / (48 * time.Second))
+	if srvB > 1+refreshes || srvA > 1+refreshes {
+		t.Fatalf("SRV queries: %d for %s, %d for %s; want %d each", srvB, domainB, srvA, domainA, 1+refreshes)
 	}
-	if addrB > 2 {
-		t.Fatalf("%d address queries for %s, want at most one A and one AAAA", addrB, infraB)
+	if addrB > 2*(1+refreshes) {
+		t.Fatalf("%d address queries for %s, want at most one A and one AAAA (per refresh)", addrB, infraB)
 	}
 }
 
