@@ -7,6 +7,11 @@ PKGS     := ./...
 # (golang/go#75804, fixed in Go 1.27), and CI would fail without a crasher.
 FUZZTIME ?= 20000x
 BIN      := bin
+# The version the binaries report (-version, the start-up line) and the
+# image's labels: git describe of the working tree, "dev" outside git.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X github.com/fedbus/fedbus/internal/version.Version=$(VERSION)
 
 # Fuzz targets run by `make fuzz` (package:target).
 FUZZ_TARGETS := \
@@ -23,7 +28,7 @@ FUZZ_TARGETS := \
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 ## test: vet, unit and end-to-end tests with the race detector, then each fuzz target for $(FUZZTIME)
 test: vet unit fuzz
@@ -59,23 +64,23 @@ COMPOSE       ?= docker-compose
 IMAGE         ?= fedbus:dev
 NATS_DEV      ?= fedbus-nats:dev
 CERTS_DIR     ?= $(BIN)/certs
-IMAGE_CMDS    := federator ingress devdns standin fedcerts
-STATIC        := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
+IMAGE_CMDS    := federator ingress fedctl devdns standin fedcerts
+STATIC        := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w $(LDFLAGS)'
 # The seed's exact handle search, sent by the stand-in brig of A.
 REQUEST       ?= b.example.com brig get-user-by-handle '"alice"'
 
 .PHONY: images certs compose-up compose-down compose-config compose-request integration
 
-## images: fedbus:dev (the five static binaries) and fedbus-nats:dev, both FROM scratch
+## images: fedbus:dev (the six static binaries, with OCI labels) and fedbus-nats:dev, both FROM scratch
 images:
 	$(STATIC) -o $(BIN)/image/ $(addprefix ./cmd/,$(IMAGE_CMDS))
 	$(STATIC) -o $(BIN)/nats/nats-server github.com/nats-io/nats-server/v2
-	$(DOCKER) build -q -f Dockerfile -t $(IMAGE) $(BIN)/image
+	$(DOCKER) build -q -f Dockerfile --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) $(BIN)/image
 	$(DOCKER) build -q -f scripts/nats.Dockerfile -t $(NATS_DEV) $(BIN)/nats
 
 ## certs: a throwaway CA and the certificates of a.example.com and b.example.com in $(CERTS_DIR)
 certs:
-	$(GO) run ./cmd/fedcerts -dir $(CERTS_DIR)
+	$(GO) run ./cmd/fedcerts -dir $(CERTS_DIR) -readable-keys
 
 ## compose-up: both backends in docker-compose (see docs/compose.md); waits until A reaches B
 compose-up: images certs

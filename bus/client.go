@@ -67,11 +67,24 @@ func (c *Client) Call(ctx context.Context, targetDomain, component, rpc string, 
 	return Exchange(ctx, c.d, ev.Message(subject))
 }
 
+// ErrNotConnected is the error of a request made while the NATS
+// connection is down (reconnecting): nothing could answer it.
+var ErrNotConnected = errors.New("NATS is not connected")
+
+// connected is what Exchange asks of a Doer that knows its connection's
+// state (*nats.Conn and *Requester do).
+type connected interface{ IsConnected() bool }
+
 // Exchange sends a request message and decodes the reply: the body of a
 // fedbus.response, or the *Error of a fedbus.error. NATS failures map to the
 // contract: no responders is component-unavailable, a deadline is
-// federation-timeout.
+// federation-timeout. While the connection is down the request is not
+// sent: it fails at once with component-unavailable rather than waiting
+// for its deadline.
 func Exchange(ctx context.Context, d Doer, msg *nats.Msg) ([]byte, error) {
+	if c, ok := d.(connected); ok && !c.IsConnected() {
+		return nil, NATSError(msg.Subject, ErrNotConnected)
+	}
 	reply, err := d.RequestMsgWithContext(ctx, msg)
 	if err != nil {
 		return nil, NATSError(msg.Subject, err)
@@ -98,6 +111,8 @@ func NATSError(subject string, err error) *contract.Error {
 		return contract.Errorf(contract.LabelPayloadTooLarge, "the request on %s is larger than the NATS server carries (max_payload): %v", subject, err)
 	case errors.Is(err, nats.ErrNoResponders):
 		return contract.Errorf(contract.LabelComponentUnavailable, "nothing serves %s", subject)
+	case errors.Is(err, ErrNotConnected):
+		return contract.Errorf(contract.LabelComponentUnavailable, "nothing can serve %s: NATS is not connected (reconnecting)", subject)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return contract.Errorf(contract.LabelTimeout, "no reply on %s in time", subject)
 	case errors.Is(err, context.Canceled):

@@ -86,6 +86,10 @@ func NewRequester(nc *nats.Conn, out *Outbox, logger *slog.Logger) (*Requester, 
 	return r, nil
 }
 
+// IsConnected reports whether the NATS connection is up: while it is not,
+// Exchange fails requests at once (component-unavailable).
+func (r *Requester) IsConnected() bool { return r.nc.IsConnected() }
+
 // deliver hands a reply to the request waiting for it; a reply nobody
 // waits for (its request timed out) is dropped, as nats.go does.
 func (r *Requester) deliver(msg *nats.Msg) {

@@ -28,7 +28,7 @@ func (c *cliConfig) Validate() error {
 func TestFromEnvHelpListsEveryVariable(t *testing.T) {
 	var out bytes.Buffer
 	cfg := cliConfig{Common: DefaultCommon(), Extra: 1}
-	err := FromEnv(context.Background(), "federator", []string{"-h"}, &cfg, &out)
+	_, err := FromEnv(context.Background(), Command{Prog: "federator", Args: []string{"-h"}, Out: &out}, &cfg)
 	if !errors.Is(err, ErrHelp) {
 		t.Fatalf("got %v, want ErrHelp", err)
 	}
@@ -49,7 +49,7 @@ func TestFromEnvReportsEveryProblemAtOnce(t *testing.T) {
 	t.Setenv("FED_DNS_SERVER", "no-port")
 	t.Setenv("FED_TEST_EXTRA", "0")
 	cfg := cliConfig{Common: DefaultCommon(), Extra: 1}
-	err := FromEnv(context.Background(), "federator", nil, &cfg, &bytes.Buffer{})
+	_, err := FromEnv(context.Background(), Command{Prog: "federator", Out: &bytes.Buffer{}}, &cfg)
 	if err == nil {
 		t.Fatal("want an error")
 	}
@@ -63,7 +63,7 @@ func TestFromEnvReportsEveryProblemAtOnce(t *testing.T) {
 
 func TestFromEnvRefusesArguments(t *testing.T) {
 	cfg := cliConfig{Common: DefaultCommon(), Extra: 1}
-	if err := FromEnv(context.Background(), "ingress", []string{"extra"}, &cfg, &bytes.Buffer{}); err == nil {
+	if _, err := FromEnv(context.Background(), Command{Prog: "ingress", Args: []string{"extra"}, Out: &bytes.Buffer{}}, &cfg); err == nil {
 		t.Fatal("want an error for arguments")
 	}
 }
@@ -79,7 +79,7 @@ func TestFromEnvOneMistakeOneMessage(t *testing.T) {
 	t.Setenv("FED_DOMAIN", "a.example.com")
 	t.Setenv("FED_REQUEST_TIMEOUT", "10")
 	cfg := cliConfig{Common: DefaultCommon(), Extra: 1}
-	err := FromEnv(context.Background(), "federator", nil, &cfg, &bytes.Buffer{})
+	_, err := FromEnv(context.Background(), Command{Prog: "federator", Out: &bytes.Buffer{}}, &cfg)
 	if err == nil {
 		t.Fatal("want an error")
 	}

@@ -24,7 +24,7 @@ import (
 // not in the tags: DefaultCommon holds them, written once.
 type Common struct {
 	Domain              string        `env:"FED_DOMAIN" desc:"this backend's domain (required)"`
-	NATSURL             string        `env:"FED_NATS_URL" desc:"NATS server(s), comma-separated"`
+	NATSURL             string        `env:"FED_NATS_URL" secret:"userinfo" desc:"NATS server(s), comma-separated"`
 	SubjectPrefix       string        `env:"FED_SUBJECT_PREFIX" desc:"first subject token"`
 	DNSServer           string        `env:"FED_DNS_SERVER" desc:"host:port of the resolver(s) for SRV and address lookups, comma-separated; system resolver if unset"`
 	Strategy            string        `env:"FED_STRATEGY" desc:"allow-none, allow-all or allow-list"`
@@ -36,7 +36,7 @@ type Common struct {
 	RequestTimeout      time.Duration `env:"FED_REQUEST_TIMEOUT" desc:"deadline of one federated request"`
 	AllowPrivateTargets bool          `env:"FED_ALLOW_PRIVATE_TARGETS" desc:"allow targets on loopback, private or link-local addresses (tests and local demos only)"`
 	NATS                NATSAuth
-	KVBucket            string        `env:"FED_KV_BUCKET" desc:"JetStream key-value bucket with the dynamic federation config (remote domains and their rules); empty: static configuration only"`
+	KVBucket            string        `env:"FED_KV_BUCKET" desc:"JetStream key-value bucket with the dynamic federation config (remote domains and their rules), the one fedctl manages; set it empty for the static configuration only"`
 	TLSReloadInterval   time.Duration `env:"FED_TLS_RELOAD_INTERVAL" desc:"how often the certificate, key and CA files are checked for changes"`
 	TLSMinVersion       string        `env:"FED_TLS_MIN_VERSION" desc:"lowest TLS version for federation traffic: 1.3 or 1.2"`
 	ShutdownTimeout     time.Duration `env:"FED_SHUTDOWN_TIMEOUT" desc:"how long a stopping process waits for requests in flight"`
@@ -58,6 +58,10 @@ const (
 	IdentitySRVOrDomain = "srv-or-domain"
 )
 
+// DefaultBucket is the default FED_KV_BUCKET of the services and of
+// fedctl: the key-value bucket of the dynamic federation config.
+const DefaultBucket = "fedbus"
+
 // DefaultCommon returns the defaults of the common configuration: the
 // contract's (section 5) and fedbus's own. It is the one place each default
 // is written; -h prints it.
@@ -67,6 +71,7 @@ func DefaultCommon() Common {
 		SubjectPrefix:      contract.DefaultPrefix,
 		Strategy:           contract.AllowNone,
 		Components:         contract.DefaultComponents(),
+		KVBucket:           DefaultBucket,
 		RequestTimeout:     10 * time.Second,
 		TLSReloadInterval:  2 * time.Second,
 		TLSMinVersion:      "1.3",
@@ -111,6 +116,9 @@ func (c *Common) Validate() error {
 			add("FED_ALLOW_LIST entry %q is not a valid domain", d)
 		}
 	}
+	if err := c.checkStrategyList(); err != nil {
+		errs = append(errs, err)
+	}
 	for name, path := range map[string]string{"FED_TLS_CERT": c.TLSCert, "FED_TLS_KEY": c.TLSKey, "FED_TLS_CA": c.TLSCA} {
 		if path == "" {
 			add("%s is required", name)
@@ -139,6 +147,20 @@ func (c *Common) Validate() error {
 		add("FED_LOG_LEVEL: %v", err)
 	}
 	return errors.Join(errs...)
+}
+
+// checkStrategyList refuses a strategy and an allow list that contradict
+// each other: a list that the strategy ignores, or allow-list with nothing
+// that could allow a domain.
+func (c *Common) checkStrategyList() error {
+	listed := len(c.AllowList) > 0
+	switch {
+	case listed && (c.Strategy == contract.AllowAll || c.Strategy == contract.AllowNone):
+		return fmt.Errorf("FED_ALLOW_LIST is set but FED_STRATEGY=%s ignores it: set FED_STRATEGY=allow-list to federate with the listed domains only, or unset FED_ALLOW_LIST", c.Strategy)
+	case !listed && c.Strategy == contract.AllowList && c.KVBucket == "":
+		return fmt.Errorf("FED_STRATEGY=allow-list with an empty FED_ALLOW_LIST and no FED_KV_BUCKET allows no domain: list the remote domains in FED_ALLOW_LIST (comma-separated), or set FED_KV_BUCKET to add them with fedctl")
+	}
+	return nil
 }
 
 // ValidateServing checks the fields that the federator and the ingress
@@ -212,13 +234,21 @@ func (c *Common) DNSServers() []string {
 // environment). Each variable is read on its own: a value that cannot be
 // parsed is reported with its variable's name and leaves that field at its
 // default, so that one mistake gives one message (joined with the others),
-// not a cascade.
+// not a cascade. A text or list variable set to the empty string is empty
+// (FED_KV_BUCKET= turns the dynamic configuration off); an unset one keeps
+// its default.
 func Load(ctx context.Context, cfg any, lookup envconfig.Lookuper) error {
 	if lookup == nil {
 		lookup = envconfig.OsLookuper()
 	}
 	var errs []error
 	for _, name := range Variables(cfg) {
+		if v, ok := lookup.Lookup(name); ok && v == "" {
+			if f, ok := fieldOf(reflect.ValueOf(cfg).Elem(), name); ok && (f.Kind() == reflect.String || f.Kind() == reflect.Slice) {
+				f.SetZero()
+			}
+			continue
+		}
 		one := onlyLookuper{name: name, l: lookup}
 		if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: cfg, Lookuper: one, DefaultOverwrite: true}); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", name, unwrapField(err)))
@@ -256,57 +286,28 @@ func unwrapField(err error) error {
 // pointer to a struct with env tags), in the order of its fields.
 func Variables(cfg any) []string {
 	var names []string
-	walkVars(reflect.TypeOf(cfg).Elem(), func(f reflect.StructField, name string) { names = append(names, name) })
+	walkValues(reflect.ValueOf(cfg).Elem(), func(_ reflect.StructField, name string, _ reflect.Value) { names = append(names, name) })
 	return names
-}
-
-// walkVars calls fn for each field of t with an env tag, nested structs
-// included.
-func walkVars(t reflect.Type, fn func(f reflect.StructField, name string)) {
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		tag := f.Tag.Get("env")
-		if tag == "" {
-			if f.Type.Kind() == reflect.Struct {
-				walkVars(f.Type, fn)
-			}
-			continue
-		}
-		name, _, _ := strings.Cut(tag, ",")
-		fn(f, strings.TrimSpace(name))
-	}
 }
 
 // Usage writes the variables of cfg (a pointer to a struct with env tags,
 // holding its defaults), with their defaults and descriptions, for -h.
 func Usage(w io.Writer, cfg any) {
-	writeUsage(w, reflect.ValueOf(cfg).Elem())
-}
-
-func writeUsage(w io.Writer, v reflect.Value) {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		tag := f.Tag.Get("env")
-		if tag == "" {
-			if f.Type.Kind() == reflect.Struct {
-				writeUsage(w, v.Field(i))
-			}
-			continue
-		}
-		name, opts, _ := strings.Cut(tag, ",")
-		def := envValue(v.Field(i))
-		for _, o := range strings.Split(opts, ",") {
-			if d, ok := strings.CutPrefix(strings.TrimSpace(o), "default="); ok && def == "" {
-				def = d
-			}
-		}
+	walkValues(reflect.ValueOf(cfg).Elem(), func(f reflect.StructField, name string, v reflect.Value) {
 		line := fmt.Sprintf("  %-32s %s", name, f.Tag.Get("desc"))
+		def := envValue(v)
+		if _, opts, _ := strings.Cut(f.Tag.Get("env"), ","); def == "" {
+			for _, o := range strings.Split(opts, ",") {
+				if d, ok := strings.CutPrefix(strings.TrimSpace(o), "default="); ok {
+					def = d // tools that keep their defaults in the tag
+				}
+			}
+		}
 		if def != "" {
 			line += fmt.Sprintf(" (default %q)", def)
 		}
 		fmt.Fprintln(w, line)
-	}
+	})
 }
 
 // envValue formats a field's value as it would be written in the

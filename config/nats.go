@@ -16,8 +16,8 @@ type NATSAuth struct {
 	Creds       string `env:"FED_NATS_CREDS" desc:"NATS credentials file (JWT + NKey seed)"`
 	NKeySeed    string `env:"FED_NATS_NKEY" desc:"file with an NKey seed (user NKey authentication)"`
 	User        string `env:"FED_NATS_USER" desc:"NATS user name"`
-	Password    string `env:"FED_NATS_PASSWORD" desc:"NATS password"`
-	Token       string `env:"FED_NATS_TOKEN" desc:"NATS token"`
+	Password    string `env:"FED_NATS_PASSWORD" secret:"true" desc:"NATS password"`
+	Token       string `env:"FED_NATS_TOKEN" secret:"true" desc:"NATS token"`
 	TLSCA       string `env:"FED_NATS_TLS_CA" desc:"PEM CA bundle to verify the NATS server"`
 	TLSCert     string `env:"FED_NATS_TLS_CERT" desc:"client certificate for NATS (TLS authentication)"`
 	TLSKey      string `env:"FED_NATS_TLS_KEY" desc:"client key for NATS"`

@@ -1,6 +1,10 @@
 // Package ctl implements fedctl, the command-line tool that manages the
 // dynamic federation config in the JetStream key-value bucket: remote
-// domains and the RPCs they may call.
+// domains and the RPCs they may call. It creates the bucket only when
+// asked (fedctl create), refuses rules that name components the services
+// do not federate, and warns when no running federator or ingress watches
+// the bucket it writes (the services answer NATS service discovery with
+// their bucket and components).
 package ctl
 
 import (
@@ -13,23 +17,47 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/redact"
 	"github.com/fedbus/fedbus/policy"
 )
 
-// ErrUsage is returned for a command line that fedctl does not understand.
-var ErrUsage = errors.New("usage")
+// Errors of Run.
+var (
+	// ErrUsage is returned for a command line that fedctl does not
+	// understand.
+	ErrUsage = errors.New("usage")
+	// ErrNoBucket is returned when the bucket does not exist (fedctl
+	// create makes it).
+	ErrNoBucket = errors.New("bucket does not exist")
+	// ErrUnknownComponent is returned for a rule that names a component
+	// the services do not federate.
+	ErrUnknownComponent = errors.New("component not federated")
+)
 
-// Config is fedctl's configuration (environment).
+// probeTimeout bounds the check that NATS lets fedctl read its replies.
+const probeTimeout = 5 * time.Second
+
+// Config is fedctl's configuration (environment). Start from NewConfig.
 type Config struct {
-	NATSURL string `env:"FED_NATS_URL, default=nats://127.0.0.1:4222" desc:"NATS server(s), comma-separated"`
-	Bucket  string `env:"FED_KV_BUCKET, default=fedbus" desc:"key-value bucket of the federation config"`
-	NATS    config.NATSAuth
+	NATSURL    string   `env:"FED_NATS_URL" secret:"userinfo" desc:"NATS server(s), comma-separated"`
+	Bucket     string   `env:"FED_KV_BUCKET" desc:"key-value bucket of the federation config: the services' FED_KV_BUCKET"`
+	Components []string `env:"FED_COMPONENTS" desc:"components a rule may name when no running service says which it federates: the services' FED_COMPONENTS"`
+	NATS       config.NATSAuth
+}
+
+// NewConfig returns fedctl's configuration with the defaults of the
+// services (the same bucket, NATS URL and components).
+func NewConfig() Config {
+	d := config.DefaultCommon()
+	return Config{NATSURL: d.NATSURL, Bucket: config.DefaultBucket, Components: d.Components}
 }
 
 // Validate reports every problem at once.
@@ -39,100 +67,175 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("FED_NATS_URL is empty"))
 	}
 	if c.Bucket == "" {
-		errs = append(errs, errors.New("FED_KV_BUCKET is empty"))
+		errs = append(errs, errors.New("FED_KV_BUCKET is empty: name the services' bucket (default "+config.DefaultBucket+")"))
+	}
+	for _, comp := range c.Components {
+		if !contract.ValidComponent(comp) {
+			errs = append(errs, fmt.Errorf("FED_COMPONENTS entry %q is not [a-z0-9-]{1,63}", comp))
+		}
 	}
 	return errors.Join(errs...)
 }
 
+// Normalize changes nothing (config.Validator).
+func (c *Config) Normalize() {}
+
 // Usage is fedctl's help text.
 const Usage = `Usage:
+  fedctl create                                            create the bucket (FED_KV_BUCKET)
   fedctl remotes list
   fedctl remotes add <domain> [-allow component:rpc]...   (rpc "*" = every rpc)
   fedctl remotes remove <domain>
   fedctl rules show
   fedctl rules set component:rpc...                        default rules for every remote
   fedctl rules clear                                       default: every rpc of FED_COMPONENTS
+  fedctl -version
+
+Writing commands warn when no running federator or ingress watches the
+bucket; rules may name only the components the services federate.
 
 Environment:
 `
 
-// Run executes one fedctl command and writes its result to out.
-func Run(ctx context.Context, cfg Config, args []string, out io.Writer) error {
-	if len(args) < 2 {
+// command is one fedctl command.
+type command struct {
+	write bool // changes the bucket: check the rules, say who sees it
+	run   func(ctx context.Context, st *policy.Store, args []string, known []string, out io.Writer) error
+}
+
+var commands = map[string]command{
+	"remotes list":   {run: list},
+	"remotes add":    {write: true, run: add},
+	"remotes remove": {write: true, run: remove},
+	"rules show":     {run: show},
+	"rules set":      {write: true, run: setRules},
+	"rules clear":    {write: true, run: clearRules},
+}
+
+// Run executes one fedctl command: its result goes to out, warnings to
+// warn.
+func Run(ctx context.Context, cfg Config, args []string, out, warn io.Writer) error {
+	name := strings.Join(args[:min(len(args), 2)], " ")
+	cmd, ok := commands[name]
+	switch {
+	case len(args) == 1 && args[0] == "create":
+	case len(args) < 2 && len(args) > 0 && (args[0] == "remotes" || args[0] == "rules"):
+		return fmt.Errorf("%w: %s needs a subcommand", ErrUsage, args[0])
+	case len(args) == 0:
 		return fmt.Errorf("%w: a command is needed", ErrUsage)
+	case !ok:
+		return fmt.Errorf("%w: unknown command %q", ErrUsage, strings.Join(args, " "))
 	}
-	nopts, err := cfg.NATS.Options()
+	nc, err := connect(cfg)
 	if err != nil {
 		return err
-	}
-	nc, err := nats.Connect(cfg.NATSURL, append(nopts, nats.Name("fedctl"))...)
-	if err != nil {
-		return redact.URLError("connect", cfg.NATSURL, err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	create := args[0] != "rules" || args[1] != "show"
-	if args[0] == "remotes" && args[1] == "list" {
-		create = false
+	if args[0] == "create" {
+		return create(ctx, nc, js, cfg, out, warn)
 	}
-	st, err := policy.OpenStore(ctx, js, cfg.Bucket, create)
+	st, err := policy.OpenStore(ctx, js, cfg.Bucket, false)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		fmt.Fprintf(out, "bucket %s does not exist yet: no dynamic remotes, default rules allow every rpc\n", cfg.Bucket)
-		return nil
+		return fmt.Errorf("%w: bucket %s (FED_KV_BUCKET) does not exist: create it with 'fedctl create' (and check FED_KV_BUCKET against the services')", ErrNoBucket, cfg.Bucket)
 	}
 	if err != nil {
 		return err
 	}
-	switch args[0] + " " + args[1] {
-	case "remotes list":
-		return list(ctx, st, out)
-	case "remotes add":
-		return add(ctx, st, args[2:], out)
-	case "remotes remove":
-		if len(args) != 3 {
-			return fmt.Errorf("%w: remotes remove takes one domain", ErrUsage)
+	if !cmd.write {
+		return cmd.run(ctx, st, args[2:], nil, out)
+	}
+	services, askErr := askServices(nc)
+	watchers := watching(services, cfg.Bucket)
+	if err := cmd.run(ctx, st, args[2:], federated(cfg, watchers), out); err != nil {
+		return err
+	}
+	report(cfg.Bucket, services, watchers, askErr, out, warn)
+	return nil
+}
+
+// connect connects to NATS and checks that fedctl may read its replies
+// (else every command would wait for its deadline).
+func connect(cfg Config) (*nats.Conn, error) {
+	nopts, err := cfg.NATS.Options()
+	if err != nil {
+		return nil, err
+	}
+	nopts = append(nopts, nats.Name("fedctl"), nats.PermissionErrOnSubscribe(true))
+	nc, err := nats.Connect(cfg.NATSURL, nopts...)
+	if err != nil {
+		return nil, redact.URLError("connect to NATS (FED_NATS_URL)", cfg.NATSURL, err)
+	}
+	if err := bus.ProbeInbox(nc, probeTimeout); err != nil {
+		nc.Close()
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			return nil, fmt.Errorf("the NATS server refuses fedctl its replies: set FED_NATS_INBOX_PREFIX to the inbox prefix its NATS user may subscribe to (_INBOX_fedctl with deploy/nats/fedbus.conf): %w", err)
 		}
-		d, err := st.Remove(ctx, args[2])
-		if err != nil {
+		return nil, err
+	}
+	return nc, nil
+}
+
+// create makes the bucket, or says it exists.
+func create(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg Config, out, warn io.Writer) error {
+	if _, err := js.KeyValue(ctx, cfg.Bucket); err == nil {
+		fmt.Fprintf(out, "bucket %s exists already\n", cfg.Bucket)
+	} else {
+		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
+		}
+		if _, err := policy.OpenStore(ctx, js, cfg.Bucket, true); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "removed %s\n", d)
-		return nil
-	case "rules show":
-		_, defaults, err := st.List(ctx)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "default rules: %s\n", formatRules(defaults))
-		return nil
-	case "rules set":
-		rules, err := parseRules(args[2:])
-		if err != nil {
-			return err
-		}
-		if len(rules) == 0 {
-			return fmt.Errorf("%w: rules set needs at least one component:rpc", ErrUsage)
-		}
-		if err := st.SetDefaults(ctx, rules); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "default rules: %s\n", formatRules(rules))
-		return nil
-	case "rules clear":
-		if err := st.SetDefaults(ctx, nil); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "default rules: %s\n", formatRules(nil))
-		return nil
+		fmt.Fprintf(out, "created bucket %s\n", cfg.Bucket)
+	}
+	services, askErr := askServices(nc)
+	report(cfg.Bucket, services, watching(services, cfg.Bucket), askErr, out, warn)
+	return nil
+}
+
+// federated returns the components rules may name: those the services
+// that watch the bucket federate, else FED_COMPONENTS.
+func federated(cfg Config, watchers []Service) []string {
+	var comps []string
+	for _, s := range watchers {
+		comps = append(comps, s.Components...)
+	}
+	if len(comps) == 0 {
+		return cfg.Components
+	}
+	slices.Sort(comps)
+	return slices.Compact(comps)
+}
+
+// report says which running services see the bucket, and warns when none
+// does.
+func report(bucket string, services, watchers []Service, askErr error, out, warn io.Writer) {
+	switch {
+	case askErr != nil:
+		fmt.Fprintf(warn, "fedctl: warning: could not ask which services watch bucket %s (allow fedctl to publish $SRV.INFO.%s): %v\n", bucket, contract.ServiceName, askErr)
+	case len(watchers) > 0:
+		fmt.Fprintf(out, "watched by %d running service(s): %s\n", len(watchers), describe(watchers))
+	case len(services) == 0:
+		fmt.Fprintf(warn, "fedctl: warning: no running federator or ingress answers on this NATS server: the change applies when services with FED_KV_BUCKET=%s start\n", bucket)
 	default:
-		return fmt.Errorf("%w: unknown command %q", ErrUsage, strings.Join(args[:2], " "))
+		fmt.Fprintf(warn, "fedctl: warning: no running federator or ingress watches bucket %s, so this changes nothing now (running: %s): start them with FED_KV_BUCKET=%s, or set FED_KV_BUCKET for fedctl to theirs\n",
+			bucket, describe(services), bucket)
 	}
 }
 
-func list(ctx context.Context, st *policy.Store, out io.Writer) error {
+func describe(services []Service) string {
+	parts := make([]string, len(services))
+	for i, s := range services {
+		parts[i] = s.String()
+	}
+	return strings.Join(parts, ", ")
+}
+
+func list(ctx context.Context, st *policy.Store, _ []string, _ []string, out io.Writer) error {
 	entries, defaults, err := st.List(ctx)
 	if err != nil {
 		return err
@@ -153,7 +256,16 @@ func list(ctx context.Context, st *policy.Store, out io.Writer) error {
 	return nil
 }
 
-func add(ctx context.Context, st *policy.Store, args []string, out io.Writer) error {
+func show(ctx context.Context, st *policy.Store, _ []string, _ []string, out io.Writer) error {
+	_, defaults, err := st.List(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "default rules: %s\n", formatRules(defaults))
+	return nil
+}
+
+func add(ctx context.Context, st *policy.Store, args []string, known []string, out io.Writer) error {
 	fs := flag.NewFlagSet("remotes add", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var allows multiFlag
@@ -168,7 +280,7 @@ func add(ctx context.Context, st *policy.Store, args []string, out io.Writer) er
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected %q", ErrUsage, fs.Args())
 	}
-	rules, err := parseRules(allows)
+	rules, err := parseRules(allows, known)
 	if err != nil {
 		return err
 	}
@@ -184,13 +296,50 @@ func add(ctx context.Context, st *policy.Store, args []string, out io.Writer) er
 	return nil
 }
 
+func remove(ctx context.Context, st *policy.Store, args []string, _ []string, out io.Writer) error {
+	if len(args) != 1 {
+		return fmt.Errorf("%w: remotes remove takes one domain", ErrUsage)
+	}
+	d, err := st.Remove(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "removed %s\n", d)
+	return nil
+}
+
+func setRules(ctx context.Context, st *policy.Store, args []string, known []string, out io.Writer) error {
+	rules, err := parseRules(args, known)
+	if err != nil {
+		return err
+	}
+	if len(rules) == 0 {
+		return fmt.Errorf("%w: rules set needs at least one component:rpc", ErrUsage)
+	}
+	if err := st.SetDefaults(ctx, rules); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "default rules: %s\n", formatRules(rules))
+	return nil
+}
+
+func clearRules(ctx context.Context, st *policy.Store, _ []string, _ []string, out io.Writer) error {
+	if err := st.SetDefaults(ctx, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "default rules: %s\n", formatRules(nil))
+	return nil
+}
+
 type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-// parseRules parses component:rpc pairs; nil for none.
-func parseRules(pairs []string) (policy.Rules, error) {
+// parseRules parses component:rpc pairs (nil for none). A component
+// outside known is refused: a rule for it allows nothing, and the remotes
+// it applies to could call nothing else.
+func parseRules(pairs []string, known []string) (policy.Rules, error) {
 	if len(pairs) == 0 {
 		return nil, nil
 	}
@@ -206,6 +355,12 @@ func parseRules(pairs []string) (policy.Rules, error) {
 	}
 	if err := rules.Validate(); err != nil {
 		return nil, err
+	}
+	for comp := range rules {
+		if !slices.Contains(known, comp) {
+			return nil, fmt.Errorf("%w: %q is not one of the federated components (%s): a rule naming it would allow nothing, and the remotes it applies to could call nothing else",
+				ErrUnknownComponent, comp, strings.Join(known, ","))
+		}
 	}
 	return rules, nil
 }

@@ -176,30 +176,47 @@ func (s *Store) List(ctx context.Context) ([]Entry, Rules, error) {
 // Watcher applies the bucket to a Policy: the whole content first, then
 // every change as it happens.
 type Watcher struct {
-	kv     jetstream.KeyValue
-	p      *Policy
-	log    *slog.Logger
-	loaded chan struct{}
-	once   sync.Once
+	kv      jetstream.KeyValue
+	p       *Policy
+	log     *slog.Logger
+	loaded  chan struct{}
+	once    sync.Once
+	restart chan struct{} // Reload
 }
+
+// errReload ends a watch that Reload asked to start over.
+var errReload = errors.New("reload")
 
 // NewWatcher returns a watcher of kv for p.
 func NewWatcher(kv jetstream.KeyValue, p *Policy, log *slog.Logger) *Watcher {
-	return &Watcher{kv: kv, p: p, log: log, loaded: make(chan struct{})}
+	return &Watcher{kv: kv, p: p, log: log, loaded: make(chan struct{}), restart: make(chan struct{}, 1)}
 }
 
 // Loaded is closed once the bucket's initial content has been applied.
 func (w *Watcher) Loaded() <-chan struct{} { return w.loaded }
 
+// Reload makes the running watch start over: the whole bucket is read and
+// applied again (SIGHUP). It does not wait.
+func (w *Watcher) Reload() {
+	select {
+	case w.restart <- struct{}{}:
+	default: // a reload is pending already
+	}
+}
+
 // Run watches until ctx ends. Invalid entries are logged and skipped (the
 // others still apply). When the watch breaks (e.g. the bucket was deleted)
-// it is restarted after a second.
+// it is restarted after a second; Reload restarts it at once.
 func (w *Watcher) Run(ctx context.Context) error {
 	const retry = time.Second
 	for {
 		err := w.watchOnce(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, errReload) {
+			w.log.Info("federation config reloading", "bucket", w.kv.Bucket())
+			continue
 		}
 		w.log.Warn("federation config watch ended, restarting", "bucket", w.kv.Bucket(), "err", err)
 		select {
@@ -223,6 +240,8 @@ func (w *Watcher) watchOnce(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-w.restart:
+			return errReload
 		case e, ok := <-kw.Updates():
 			if !ok {
 				return fmt.Errorf("watch %s: updates closed", w.kv.Bucket())

@@ -116,6 +116,10 @@ func (p *Policy) SetDynamic(remotes map[string]Remote, defaults Rules) {
 	p.cur.Store(&snapshot{strategy: old.strategy, static: old.static, remotes: maps.Clone(remotes), defaults: defaults})
 }
 
+// DynamicRemotes returns how many remote domains the dynamic configuration
+// lists.
+func (p *Policy) DynamicRemotes() int { return len(p.cur.Load().remotes) }
+
 // Strategy returns the static strategy.
 func (p *Policy) Strategy() string { return p.cur.Load().strategy }
 

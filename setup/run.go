@@ -7,14 +7,23 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/federator"
+	"github.com/fedbus/fedbus/ingress"
+	"github.com/fedbus/fedbus/internal/version"
 )
 
 // closeTimeout bounds the final NATS drain, after the requests are done.
 const closeTimeout = 5 * time.Second
+
+// forcedTimeout bounds what a second signal still waits for.
+const forcedTimeout = time.Second
 
 // Config is a binary's configuration: it validates and normalises itself
 // (config.Validator) and holds the common part (config.Common, whose Base
@@ -44,67 +53,190 @@ type Failer interface {
 // process logger.
 type Build func(sh *Shared, log *slog.Logger) (Service, error)
 
-// Run is the whole life of a fedbus binary: it reads cfg (holding its
-// defaults) from the environment (-h lists the variables on stdout), opens
-// the shared services, builds and starts the service, waits for SIGINT or
-// SIGTERM (or the service's failure), then shuts down gracefully: no new
-// requests, those in flight finish within FED_SHUTDOWN_TIMEOUT, the NATS
-// connection is drained. It returns the process's exit code: 0, 1 when
-// starting or stopping failed, 2 for an invalid configuration.
+// Known returns the variables of every fedbus service binary: in an
+// environment shared by the federator and the ingress, the other's
+// variables are not mistakes.
+func Known() []string {
+	f, i := federator.NewConfig(), ingress.NewConfig()
+	known := slices.Concat(config.Variables(&f), config.Variables(&i))
+	slices.Sort(known)
+	return slices.Compact(known)
+}
+
+// Run is the whole life of a fedbus binary:
+//
+//   - it reads cfg (holding its defaults) from the environment (-h lists
+//     the variables on stdout, -version prints the version); an invalid
+//     configuration, or a FED_* variable that is a typo of a known one,
+//     is refused with one line per mistake;
+//   - it logs one start-up line with the version and every effective
+//     setting (no secret), and a warning for each setting that is
+//     suspicious but may be intended;
+//   - it opens the shared services and refuses to start what would make
+//     every request fail (certificate expired or not valid yet, our SRV
+//     record missing or not naming our certificate, NATS permissions
+//     refusing the process its inbox or subscriptions);
+//   - it builds and starts the service, answers NATS service discovery,
+//     and waits: SIGHUP reloads the certificate files and the dynamic
+//     configuration; SIGINT or SIGTERM (or the service's failure) stops
+//     it gracefully (no new requests, those in flight finish within
+//     FED_SHUTDOWN_TIMEOUT, the NATS connection is drained), and a second
+//     SIGINT or SIGTERM stops it at once.
+//
+// It returns the process's exit code: 0, 1 when starting failed or was
+// refused, stopping failed or a second signal cut it short, 2 for an
+// invalid configuration.
 func Run(prog string, args []string, cfg Config, build Build) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := config.FromEnv(ctx, prog, args, cfg, os.Stdout); err != nil {
-		if errors.Is(err, config.ErrHelp) {
-			return 0
-		}
+	// Signals are handled from the start: SIGHUP must not kill a process
+	// that is starting.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	warnings, err := config.FromEnv(context.Background(), config.Command{Prog: prog, Args: args, Out: os.Stdout, Known: Known()}, cfg)
+	switch {
+	case errors.Is(err, config.ErrHelp), errors.Is(err, config.ErrVersion):
+		return 0
+	case err != nil:
 		fmt.Fprintln(os.Stderr, prog+":", err)
 		return 2
 	}
 	c := cfg.Base()
 	log := c.Logger(os.Stderr)
-	shared, err := Open(*c, prog+" "+c.Domain, log)
+	log.LogAttrs(context.Background(), slog.LevelInfo, "starting "+prog,
+		append([]slog.Attr{slog.String("version", version.String())}, config.Settings(cfg)...)...)
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	// An unset FED_KV_BUCKET is the default bucket, which may not exist
+	// yet: it is waited for. One the operator named must exist.
+	_, named := os.LookupEnv("FED_KV_BUCKET")
+	shared, err := open(*c, prog+" "+c.Domain, log, !named)
 	if err != nil {
-		log.Error("start failed", "err", err)
+		log.Error("start refused", "err", err)
 		return 1
 	}
-	// Requests in flight get their own context: a signal stops taking new
-	// ones and lets these finish (bounded by FED_SHUTDOWN_TIMEOUT).
-	work, cancelWork := context.WithCancel(context.Background())
-	defer cancelWork()
-	code := 0
-	svc, err := build(shared, log)
-	if err == nil {
-		err = svc.Start(work)
+	code := serve(prog, c, shared, build, sigs, log)
+	drain := closeTimeout
+	if code == exitForced {
+		code, drain = 1, 0 // no drain: the operator asked to stop now
 	}
-	if err != nil {
-		log.Error("start failed", "err", err)
-		code = 1
-	} else {
-		var failed <-chan error
-		if f, ok := svc.(Failer); ok {
-			failed = f.Failed()
-		}
-		select {
-		case <-ctx.Done():
-		case err := <-failed:
-			log.Error("serve failed", "err", err)
-			code = 1
-		}
-		log.Info("stopping", "timeout", c.ShutdownTimeout.String())
-		sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
-		defer cancel()
-		if err := svc.Shutdown(sctx); err != nil {
-			log.Error("shutdown", "err", err)
-			code = 1
-		}
-	}
-	cancelWork()
-	cctx, cancelClose := context.WithTimeout(context.Background(), closeTimeout)
+	cctx, cancelClose := context.WithTimeout(context.Background(), drain)
 	defer cancelClose()
 	if err := shared.Close(cctx); err != nil {
 		log.Error("shutdown", "err", err)
 		code = 1
 	}
+	log.Info("stopped", "exit_code", code)
 	return code
+}
+
+// exitForced is serve's result when a second signal cut the shutdown
+// short (Run exits with 1 without draining NATS).
+const exitForced = -1
+
+// serve checks the start, runs the service until a signal or its failure
+// and stops it: the exit code.
+func serve(prog string, c *config.Common, shared *Shared, build Build, sigs <-chan os.Signal, log *slog.Logger) int {
+	if err := preflight(context.Background(), c, shared, log); err != nil {
+		log.Error("start refused", "err", err)
+		return 1
+	}
+	warnAllowList(c, shared, log)
+	// Requests in flight get their own context: a signal stops taking new
+	// ones and lets these finish (bounded by FED_SHUTDOWN_TIMEOUT).
+	work, cancelWork := context.WithCancel(context.Background())
+	defer cancelWork()
+	svc, err := build(shared, log)
+	if err == nil {
+		err = svc.Start(work)
+	}
+	if err == nil {
+		err = checkPermissions(shared.NATS)
+		if err != nil {
+			stopNow(svc, log)
+		}
+	}
+	if err != nil {
+		log.Error("start refused", "err", err)
+		return 1
+	}
+	if ann, err := Announce(shared.NATS, prog, c); err != nil {
+		log.Warn("fedctl cannot see this process (it cannot warn when no service watches the bucket it writes)", "err", err)
+	} else {
+		defer func() { _ = ann.Stop() }()
+	}
+	log.Info("ready: SIGHUP reloads the certificates and the dynamic configuration; SIGINT or SIGTERM stops (a second one at once)")
+	var failed <-chan error
+	if f, ok := svc.(Failer); ok {
+		failed = f.Failed()
+	}
+	code := 0
+wait:
+	for {
+		select {
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				log.Info("SIGHUP: reloading")
+				shared.Reload(log)
+				continue
+			}
+			log.Info("stopping", "signal", s.String(), "timeout", c.ShutdownTimeout.String())
+			break wait
+		case err := <-failed:
+			log.Error("serve failed", "err", err)
+			log.Info("stopping", "timeout", c.ShutdownTimeout.String())
+			code = 1
+			break wait
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- svc.Shutdown(sctx) }()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				log.Error("shutdown", "err", err)
+				code = 1
+			}
+			return code
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				log.Info("SIGHUP ignored: stopping")
+				continue
+			}
+			log.Warn("second signal: stopping now, requests in flight are cut off", "signal", s.String())
+			cancel()
+			cancelWork()
+			select {
+			case <-done:
+			case <-time.After(forcedTimeout):
+			}
+			return exitForced
+		}
+	}
+}
+
+// checkPermissions reports a subscription the NATS server refused since
+// the connection was made (the federator's fed.out.> in its queue group,
+// with another user's credentials): refused at start rather than serving
+// nothing.
+func checkPermissions(nc *nats.Conn) error {
+	if err := nc.Flush(); err != nil {
+		return fmt.Errorf("check NATS permissions: %w", err)
+	}
+	if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+		return fmt.Errorf("the NATS server refuses this process what it needs (check FED_NATS_USER or the credentials, and the user's permissions, deploy/nats/fedbus.conf): %w", err)
+	}
+	return nil
+}
+
+// stopNow stops a service that must not serve.
+func stopNow(svc Service, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), forcedTimeout)
+	defer cancel()
+	if err := svc.Shutdown(ctx); err != nil {
+		log.Debug("stop", "err", err)
+	}
 }

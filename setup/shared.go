@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,15 +29,35 @@ type Shared struct {
 	Policy    *policy.Policy
 	Certs     *tlsconf.Store
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	certFile string                         // FED_TLS_CERT, for messages
+	watcher  atomic.Pointer[policy.Watcher] // nil until the bucket is watched
+	retry    chan struct{}                  // Reload: look for a missing bucket now
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 }
 
-// kvLoadTimeout bounds the wait for the dynamic federation config at start.
-const kvLoadTimeout = 10 * time.Second
+const (
+	// kvLoadTimeout bounds the wait for the dynamic federation config at
+	// start.
+	kvLoadTimeout = 10 * time.Second
+	// bucketRetry is how often a process whose bucket was missing at
+	// start looks for it again.
+	bucketRetry = 5 * time.Second
+	// probeTimeout bounds the check of the NATS inbox permission.
+	probeTimeout = 5 * time.Second
+)
 
 // Open builds the shared services; name identifies the NATS connection.
+// The bucket of FED_KV_BUCKET (when set) must exist: Open fails at once
+// when it does not.
 func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
+	return open(c, name, log, false)
+}
+
+// open is Open; with waitForBucket, a bucket that cannot be opened is a
+// warning instead: the static configuration applies until it can be
+// (checked every bucketRetry, and on Reload).
+func open(c config.Common, name string, log *slog.Logger, waitForBucket bool) (*Shared, error) {
 	store, err := tlsconf.Load(tlsconf.Files{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA}, c.TLSMinVersion)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
@@ -65,10 +86,18 @@ func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
 		_ = res.Close()
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
+	// A refused subscription is then reported on the subscription, which
+	// the inbox probe needs.
+	natsOpts = append(natsOpts, nats.PermissionErrOnSubscribe(true))
 	nc, err := bus.Connect(c.NATSURL, name, log.With("component", "nats"), natsOpts...)
 	if err != nil {
 		_ = res.Close()
 		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	if err := bus.ProbeInbox(nc, probeTimeout); err != nil {
+		nc.Close()
+		_ = res.Close()
+		return nil, fmt.Errorf("open %s: %w", name, inboxHint(c.NATS, err))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	js, err := jetstream.New(nc)
@@ -78,14 +107,14 @@ func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
 		_ = res.Close()
 		return nil, fmt.Errorf("open %s: jetstream: %w", name, err)
 	}
-	sh := &Shared{NATS: nc, JetStream: js, Resolver: res, Policy: pol, Certs: store, cancel: cancel}
+	sh := &Shared{NATS: nc, JetStream: js, Resolver: res, Policy: pol, Certs: store, certFile: c.TLSCert, retry: make(chan struct{}, 1), cancel: cancel}
 	sh.wg.Add(1)
 	go func() {
 		defer sh.wg.Done()
 		store.Watch(ctx, c.TLSReloadInterval, log.With("component", "certs"))
 	}()
 	if c.KVBucket != "" {
-		if err := sh.watchConfig(ctx, c, log); err != nil {
+		if err := sh.watchConfig(ctx, c.KVBucket, log.With("component", "policy"), waitForBucket); err != nil {
 			cancel()
 			sh.wg.Wait()
 			nc.Close()
@@ -96,32 +125,134 @@ func Open(c config.Common, name string, log *slog.Logger) (*Shared, error) {
 	return sh, nil
 }
 
-// watchConfig starts applying the dynamic federation config of the bucket
-// and waits for its initial content.
-func (s *Shared) watchConfig(ctx context.Context, c config.Common, log *slog.Logger) error {
-	js := s.JetStream
-	octx, cancel := context.WithTimeout(context.Background(), kvLoadTimeout)
-	defer cancel()
-	// The bucket is created by fedctl (or the operator), not here: the
-	// federator and ingress only need to read it.
-	st, err := policy.OpenStore(octx, js, c.KVBucket, false)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return fmt.Errorf("bucket %s does not exist (FED_KV_BUCKET); create it with fedctl, e.g. 'fedctl rules clear': %w", c.KVBucket, err)
-	}
-	if err != nil {
+// inboxHint adds the fix to a refused inbox subscription.
+func inboxHint(a config.NATSAuth, err error) error {
+	if !errors.Is(err, nats.ErrPermissionViolation) {
 		return err
 	}
-	w := policy.NewWatcher(st.KV(), s.Policy, log.With("component", "policy"))
+	prefix := "FED_NATS_INBOX_PREFIX is not set (inbox _INBOX)"
+	if a.InboxPrefix != "" {
+		prefix = "FED_NATS_INBOX_PREFIX=" + a.InboxPrefix + " is not allowed"
+	}
+	user := a.User
+	if user == "" {
+		user = "<user>"
+	}
+	return fmt.Errorf("the NATS server refuses this process its replies (%s): set FED_NATS_INBOX_PREFIX to the inbox prefix the NATS user may subscribe to (_INBOX_%s with deploy/nats/fedbus.conf), or every request would wait for its deadline: %w", prefix, user, err)
+}
+
+// watchConfig starts applying the dynamic federation config of the bucket
+// and waits for its initial content. When the bucket cannot be opened
+// (missing, JetStream off, not allowed): with wait, a warning, and the
+// bucket is looked for again in the background; else the error.
+func (s *Shared) watchConfig(ctx context.Context, bucket string, log *slog.Logger, wait bool) error {
+	// The bucket is created by fedctl (or the operator), not here: the
+	// federator and ingress only need to read it.
+	st, err := s.openBucket(bucket)
+	if err == nil {
+		w := s.startWatch(ctx, st, log)
+		lctx, cancel := context.WithTimeout(ctx, kvLoadTimeout)
+		defer cancel()
+		select {
+		case <-w.Loaded():
+			return nil
+		case <-lctx.Done():
+			return fmt.Errorf("load federation config from bucket %s (FED_KV_BUCKET): %w", bucket, lctx.Err())
+		}
+	}
+	err = bucketError(bucket, err)
+	if !wait {
+		return err
+	}
+	log.Warn("the static configuration (FED_STRATEGY, FED_ALLOW_LIST) applies alone until the bucket can be read: "+err.Error(),
+		"bucket", bucket, "retry", bucketRetry.String())
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.awaitBucket(ctx, bucket, log)
+	}()
+	return nil
+}
+
+// openBucket opens the bucket, bounded by kvLoadTimeout.
+func (s *Shared) openBucket(bucket string) (*policy.Store, error) {
+	octx, cancel := context.WithTimeout(context.Background(), kvLoadTimeout)
+	defer cancel()
+	return policy.OpenStore(octx, s.JetStream, bucket, false)
+}
+
+// bucketError explains why the bucket cannot be used, with the fix.
+func bucketError(bucket string, err error) error {
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		return fmt.Errorf("bucket %s (FED_KV_BUCKET) does not exist: create it with 'fedctl create', or set FED_KV_BUCKET= (empty) for the static configuration only: %w", bucket, err)
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return fmt.Errorf("bucket %s (FED_KV_BUCKET) needs JetStream, which the NATS server does not offer: enable it (nats-server -js), or set FED_KV_BUCKET= (empty) for the static configuration only: %w", bucket, err)
+	default:
+		return fmt.Errorf("open bucket %s (FED_KV_BUCKET): %w", bucket, err)
+	}
+}
+
+// startWatch runs a watcher of the bucket until ctx ends.
+func (s *Shared) startWatch(ctx context.Context, st *policy.Store, log *slog.Logger) *policy.Watcher {
+	w := policy.NewWatcher(st.KV(), s.Policy, log)
+	s.watcher.Store(w)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		_ = w.Run(ctx)
 	}()
+	return w
+}
+
+// awaitBucket looks for the bucket every bucketRetry (or at once on
+// Reload) until it can be opened, then watches it until ctx ends.
+func (s *Shared) awaitBucket(ctx context.Context, bucket string, log *slog.Logger) {
+	t := time.NewTicker(bucketRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.retry:
+		}
+		st, err := s.openBucket(bucket)
+		if err != nil {
+			log.Debug("bucket still not available", "bucket", bucket, "err", err)
+			continue
+		}
+		log.Info("bucket found: the dynamic federation config applies from now on", "bucket", bucket)
+		s.startWatch(ctx, st, log)
+		return
+	}
+}
+
+// Reload reads the certificate files again and the whole dynamic
+// configuration (SIGHUP); a bucket that was missing is looked for at once.
+// A certificate file that cannot be used keeps the previous one in
+// service.
+func (s *Shared) Reload(log *slog.Logger) {
+	before := s.Certs.Leaf()
+	err := s.Certs.Reload()
+	switch leaf := s.Certs.Leaf(); {
+	case err != nil:
+		log.Error("certificate reload failed, keeping the previous certificate", "err", err)
+	case leaf != before:
+		log.Info("certificates reloaded", "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter)
+		if err := checkValidity(s.certFile, leaf, time.Now(), log); err != nil {
+			log.Error("the reloaded certificate is not valid now", "err", err)
+		}
+	default:
+		log.Info("certificates unchanged")
+	}
+	if w := s.watcher.Load(); w != nil {
+		w.Reload()
+		return
+	}
 	select {
-	case <-w.Loaded():
-		return nil
-	case <-octx.Done():
-		return fmt.Errorf("load federation config from bucket %s: %w", c.KVBucket, octx.Err())
+	case s.retry <- struct{}{}:
+	default:
 	}
 }
 

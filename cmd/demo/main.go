@@ -25,6 +25,7 @@ import (
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/internal/version"
 )
 
 // profile is what the stand-in brig knows of a user.
@@ -56,7 +57,12 @@ func main() {
 	serve := flag.Bool("serve", false, "keep running after the example and print how to send requests with the nats CLI")
 	handle := flag.String("handle", "alice", "handle to search on b.example.com")
 	verbose := flag.Bool("v", false, "print the services' logs (JSON) to stderr")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(version.Line("demo"))
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, *handle, *serve, *verbose); err != nil {

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/internal/version"
 )
 
 // shutdownTimeout bounds the graceful stop.
@@ -60,8 +61,13 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (optio
 	fs.StringVar(&o.zone, "zone", def("DEVDNS_ZONE", ""), "zone file to serve, required (env DEVDNS_ZONE)")
 	fs.StringVar(&o.origin, "origin", def("DEVDNS_ORIGIN", "."), "origin of relative names in the zone file (env DEVDNS_ORIGIN)")
 	fs.StringVar(&o.level, "log-level", def("FED_LOG_LEVEL", "info"), "debug, info, warn or error (env FED_LOG_LEVEL)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if *showVersion {
+		fmt.Fprintln(out, version.Line("devdns"))
+		return o, flag.ErrHelp
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())

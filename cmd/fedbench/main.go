@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/bench"
+	"github.com/fedbus/fedbus/internal/version"
 )
 
 func main() {
@@ -57,11 +58,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		memlimit   = fs.String("gomemlimit", "", "domains mode: GOMEMLIMIT of the federator process, e.g. 80MiB (default: not set)")
 		child      = fs.String("domains-child", "", "internal: run as the federator process of the domains mode with this JSON configuration")
 	)
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.Line("fedbench"))
+		return 0
 	}
 	level := slog.LevelWarn
 	if *verbose {

@@ -37,10 +37,39 @@ func TestParseBackend(t *testing.T) {
 }
 
 func TestRunWritesVerifiableCertificates(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		keyMode os.FileMode
+	}{
+		{name: "private keys", keyMode: keyMode},
+		{name: "readable keys for containers", args: []string{"-readable-keys"}, keyMode: readableKeyMode},
+	} {
+		t.Run(tc.name, func(t *testing.T) { writeAndVerify(t, tc.args, tc.keyMode) })
+	}
+}
+
+// writeAndVerify runs fedcerts with args and checks every file it lists
+// (the files of docs/compose.md) and their modes.
+func writeAndVerify(t *testing.T, args []string, wantKeyMode os.FileMode) {
 	dir := filepath.Join(t.TempDir(), "certs")
 	var out, errOut bytes.Buffer
-	if code := run(context.Background(), []string{"-dir", dir}, &out, &errOut); code != 0 {
+	if code := run(context.Background(), append([]string{"-dir", dir}, args...), &out, &errOut); code != 0 {
 		t.Fatalf("exit status %d: %s", code, errOut.String())
+	}
+	wantFiles := []string{"ca.crt", "a.example.com.crt", "a.example.com.key", "a.example.com-ca.crt", "b.example.com.crt", "b.example.com.key", "b.example.com-ca.crt"}
+	for _, f := range wantFiles {
+		info, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := os.FileMode(certMode)
+		if strings.HasSuffix(f, ".key") {
+			want = wantKeyMode
+		}
+		if info.Mode().Perm() != want {
+			t.Errorf("%s mode %v, want %v", f, info.Mode().Perm(), want)
+		}
 	}
 	if n := len(strings.Fields(out.String())); n != 7 {
 		t.Errorf("%d files listed, want 7:\n%s", n, out.String())
@@ -71,13 +100,6 @@ func TestRunWritesVerifiableCertificates(t *testing.T) {
 				t.Errorf("%s: %v", domain, err)
 			}
 		}
-		info, err := os.Stat(filepath.Join(dir, domain+".key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.Mode().Perm() != fileMode {
-			t.Errorf("%s.key mode %v, want %v", domain, info.Mode().Perm(), os.FileMode(fileMode))
-		}
 	}
 }
 
@@ -88,6 +110,7 @@ func TestRunUsageErrors(t *testing.T) {
 		code int
 	}{
 		{"help", []string{"-h"}, 0},
+		{"version", []string{"-version"}, 0},
 		{"bad backend", []string{"-backend", "nope"}, 2},
 		{"extra argument", []string{"x"}, 2},
 	}

@@ -7,12 +7,14 @@
 //	<domain>-ca.crt        a copy of ca.crt
 //
 // The CA's key is not kept: run fedcerts again for new certificates. They
-// are valid for 24 hours, and every file is world-readable (containers run
-// as an unprivileged user): development only.
+// are valid for 24 hours: development only. Certificates are written
+// world-readable (0644), keys readable by their owner only (0600); with
+// -readable-keys the keys are world-readable too, for containers that run
+// as another user (make certs, docker-compose).
 //
 // Usage:
 //
-//	fedcerts [-dir bin/certs] [-backend a.example.com=federator.a-infra.example.net ...]
+//	fedcerts [-dir bin/certs] [-readable-keys] [-backend a.example.com=federator.a-infra.example.net ...]
 package main
 
 import (
@@ -29,6 +31,7 @@ import (
 
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/internal/version"
 )
 
 // defaultBackends are the two backends of docker-compose.yml.
@@ -37,8 +40,13 @@ var defaultBackends = []string{
 	"b.example.com=federator.b-infra.example.net",
 }
 
-// fileMode lets the containers' non-root user read the files.
-const fileMode = 0o644
+// File modes: certificates are public; keys are private unless
+// -readable-keys asks otherwise.
+const (
+	certMode        = 0o644
+	keyMode         = 0o600
+	readableKeyMode = 0o644
+)
 
 // Backend is one backend to issue a certificate for.
 type Backend struct {
@@ -93,13 +101,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fedcerts", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", "bin/certs", "output directory (created)")
+	readable := fs.Bool("readable-keys", false, "write the keys world-readable (0644) instead of 0600, for containers that run as another user: development only")
 	var backends backendList
 	fs.Var(&backends, "backend", "domain=infra-host, repeatable (default: "+strings.Join(defaultBackends, ", ")+")")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.Line("fedcerts"))
+		return 0
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "fedcerts: unexpected arguments %q\n", fs.Args())
@@ -113,7 +127,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	files, err := Write(ctx, *dir, backends)
+	km := os.FileMode(keyMode)
+	if *readable {
+		km = readableKeyMode
+	}
+	files, err := Write(ctx, *dir, backends, km)
 	if err != nil {
 		fmt.Fprintln(stderr, "fedcerts:", err)
 		return 1
@@ -125,8 +143,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // Write creates dir, a CA and one certificate per backend, and returns the
-// files written.
-func Write(ctx context.Context, dir string, backends []Backend) ([]string, error) {
+// files written; keys get keyMode.
+func Write(ctx context.Context, dir string, backends []Backend, keyMode os.FileMode) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("write certificates: %w", err)
 	}
@@ -135,7 +153,7 @@ func Write(ctx context.Context, dir string, backends []Backend) ([]string, error
 		return nil, fmt.Errorf("write certificates: %w", err)
 	}
 	caFile := filepath.Join(dir, "ca.crt")
-	if err := os.WriteFile(caFile, ca.CertPEM, fileMode); err != nil {
+	if err := os.WriteFile(caFile, ca.CertPEM, certMode); err != nil {
 		return nil, fmt.Errorf("write certificates: %w", err)
 	}
 	written := []string{caFile}
@@ -151,12 +169,12 @@ func Write(ctx context.Context, dir string, backends []Backend) ([]string, error
 		if err != nil {
 			return written, fmt.Errorf("write certificates for %s: %w", b.Domain, err)
 		}
-		for _, name := range []string{f.Cert, f.Key, f.CA} {
-			if err := os.Chmod(name, fileMode); err != nil {
+		for name, mode := range map[string]os.FileMode{f.Cert: certMode, f.Key: keyMode, f.CA: certMode} {
+			if err := os.Chmod(name, mode); err != nil {
 				return written, fmt.Errorf("write certificates for %s: %w", b.Domain, err)
 			}
-			written = append(written, name)
 		}
+		written = append(written, f.Cert, f.Key, f.CA)
 	}
 	return written, nil
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/version"
 )
 
 // shutdownTimeout bounds the graceful stop of serve.
@@ -68,6 +69,10 @@ func main() {
 
 // run dispatches to the mode named by args[0] and returns the exit status.
 func run(ctx context.Context, args []string, env envconfig.Lookuper, stdout, stderr io.Writer) int {
+	if len(args) == 1 && (args[0] == "-version" || args[0] == "--version") {
+		fmt.Fprintln(stdout, version.Line("standin"))
+		return 0
+	}
 	mode := "serve"
 	if len(args) > 0 && (args[0] == "serve" || args[0] == "call") {
 		mode, args = args[0], args[1:]

@@ -638,6 +638,44 @@ func TestSetupOpen(t *testing.T) {
 			}
 		})
 	}
+	// The example permissions without FED_NATS_INBOX_PREFIX: every
+	// request would wait for its deadline (the replies are refused), so
+	// the process refuses to start, naming the variable.
+	for _, user := range []string{"federator", "ingress"} {
+		t.Run(user+" without its inbox prefix is refused at start", func(t *testing.T) {
+			sh, err := setup.Open(common(config.NATSAuth{User: user, Password: passwords[user]}), user, discard)
+			if err == nil {
+				_ = sh.Close(ctxFor(t))
+				t.Fatal("opened")
+			}
+			if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), "FED_NATS_INBOX_PREFIX is not set") || !strings.Contains(err.Error(), "_INBOX_"+user) {
+				t.Errorf("got %v, want the permission violation with the fix", err)
+			}
+		})
+	}
+	t.Run("the services answer fedctl's discovery", func(t *testing.T) {
+		c := common(config.NATSAuth{User: "ingress", Password: passwords["ingress"], InboxPrefix: "_INBOX_ingress"})
+		sh, err := setup.Open(c, "ingress", discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = sh.Close(ctxFor(t)) }()
+		svc, err := setup.Announce(sh.NATS, "ingress", &c)
+		if err != nil {
+			t.Fatalf("announce under the example permissions: %v", err)
+		}
+		defer func() { _ = svc.Stop() }()
+		cfg := ctl.NewConfig()
+		cfg.NATSURL = s.ClientURL()
+		cfg.NATS = config.NATSAuth{User: "fedctl", Password: passwords["fedctl"], InboxPrefix: "_INBOX_fedctl"}
+		var out, warn bytes.Buffer
+		if err := ctl.Run(ctxFor(t), cfg, []string{"remotes", "add", "c.example.com"}, &out, &warn); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "watched by 1 running service(s): ingress of a.example.com (bucket fedbus)") || warn.Len() > 0 {
+			t.Errorf("fedctl printed %q, warned %q", out.String(), warn.String())
+		}
+	})
 	t.Run("a wrong password fails to open", func(t *testing.T) {
 		sh, err := setup.Open(common(config.NATSAuth{User: "federator", Password: "wrong"}), "federator", discard)
 		if err == nil {
@@ -666,19 +704,24 @@ func TestFedctl(t *testing.T) {
 	s := startServer(t)
 	run := func(t testing.TB, user string, timeout time.Duration, args ...string) (string, error) {
 		t.Helper()
-		cfg := ctl.Config{NATSURL: s.ClientURL(), Bucket: bucket,
-			NATS: config.NATSAuth{User: user, Password: passwords[user], InboxPrefix: "_INBOX_" + user}}
+		cfg := ctl.NewConfig()
+		cfg.NATSURL = s.ClientURL()
+		cfg.NATS = config.NATSAuth{User: user, Password: passwords[user], InboxPrefix: "_INBOX_" + user}
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		var out bytes.Buffer
-		err := ctl.Run(ctx, cfg, args, &out)
+		err := ctl.Run(ctx, cfg, args, &out, &out)
 		return out.String(), err
+	}
+	if _, err := run(t, "fedctl", 2*waitFor, "remotes", "list"); !errors.Is(err, ctl.ErrNoBucket) {
+		t.Fatalf("list before create: %v, want ErrNoBucket", err)
 	}
 	for _, step := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"remotes", "list"}, "does not exist yet"},
+		{[]string{"create"}, "created bucket fedbus"},
+		{[]string{"remotes", "list"}, "0 remote(s)"},
 		{[]string{"remotes", "add", "b.example.com", "-allow", "brig:*"}, "b.example.com"},
 		{[]string{"rules", "set", "brig:get-user-by-handle"}, "get-user-by-handle"},
 		{[]string{"remotes", "list"}, "b.example.com"},
@@ -696,6 +739,16 @@ func TestFedctl(t *testing.T) {
 			}
 		})
 	}
+	t.Run("fedctl without its inbox prefix is refused at once", func(t *testing.T) {
+		cfg := ctl.NewConfig()
+		cfg.NATSURL = s.ClientURL()
+		cfg.NATS = config.NATSAuth{User: "fedctl", Password: passwords["fedctl"]}
+		var out bytes.Buffer
+		err := ctl.Run(ctxFor(t), cfg, []string{"remotes", "list"}, &out, &out)
+		if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), "FED_NATS_INBOX_PREFIX") {
+			t.Errorf("got %v, want the permission violation naming FED_NATS_INBOX_PREFIX", err)
+		}
+	})
 	t.Run("federator reads but cannot change the bucket", func(t *testing.T) {
 		if _, err := run(t, "federator", 2*waitFor, "remotes", "list"); err != nil {
 			t.Errorf("federator lists: %v", err)
