@@ -21,6 +21,10 @@ func Connect(urls, name string, log *slog.Logger, extra ...nats.Option) (*nats.C
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil { // Close or Drain: a stop, not a failure
+				log.Debug("nats connection closed")
+				return
+			}
 			log.Warn("nats disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

@@ -474,25 +474,26 @@ func TestErrors(t *testing.T) {
 		queryTO time.Duration
 		is      []error
 		isNot   []error
+		says    string // the error's text holds it
 	}{
 		{"NXDOMAIN", domain, func(*env) {}, 0,
-			[]error{discovery.ErrNotFound}, []error{discovery.ErrLookup}},
+			[]error{discovery.ErrNotFound}, []error{discovery.ErrLookup}, ""},
 		{"empty answer", domain, func(e *env) { e.dns.SetSRV(domain, 60) }, 0,
-			[]error{discovery.ErrNotFound}, nil},
+			[]error{discovery.ErrNotFound}, nil, ""},
 		{"single dot target", domain, func(e *env) { e.dns.SetSRV(domain, 60, testbed.SRVRecord{Target: "."}) }, 0,
-			[]error{discovery.ErrServiceUnavailable}, []error{discovery.ErrNotFound}},
+			[]error{discovery.ErrServiceUnavailable}, []error{discovery.ErrNotFound}, ""},
 		{"SERVFAIL", domain, func(e *env) { e.dns.SetFailure(domain, dns.RcodeServerFailure) }, 0,
-			[]error{discovery.ErrLookup}, []error{context.DeadlineExceeded}},
+			[]error{discovery.ErrLookup}, []error{context.DeadlineExceeded}, ""},
 		{"REFUSED", domain, func(e *env) { e.dns.SetFailure(domain, dns.RcodeRefused) }, 0,
-			[]error{discovery.ErrLookup}, nil},
+			[]error{discovery.ErrLookup}, nil, ""},
 		{"every server times out", domain, func(e *env) { e.dns.SetFailure(domain, testbed.DropQuery) }, 50 * time.Millisecond,
-			[]error{discovery.ErrLookup}, []error{context.DeadlineExceeded}},
+			[]error{discovery.ErrLookup}, []error{context.DeadlineExceeded}, "no answer within 50ms"},
 		{"invalid domain", "a..example.com", func(*env) {}, 0,
-			[]error{discovery.ErrInvalidDomain}, []error{discovery.ErrLookup}},
+			[]error{discovery.ErrInvalidDomain}, []error{discovery.ErrLookup}, ""},
 		{"one-label domain", "localhost", func(*env) {}, 0,
-			[]error{discovery.ErrInvalidDomain}, nil},
+			[]error{discovery.ErrInvalidDomain}, nil, ""},
 		{"wildcard domain", "*.example.com", func(*env) {}, 0,
-			[]error{discovery.ErrInvalidDomain}, nil},
+			[]error{discovery.ErrInvalidDomain}, nil, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -524,6 +525,12 @@ func TestErrors(t *testing.T) {
 				}
 				if !strings.HasPrefix(err.Error(), "discover "+tc.domain+": ") {
 					t.Errorf("%s: error %q lacks the prefix", call.name, err)
+				}
+				if tc.says != "" && !strings.Contains(err.Error(), tc.says) {
+					t.Errorf("%s: error %q does not say %q", call.name, err, tc.says)
+				}
+				if strings.Contains(err.Error(), "closed network connection") {
+					t.Errorf("%s: error %q names the query's closing, not its cause", call.name, err)
 				}
 			}
 		})

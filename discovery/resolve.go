@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -299,8 +300,23 @@ func (r *Resolver) query(ctx context.Context, c *dns.Client, m *dns.Msg, server 
 	stop := context.AfterFunc(qctx, func() { _ = conn.Close() })
 	defer stop()
 	resp, _, err := c.ExchangeWithConnContext(qctx, m, conn)
-	if err != nil {
+	switch {
+	case err == nil:
+		return resp, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case qctx.Err() != nil, isTimeout(err):
+		// The query's own time ran out (the read deadline, or the
+		// AfterFunc closed the connection): say so, rather than "i/o
+		// timeout" or "use of closed network connection".
+		return nil, fmt.Errorf("no answer within %s", r.cfg.QueryTimeout)
+	default:
 		return nil, err
 	}
-	return resp, nil
+}
+
+// isTimeout reports whether err is a network timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -133,10 +133,28 @@ func (f *Federator) handle(ctx context.Context, subject string, ev bus.Event) bu
 	body, err := f.call(ctx, subject, ev)
 	if err != nil {
 		e := contract.AsError(err)
-		f.log.Info("request failed", "request_id", ev.ID, "subject", subject, "label", e.Label, "err", e.Message)
+		if e.Inner != nil { // the remote's own error: its label says why
+			f.log.Info("request failed", "request_id", ev.ID, "subject", subject, "label", e.Label, "err", e.Message,
+				"remote_label", e.Inner.Label, "remote_err", e.Inner.Message)
+		} else {
+			f.log.Info("request failed", "request_id", ev.ID, "subject", subject, "label", e.Label, "err", e.Message)
+		}
 		return bus.ErrorReply(ev.Structured, f.source, e)
 	}
 	return bus.Reply(ev, f.source, body)
+}
+
+// logChange says, once, that a remote became unreachable or reachable
+// again (as this worker's requests show it): one WARN per change, not one
+// per request.
+func (f *Federator) logChange(ch Change, requestID string, err error) {
+	if ch.Down {
+		f.log.Warn("remote unreachable: its requests fail until one reaches it again",
+			"remote", ch.Domain, "reason", ch.Reason, "request_id", requestID, "err", contract.AsError(err).Message)
+		return
+	}
+	f.log.Warn("remote reachable again", "remote", ch.Domain, "down_since", ch.Since.UTC().Format(time.RFC3339),
+		"down_for", f.now().Sub(ch.Since).Round(time.Millisecond).String(), "reason_was", ch.Reason, "request_id", requestID)
 }
 
 // SetMaxPerRemote changes the per-remote limit of requests in flight (0: no
@@ -181,6 +199,9 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) ([]b
 		step = func(s string) { f.deps.Hook(ev.ID, s) }
 	}
 	body, err := f.client.do(ctx, route, ev, step, f.log)
+	if ch, ok := f.remotes.outcome(rec, err); ok {
+		f.logChange(ch, ev.ID, err)
+	}
 	var tm *tooManyError
 	if errors.As(err, &tm) && tm.wait > 0 {
 		until := f.now().Add(tm.wait)

@@ -212,7 +212,7 @@ func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Eve
 	}
 	var failures []error
 	allTLS, allDenied := true, true
-	for _, t := range targets {
+	for i, t := range targets {
 		body, err := rc.post(ctx, t, route, ev)
 		var ce *connectError
 		if err == nil {
@@ -225,7 +225,9 @@ func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Eve
 		if !errors.As(err, &ce) || lookup.Expired(ctx) {
 			return nil, requestError(ctx, t, err)
 		}
-		log.Info("target unreachable, trying next", "request_id", ev.ID, "target", t.Host, "port", t.Port, "err", err)
+		if i < len(targets)-1 { // the request's own line tells the last failure
+			log.Info("target unreachable, trying next", "request_id", ev.ID, "target", t.Host, "port", t.Port, "err", err)
+		}
 		if !ce.denied {
 			rc.resolver.ReportFailure(t)
 		}

@@ -9,8 +9,14 @@ import (
 	"github.com/fedbus/fedbus/contract"
 )
 
-// maxWaits bounds the remotes remembered for their Retry-After at once.
+// maxWaits bounds the remotes remembered for their Retry-After at once,
+// and the remotes remembered as unreachable.
 const maxWaits = 10000
+
+// downAfterTimeouts is how many requests in a row must time out before a
+// remote counts as unreachable (one slow answer is not an outage); one
+// refused connection, failed TLS handshake or failed discovery is enough.
+const downAfterTimeouts = 3
 
 // remote is this worker's record of one remote domain: everything it
 // tracks per remote, in one place. A record exists while it has something
@@ -25,10 +31,102 @@ type remote struct {
 	// its Retry-After ends (zero: no wait).
 	until time.Time
 	index int // in remotes.waits, -1 when not waiting
+	// down: this worker's requests fail for want of reaching the remote,
+	// since downSince, for the reason (a label); kept until a request
+	// reaches it again, so that both changes are told once (state).
+	down      bool
+	downSince time.Time
+	reason    string
+	// timeouts counts the requests in a row that timed out without an
+	// answer (downAfterTimeouts).
+	timeouts int
 }
 
 // idle reports whether r has nothing to remember.
-func (r *remote) idle() bool { return r.inFlight == 0 && r.index < 0 }
+func (r *remote) idle() bool { return r.inFlight == 0 && r.index < 0 && !r.down && r.timeouts == 0 }
+
+// Change is a change of a remote's reachability, as one worker's own
+// requests show it: it became unreachable (Down) or reachable again.
+type Change struct {
+	Domain string
+	Down   bool
+	Since  time.Time // when it became unreachable
+	Reason string    // the label of the failure that made it so
+}
+
+// reachability classifies the outcome of a request that was sent towards
+// the remote (after discovery started): reached (it answered, even with an
+// error), failed (it could not be reached), or neither (the outcome says
+// nothing of the remote).
+func reachability(err error) (reached, failed, timeout bool) {
+	if err == nil {
+		return true, false, false
+	}
+	e := contract.AsError(err)
+	switch e.Label {
+	case contract.LabelRemoteError:
+		return true, false, false
+	case contract.LabelTimeout:
+		// A remote that timed out itself answered: its body is Inner.
+		return e.Inner != nil, false, e.Inner == nil
+	case contract.LabelConnectionRefused, contract.LabelTLSError, contract.LabelDiscoveryFailure:
+		return false, true, false
+	}
+	return false, false, false
+}
+
+// outcome records the outcome of a request to r (acquired) and returns
+// the change of its reachability, if any.
+func (rs *remotes) outcome(r *remote, err error) (Change, bool) {
+	reached, failed, timeout := reachability(err)
+	now := rs.now()
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	switch {
+	case reached:
+		rs.resetTimeoutsLocked(r)
+		if r.down {
+			r.down = false
+			rs.downs--
+			return Change{Domain: r.domain, Since: r.downSince, Reason: r.reason}, true
+		}
+	case timeout && !r.down:
+		if r.timeouts == 0 {
+			if rs.counting >= rs.maxWaits {
+				break // too many remotes timing out at once to count them all
+			}
+			rs.counting++
+		}
+		r.timeouts++
+		if r.timeouts >= downAfterTimeouts {
+			return rs.markDownLocked(r, contract.AsError(err).Label, now)
+		}
+	case failed && !r.down:
+		return rs.markDownLocked(r, contract.AsError(err).Label, now)
+	}
+	return Change{}, false
+}
+
+// resetTimeoutsLocked ends the count of r's timeouts in a row. rs.mu must
+// be held.
+func (rs *remotes) resetTimeoutsLocked(r *remote) {
+	if r.timeouts > 0 {
+		r.timeouts = 0
+		rs.counting--
+	}
+}
+
+// markDownLocked records r as unreachable (at most maxWaits remotes are
+// remembered so). rs.mu must be held.
+func (rs *remotes) markDownLocked(r *remote, reason string, now time.Time) (Change, bool) {
+	rs.resetTimeoutsLocked(r)
+	if rs.downs >= rs.maxWaits {
+		return Change{}, false
+	}
+	r.down, r.downSince, r.reason = true, now, reason
+	rs.downs++
+	return Change{Domain: r.domain, Down: true, Since: now, Reason: reason}, true
+}
 
 // remotes holds the records of the remote domains. Safe for concurrent use.
 type remotes struct {
@@ -39,6 +137,8 @@ type remotes struct {
 	mu       sync.Mutex
 	byDomain map[string]*remote
 	waits    waitHeap // records with a wait, the earliest end first
+	downs    int      // records that are down
+	counting int      // records counting timeouts in a row
 }
 
 func newRemotes(maxPerRemote, maxWaits int, now func() time.Time) *remotes {

@@ -233,7 +233,7 @@ func newIngress(cfg Config, deps Deps, resolver targetResolver, exchange exchang
 			MaxReadFrameSize:     MaxReadFrameSize,
 			WriteByteTimeout:     writeByteTimeout,
 		},
-		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog:    serverLog(logger),
 		ConnState:   in.connState,
 		ConnContext: withConn,
 	}

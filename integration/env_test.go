@@ -352,6 +352,7 @@ func (e *env) fedEnv(domain string) map[string]string {
 		"FED_ALLOW_PRIVATE_TARGETS": "true",
 		"FED_REQUEST_TIMEOUT":       requestTimeout.String(),
 		"FED_SHUTDOWN_TIMEOUT":      "15s",
+		"FED_KV_BUCKET":             "", // the static configuration only: no JetStream here
 		// The suite loads one origin with several hundred requests per
 		// second; the ingress's per-origin rate limit is not under test.
 		"FED_INGRESS_ORIGIN_RATE": "0",

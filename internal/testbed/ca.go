@@ -65,6 +65,8 @@ type LeafOptions struct {
 	Usages []x509.ExtKeyUsage
 	// NotAfter defaults to 24 hours from now.
 	NotAfter time.Time
+	// NotBefore defaults to an hour ago.
+	NotBefore time.Time
 	// CommonName defaults to the first DNS name.
 	CommonName string
 	// IPAddresses are IP SANs, beside the DNS names.
@@ -86,6 +88,10 @@ func (ca *CA) Issue(opts LeafOptions, dnsNames ...string) (*Leaf, error) {
 	if notAfter.IsZero() {
 		notAfter = time.Now().Add(24 * time.Hour)
 	}
+	notBefore := opts.NotBefore
+	if notBefore.IsZero() {
+		notBefore = time.Now().Add(-time.Hour)
+	}
 	cn := opts.CommonName
 	if cn == "" && len(dnsNames) > 0 {
 		cn = dnsNames[0]
@@ -95,7 +101,7 @@ func (ca *CA) Issue(opts LeafOptions, dnsNames ...string) (*Leaf, error) {
 		Subject:      pkix.Name{CommonName: cn},
 		DNSNames:     dnsNames,
 		IPAddresses:  opts.IPAddresses,
-		NotBefore:    time.Now().Add(-time.Hour),
+		NotBefore:    notBefore,
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  usages,

@@ -1,0 +1,37 @@
+package ingress
+
+import (
+	"context"
+	"log"
+	"log/slog"
+	"strings"
+)
+
+// serverLog is the net/http server's error log, written to the ingress's
+// logger at a level that fits the message. net/http reports only text, so
+// the message is looked at:
+//
+//   - a TLS handshake that ended because the peer closed or reset the
+//     connection (a TCP health check, a load balancer's probe, a port
+//     scan) is DEBUG: it happens all the time and means nothing;
+//   - any other failed TLS handshake (an untrusted client certificate, a
+//     protocol mismatch) is INFO: the peer's mistake, not this backend's;
+//   - everything else is WARN.
+func serverLog(l *slog.Logger) *log.Logger {
+	return log.New(serverLogWriter{l}, "", 0)
+}
+
+type serverLogWriter struct{ l *slog.Logger }
+
+func (w serverLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	level := slog.LevelWarn
+	if strings.HasPrefix(msg, "http: TLS handshake error") {
+		level = slog.LevelInfo
+		if strings.HasSuffix(msg, ": EOF") || strings.HasSuffix(msg, "connection reset by peer") {
+			level = slog.LevelDebug
+		}
+	}
+	w.l.Log(context.Background(), level, msg)
+	return len(p), nil
+}
