@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedbus/fedbus/internal/testbed"
 )
@@ -107,6 +109,23 @@ func (w *world) writeCert(t *testing.T, name string, opts testbed.LeafOptions, d
 		t.Fatal(err)
 	}
 	return files
+}
+
+// createBucket creates a key-value bucket, as fedctl create does.
+func (w *world) createBucket(t *testing.T, name string) {
+	t.Helper()
+	nc, err := nats.Connect(w.nats.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateKeyValue(ctxFor(t), jetstream.KeyValueConfig{Bucket: name}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // env is a valid environment of the backend (allow-list with one remote,

@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
@@ -165,18 +164,7 @@ func TestStartupLineAndWarnings(t *testing.T) {
 	}
 
 	// The bucket is created; SIGHUP makes the federator look at once.
-	nc, err := nats.Connect(w.nats.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateKeyValue(ctxFor(t), jetstream.KeyValueConfig{Bucket: "fedbus"}); err != nil {
-		t.Fatal(err)
-	}
+	w.createBucket(t, "fedbus")
 	p.signal(t, syscall.SIGHUP)
 	p.waitLog(t, "bucket found: the dynamic federation config applies from now on", 1)
 	p.waitLog(t, "federation config loaded", 1)
@@ -200,18 +188,7 @@ func TestStartupLineAndWarnings(t *testing.T) {
 // configuration, and does not stop the process.
 func TestSIGHUP(t *testing.T) {
 	w := newWorld(t)
-	nc, err := nats.Connect(w.nats.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateKeyValue(ctxFor(t), jetstream.KeyValueConfig{Bucket: "fedbus"}); err != nil {
-		t.Fatal(err)
-	}
+	w.createBucket(t, "fedbus")
 	for _, bin := range binaries {
 		t.Run(bin, func(t *testing.T) {
 			// only SIGHUP reloads: the files are not checked on their own
