@@ -329,7 +329,7 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 	}
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: log})
+	f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: log})
 	if err != nil {
 		return err
 	}
