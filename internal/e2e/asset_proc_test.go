@@ -153,4 +153,3 @@ func TestAssetsThroughProcesses(t *testing.T) {
 		}
 	})
 }
-
