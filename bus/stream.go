@@ -213,7 +213,8 @@ func (r *Request) ReplyObject(contentType string, ref ObjectRef) ([]byte, error)
 		return nil, errors.New("reply object: the request has an answer already")
 	}
 	if _, err := parseObjectRef(ref.Bucket, ref.Name, fmt.Sprint(ref.Size)); err != nil {
-		return nil, fmt.Errorf("reply object: %w", err)
+		// The handler's mistake, not the caller's: server-error.
+		return nil, fmt.Errorf("reply object: %v", err)
 	}
 	r.answer = &streamed{ref: ref, contentType: contentType}
 	return nil, nil
