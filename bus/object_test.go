@@ -169,9 +169,9 @@ func TestObjectsPutFailures(t *testing.T) {
 		maxRead  int64
 		isSource bool
 	}{
-		{"declared size over the limit: nothing read", &countingReader{r: asset.New("a", 4 * limit)}, 4 * limit, contract.ErrPayloadTooLarge, 0, false},
-		{"body over the limit: stops one byte over", &countingReader{r: asset.New("b", 64 * limit)}, -1, contract.ErrPayloadTooLarge, limit + 1, false},
-		{"body breaks off half way", &countingReader{r: &failingReader{r: asset.New("c", 3 * bus.ChunkSize / 2), err: broken}}, -1, broken, 3 * bus.ChunkSize / 2, true},
+		{"declared size over the limit: nothing read", &countingReader{r: asset.New("a", 4*limit)}, 4 * limit, contract.ErrPayloadTooLarge, 0, false},
+		{"body over the limit: stops one byte over", &countingReader{r: asset.New("b", 64*limit)}, -1, contract.ErrPayloadTooLarge, limit + 1, false},
+		{"body breaks off half way", &countingReader{r: &failingReader{r: asset.New("c", 3*bus.ChunkSize/2), err: broken}}, -1, broken, 3 * bus.ChunkSize / 2, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := objs.Put(testCtx(t, 10*time.Second), "application/octet-stream", tc.body, tc.size)

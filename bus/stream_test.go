@@ -184,4 +184,3 @@ func TestCallStream(t *testing.T) {
 		t.Errorf("%d objects left after the callers closed their bodies", n)
 	}
 }
-
