@@ -1,16 +1,23 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/asset"
 	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/internal/testbed"
 )
@@ -19,6 +26,7 @@ import (
 // ingresses are processes of their own: the production binaries, built
 // without the race detector, whose memory can be measured.
 type procWorld struct {
+	ca   *testbed.CA
 	a, b *fedtest.ProcBackend
 }
 
@@ -56,7 +64,7 @@ func newProcWorld(tb testing.TB, env map[string]string) *procWorld {
 		})
 		return be
 	}
-	return &procWorld{a: start(domainA, infraA, domainB), b: start(domainB, infraB, domainA)}
+	return &procWorld{ca: ca, a: start(domainA, infraA, domainB), b: start(domainB, infraB, domainA)}
 }
 
 // hwm returns the peak resident set (VmHWM) of p in KiB.
@@ -78,7 +86,10 @@ func hwm(tb testing.TB, p *fedtest.Proc) int64 {
 //     resident set (VmHWM) of federator A and of ingress B grows by far
 //     less than the asset;
 //   - 20 transfers of 5 MiB at once all arrive intact, while JSON answers
-//     (a 1 KiB echo, a profile) still travel inline in the NATS reply.
+//     (a 1 KiB echo, a profile) still travel inline in the NATS reply;
+//   - a remote that reads slowly does not make ingress B hold the asset:
+//     HTTP/2 flow control holds it back, and the ingress reads the object
+//     store a few chunks ahead.
 func TestAssetsThroughProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binaries")
@@ -110,8 +121,22 @@ func TestAssetsThroughProcesses(t *testing.T) {
 		}
 	})
 
+	t.Run("a slow remote: ingress B holds a few chunks", func(t *testing.T) {
+		const size = 32 << 20
+		before := hwm(t, w.b.Ingress)
+		h := slowDownload(t, w, "3-2-slow", size)
+		if h.Size() != size || h.Sum() != asset.Digest("3-2-slow", size) {
+			t.Fatalf("got %d bytes with another digest", h.Size())
+		}
+		after := hwm(t, w.b.Ingress)
+		t.Logf("ingress B: VmHWM %d KiB → %d KiB (+%d KiB) for a %d KiB asset read slowly", before, after, after-before, size>>10)
+		if after-before > size>>10/4 {
+			t.Errorf("ingress B grew by %d KiB for a %d KiB asset read slowly", after-before, size>>10)
+		}
+	})
 	t.Run("20 transfers of 5 MiB at once, JSON still inline", func(t *testing.T) {
 		const n, size = 20, 5 << 20
+		before := map[string]int64{"federator A": hwm(t, w.a.Federator), "ingress B": hwm(t, w.b.Ingress)}
 		var wg sync.WaitGroup
 		errs := make(chan error, n+2)
 		for i := range n {
@@ -151,5 +176,57 @@ func TestAssetsThroughProcesses(t *testing.T) {
 		for err := range errs {
 			t.Error(err)
 		}
+		for name, b := range before {
+			p := w.a.Federator
+			if name == "ingress B" {
+				p = w.b.Ingress
+			}
+			t.Logf("%s: VmHWM %d KiB → %d KiB for %d transfers of %d KiB at once", name, b, hwm(t, p), n, size>>10)
+		}
 	})
+
+}
+
+// slowDownload asks ingress B for an asset directly, as A's federator
+// would (A's certificate, HTTP/2), and reads the answer slowly: 64 KiB
+// every 5 ms.
+func slowDownload(tb testing.TB, w *procWorld, key string, size int64) *asset.Hasher {
+	tb.Helper()
+	cert, err := tls.LoadX509KeyPair(w.a.Files.Cert, w.a.Files.Key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(w.ca.Cert)
+	tr := &http2.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: infraB, MinVersion: tls.VersionTLS13}}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+w.b.IngressAddr+contract.Path("cargohold", asset.RPC), bytes.NewReader(asset.Body(key, size)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set(contract.HTTPOriginDomain, domainA)
+	req.Header.Set(contract.HTTPContentType, contract.ContentTypeJSON)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(contract.HTTPContentType) != contract.ContentTypeOctetStream || resp.ContentLength != size {
+		tb.Fatalf("answer %s, %s, %d bytes", resp.Status, resp.Header.Get(contract.HTTPContentType), resp.ContentLength)
+	}
+	h := asset.NewHasher()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := io.ReadFull(resp.Body, buf)
+		_, _ = h.Write(buf[:n])
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return h
+		}
+		if err != nil {
+			tb.Fatalf("read after %d bytes: %v", h.Size(), err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -193,6 +193,7 @@ type ProcBackend struct {
 	Federator   *Proc
 	Ingress     *Proc
 	IngressAddr string
+	Files       testbed.Files // the backend's certificate, key and CA files
 }
 
 // procStartTimeout bounds the start of each process.
@@ -222,10 +223,11 @@ func StartProcBackend(ctx context.Context, opts BackendOptions, bin Binaries, lo
 	if b.NATSServer, b.NATSURL, err = startNATSProc(ctx, bin.NATSServer, dir, logs); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
-	env, _, err := backendEnv(&opts, b.NATSURL)
+	env, files, err := backendEnv(&opts, b.NATSURL)
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
+	b.Files = files
 	env["FED_LOG_FORMAT"], env["FED_LOG_LEVEL"] = "json", "info"
 	if b.Subjects, err = contract.NewSubjects(contract.DefaultPrefix); err != nil {
 		return nil, err
