@@ -316,7 +316,7 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 		"FED_ALLOW_PRIVATE_TARGETS": "true",
 		"FED_IDLE_CONN_TIMEOUT":     cc.IdleTimeout.String(),
 	}
-	var fcfg federator.Config
+	fcfg := federator.NewConfig()
 	if err := config.Load(ctx, &fcfg, envconfig.MapLookuper(env)); err != nil {
 		return err
 	}
