@@ -62,13 +62,18 @@ const (
 
 const (
 	// ChunkSize is the size of the chunks Put stores (the last one may be
-	// shorter): what one transfer holds of a body, besides the readahead
-	// of a reader.
-	ChunkSize = 128 << 10
-	// readAhead is how many chunks a reader asks the server for at once
-	// (it asks again when half are read): bounded memory whatever the
-	// reader's pace.
-	readAhead = 8
+	// shorter), or half the NATS server's max payload when that is
+	// smaller: what a transfer into the store holds of a body. Larger
+	// chunks cost the server and the client less per byte (fewer
+	// messages and acknowledgements).
+	ChunkSize = 256 << 10
+	// readAheadBytes is about how much of an object a reader asks the
+	// server for at once (in whole chunks, at least two; it asks again
+	// when half are read): bounded memory whatever the reader's pace.
+	readAheadBytes = 1 << 20
+	// defaultChunk is the object store's chunk size when an object's
+	// metadata does not say (nats.go's default).
+	defaultChunk = 128 << 10
 	// storeGrace is how long after the caller's deadline Put may still
 	// talk to the store, to remove the chunks of a failed transfer.
 	storeGrace = 5 * time.Second
@@ -258,7 +263,7 @@ func (o *Objects) Put(ctx context.Context, contentType string, r io.Reader, size
 	src := &source{ctx: ctx, r: r, limit: o.cfg.MaxBytes}
 	meta := jetstream.ObjectMeta{
 		Name: NewID(),
-		Opts: &jetstream.ObjectMetaOptions{ChunkSize: ChunkSize},
+		Opts: &jetstream.ObjectMetaOptions{ChunkSize: o.chunkSize()},
 	}
 	if contentType != "" {
 		meta.Headers = nats.Header{"Content-Type": []string{contentType}}
@@ -273,6 +278,16 @@ func (o *Objects) Put(ctx context.Context, contentType string, r io.Reader, size
 		return ObjectRef{}, fmt.Errorf("put object %s/%s: %w", o.cfg.Bucket, meta.Name, err)
 	}
 	return ObjectRef{Bucket: o.cfg.Bucket, Name: meta.Name, Size: int64(info.Size)}, nil
+}
+
+// chunkSize returns the chunk size of Put: ChunkSize, or half the
+// server's max payload when that is smaller.
+func (o *Objects) chunkSize() uint32 {
+	size := int64(ChunkSize)
+	if mp := o.js.Conn().MaxPayload(); mp > 0 {
+		size = min(size, mp/2)
+	}
+	return uint32(max(size, 1))
 }
 
 func objectTooLarge(size, limit int64) *contract.Error {
@@ -392,9 +407,9 @@ func (o *Objects) open(ctx context.Context, ref ObjectRef) (*ObjectReader, error
 	if ref.Size == 0 {
 		return r, nil
 	}
-	// A consumer of the object's chunks that the reader pulls readAhead
-	// at a time (jetstream.ObjectStore.Get pushes them, and its window
-	// grows to 32 MiB when the reader is slow).
+	// A consumer of the object's chunks that the reader pulls a few at a
+	// time, about readAheadBytes (jetstream.ObjectStore.Get pushes them,
+	// and its window grows to 32 MiB when the reader is slow).
 	r.stream = objectStreamPrefix + ref.Bucket
 	name := NewID()
 	cons, err := o.js.CreateConsumer(ctx, r.stream, jetstream.ConsumerConfig{
@@ -410,7 +425,11 @@ func (o *Objects) open(ctx context.Context, ref ObjectRef) (*ObjectReader, error
 		return nil, fmt.Errorf("open object %s: consumer: %w", ref, err)
 	}
 	r.consumer = name
-	it, err := cons.Messages(jetstream.PullMaxMessages(readAhead))
+	chunk := int64(defaultChunk)
+	if info.Opts != nil && info.Opts.ChunkSize > 0 {
+		chunk = int64(info.Opts.ChunkSize)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(int(min(max(readAheadBytes/chunk, 2), 16))))
 	if err != nil {
 		r.deleteConsumer()
 		return nil, fmt.Errorf("open object %s: %w", ref, err)
@@ -434,8 +453,8 @@ func (o *Objects) Delete(ctx context.Context, ref ObjectRef) error {
 	return nil
 }
 
-// ObjectReader reads an object chunk by chunk: it holds at most
-// readAhead chunks and checks the size and SHA-256 digest before it hands
+// ObjectReader reads an object chunk by chunk: it holds about
+// readAheadBytes of it and checks the size and SHA-256 digest before it hands
 // out the last bytes (a corrupt object ends with an error, never with
 // io.EOF). Close it.
 type ObjectReader struct {

@@ -147,6 +147,9 @@ func (p *Proc) Lines(msg string) []map[string]any {
 	return out
 }
 
+// Pid returns the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // Status returns a field of /proc/<pid>/status in KiB, e.g. VmHWM (the
 // peak resident set) or VmRSS.
 func (p *Proc) Status(field string) (int64, error) {
