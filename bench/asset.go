@@ -58,7 +58,7 @@ func BinariesIn(dir string) fedtest.Binaries {
 // A's client in this process, and the raw HTTPS server.
 type assetWorld struct {
 	*world
-	pa, pb *fedtest.ProcBackend
+	pa, pb    *fedtest.ProcBackend
 	rawURL    string
 	client    *bus.Client
 	raw       *http.Client
