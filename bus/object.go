@@ -76,7 +76,7 @@ const (
 	defaultChunk = 128 << 10
 	// storeGrace is how long after the caller's deadline Put may still
 	// talk to the store, to remove the chunks of a failed transfer.
-	storeGrace = 5 * time.Second
+	storeGrace = 2 * time.Second
 	// closeTimeout bounds the clean-up requests of a reader's Close.
 	closeTimeout = 2 * time.Second
 	// consumerIdle is when the server removes a reader's consumer that
