@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -358,5 +360,40 @@ func TestComponentObjectErrors(t *testing.T) {
 		{name: "object over B's limit", target: domainB, comp: "galley", rpc: "big", label: contract.LabelRemoteError, inner: contract.LabelPayloadTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) { expectLabel(t, w.a, tc) })
+	}
+}
+
+// TestLargeJSONGoesToTheStore: a JSON answer larger than one NATS message
+// travels as an object too (application/json): with a Content-Length over
+// the limit (B's component answers 2 MiB of JSON through the store), and
+// without one (a remote that streams it), after the federator has read one
+// message's worth.
+func TestLargeJSONGoesToTheStore(t *testing.T) {
+	w := newAssetWorld(t, nil, nil, domainC)
+	big := []byte(`"` + strings.Repeat("j", 2<<20) + `"`)
+	serve(t, w.b, "galley", func(ctx context.Context, req *bus.Request) ([]byte, error) {
+		return req.ReplyStream(ctx, contract.ContentTypeJSON, bytes.NewReader(big))
+	})
+	fakeRemote(t, w.world, func(rw http.ResponseWriter, _ *http.Request, _ net.Conn) {
+		rw.Header().Set(contract.HTTPContentType, "application/json; charset=utf-8")
+		_, _ = io.Copy(flushWriter{rw}, bytes.NewReader(big)) // no Content-Length
+	})
+	for _, target := range []string{domainB, domainC} {
+		t.Run(target, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			body, err := w.a.Client("/galley").CallStream(ctx, target, "galley", "big", []byte(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer body.Close()
+			got, err := io.ReadAll(body)
+			if err != nil || !bytes.Equal(got, big) {
+				t.Fatalf("read %d bytes, %v", len(got), err)
+			}
+			if body.Object.IsZero() || !strings.HasPrefix(body.ContentType, contract.ContentTypeJSON) {
+				t.Fatalf("body %+v: want an object of JSON", body)
+			}
+		})
 	}
 }
