@@ -290,6 +290,9 @@ func (o *Objects) chunkSize() uint32 {
 	return uint32(max(size, 1))
 }
 
+// objectTooLarge is the payload-too-large of a body over the limit of a
+// streamed body (FED_MAX_OBJECT_BYTES); size is its announced size, -1
+// when it was found while reading.
 func objectTooLarge(size, limit int64) *contract.Error {
 	if size >= 0 {
 		return contract.Errorf(contract.LabelPayloadTooLarge, "a body of %d bytes is over the limit of %d bytes for a streamed body", size, limit)

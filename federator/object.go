@@ -42,14 +42,6 @@ type answer struct {
 	object      bus.ObjectRef
 }
 
-// size returns the answer's length in bytes.
-func (a *answer) size() int64 {
-	if !a.object.IsZero() {
-		return a.object.Size
-	}
-	return int64(len(a.body))
-}
-
 // reply is the fedbus.response to req that carries a.
 func (a *answer) reply(req bus.Event, source string) bus.Event {
 	if !a.object.IsZero() {
@@ -114,7 +106,8 @@ func (rc *remoteClient) streamAnswer(ctx context.Context, t discovery.Target, co
 	}
 }
 
-// sizeText is for the demo's step lines.
+// sizeText describes the answer's body for the step lines (the demo's
+// hops).
 func sizeText(a *answer) string {
 	if !a.object.IsZero() {
 		return strconv.FormatInt(a.object.Size, 10) + " bytes, streamed into the object store as " + a.object.String()
