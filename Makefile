@@ -107,14 +107,18 @@ integration: images
 ## bench: fedbench (see BENCHMARKS.md): every scenario at 64 in flight × 256 B plus a sweep
 ## (1, 16, 256 in flight; 64 KiB at 64); the key cell (64 × 256 B) again in 3 interleaved rounds,
 ## whose ratios are the targets' verdicts; the 10,000-domain memory mode (Go defaults, then
-## GOMEMLIMIT=70MiB); the bus, federator and ingress micro-benchmarks. About 3.5 minutes.
-## BENCH_FLAGS adds fedbench flags to the first run (e.g. -matrix=full).
+## GOMEMLIMIT=70MiB); the asset mode (a 50 MiB stream-asset through both object stores against
+## a raw HTTPS download, 5 interleaved rounds, then 8 at once for the memory per transfer, with
+## the production binaries and nats-server as processes); the bus, federator and ingress
+## micro-benchmarks. About 4.5 minutes. BENCH_FLAGS adds fedbench flags to the first run
+## (e.g. -matrix=full).
 BENCH_FLAGS ?=
 .PHONY: bench
 bench:
-	$(GO) build -o $(BIN)/fedbench ./cmd/fedbench
+	$(GO) build -o $(BIN)/ ./cmd/fedbench ./cmd/federator ./cmd/ingress github.com/nats-io/nats-server/v2
 	$(BIN)/fedbench -duration=3s -warmup=500ms $(BENCH_FLAGS)
 	$(BIN)/fedbench -inflight=64 -sizes=256 -duration=2s -rounds=3
 	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=3s
 	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=3s -gomemlimit=70MiB
+	$(BIN)/fedbench -scenario=asset -asset-size=52428800 -rounds=5 -inflight=8 -bin=$(BIN)
 	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./bus ./federator ./policy ./discovery ./contract ./ingress

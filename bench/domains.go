@@ -316,7 +316,7 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 		"FED_ALLOW_PRIVATE_TARGETS": "true",
 		"FED_IDLE_CONN_TIMEOUT":     cc.IdleTimeout.String(),
 	}
-	var fcfg federator.Config
+	fcfg := federator.NewConfig()
 	if err := config.Load(ctx, &fcfg, envconfig.MapLookuper(env)); err != nil {
 		return err
 	}
@@ -329,7 +329,7 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 	}
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: log})
+	f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: log})
 	if err != nil {
 		return err
 	}

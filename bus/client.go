@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -22,6 +23,13 @@ type Client struct {
 	// Timeout bounds calls whose context has no deadline (DefaultTimeout);
 	// 0 leaves such calls unbounded.
 	Timeout time.Duration
+	// Objects reads the answers that arrive as objects of the object
+	// store (contract section 8). When nil, the client makes one on the
+	// connection it sends through (a *nats.Conn, or a Requester's) at the
+	// first such answer.
+	Objects *Objects
+
+	objects lazyObjects // when Objects is nil
 }
 
 // NewClient returns a client that sends its requests through d with the
@@ -30,7 +38,7 @@ type Client struct {
 // batches). source is the CloudEvents source of its requests, e.g.
 // "/brig".
 func NewClient(d Doer, subjects contract.Subjects, source string) *Client {
-	return &Client{d: d, subjects: subjects, source: source, Timeout: DefaultTimeout}
+	return &Client{d: d, subjects: subjects, source: source, Timeout: DefaultTimeout, objects: lazyObjects{nc: connOf(d)}}
 }
 
 // CallOption sets an optional part of a request.
@@ -43,11 +51,36 @@ func WithID(id string) CallOption { return func(e *Event) { e.ID = id } }
 func WithTraceParent(tp string) CallOption { return func(e *Event) { e.TraceParent = tp } }
 
 // Call sends body to rpc of component on the backend of targetDomain and
-// returns the remote response body, or a *contract.Error.
+// returns the remote response body, or a *contract.Error. A body that
+// arrives as an object of the object store is read whole into memory (and
+// the object deleted): use CallStream for large bodies.
 func (c *Client) Call(ctx context.Context, targetDomain, component, rpc string, body []byte, opts ...CallOption) ([]byte, error) {
-	subject, err := c.subjects.Out(component, rpc, targetDomain)
+	ev, err := c.call(ctx, targetDomain, component, rpc, body, opts)
 	if err != nil {
 		return nil, err
+	}
+	if ev.Object.IsZero() {
+		return ev.Data, nil
+	}
+	b, err := c.objectBody(ctx, ev)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	out := make([]byte, 0, b.Size)
+	w := bytes.NewBuffer(out)
+	if _, err := b.WriteTo(w); err != nil {
+		return nil, contract.AsError(err)
+	}
+	return w.Bytes(), nil
+}
+
+// call sends the request and returns the fedbus.response event, or the
+// contract error.
+func (c *Client) call(ctx context.Context, targetDomain, component, rpc string, body []byte, opts []CallOption) (Event, error) {
+	subject, err := c.subjects.Out(component, rpc, targetDomain)
+	if err != nil {
+		return Event{}, err
 	}
 	if _, ok := ctx.Deadline(); !ok && c.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -64,7 +97,7 @@ func (c *Client) Call(ctx context.Context, targetDomain, component, rpc string, 
 	if dl, ok := ctx.Deadline(); ok {
 		ev.TimeoutMs = max(time.Until(dl).Milliseconds(), 1)
 	}
-	return Exchange(ctx, c.d, ev.Message(subject))
+	return ExchangeEvent(ctx, c.d, ev.Message(subject))
 }
 
 // ErrNotConnected is the error of a request made while the NATS
@@ -80,24 +113,33 @@ type connected interface{ IsConnected() bool }
 // contract: no responders is component-unavailable, a deadline is
 // federation-timeout. While the connection is down the request is not
 // sent: it fails at once with component-unavailable rather than waiting
-// for its deadline.
+// for its deadline. A response whose body is an object (Event.Object) has
+// no data: use ExchangeEvent to see it.
 func Exchange(ctx context.Context, d Doer, msg *nats.Msg) ([]byte, error) {
+	ev, err := ExchangeEvent(ctx, d, msg)
+	if err != nil {
+		return nil, err
+	}
+	return ev.Data, nil
+}
+
+// ExchangeEvent is Exchange returning the whole fedbus.response event.
+func ExchangeEvent(ctx context.Context, d Doer, msg *nats.Msg) (Event, error) {
 	if c, ok := d.(connected); ok && !c.IsConnected() {
-		return nil, NATSError(msg.Subject, ErrNotConnected)
+		return Event{}, NATSError(msg.Subject, ErrNotConnected)
 	}
 	reply, err := d.RequestMsgWithContext(ctx, msg)
 	if err != nil {
-		return nil, NATSError(msg.Subject, err)
+		return Event{}, NATSError(msg.Subject, err)
 	}
 	ev, err := Decode(reply)
 	if err != nil {
-		return nil, contract.Errorf(contract.LabelServerError, "reply on %s is not a CloudEvent: %v", msg.Subject, err)
+		return Event{}, contract.Errorf(contract.LabelServerError, "reply on %s is not a CloudEvent: %v", msg.Subject, err)
 	}
 	if ev.Type == contract.TypeError {
-		e := contract.ParseError(contract.StatusOf(contract.LabelServerError), ev.Data)
-		return nil, e
+		return Event{}, contract.ParseError(contract.StatusOf(contract.LabelServerError), ev.Data)
 	}
-	return ev.Data, nil
+	return ev, nil
 }
 
 // NATSError maps an error of a NATS request-reply on subject to the

@@ -25,6 +25,11 @@ type Event struct {
 	OriginDomain    string // extension origindomain, set by the ingress
 	TimeoutMs       int64  // extension timeoutms, 0 when absent
 	Data            []byte
+	// Object, when set, names the object of the JetStream object store
+	// that holds the body instead of Data (contract section 8): the
+	// headers Fedbus-Object-Bucket, -Name and -Size, in structured mode
+	// also the extensions fedbusobjectbucket, -name and -size.
+	Object ObjectRef
 	// Structured reports (on decode) or selects (on encode) structured mode.
 	Structured bool
 }
@@ -36,7 +41,7 @@ func NewID() string { return nuid.Next() }
 // CloudEvent fails with a *Error labelled invalid-request.
 func Decode(msg *nats.Msg) (Event, error) {
 	if ct := msg.Header.Get(contract.HeaderContentType); isStructured(ct) {
-		return decodeStructured(msg.Data)
+		return decodeStructured(msg.Header, msg.Data)
 	}
 	return decodeBinary(msg)
 }
@@ -72,6 +77,13 @@ func decodeBinary(msg *nats.Msg) (Event, error) {
 			return Event{}, contract.Errorf(contract.LabelInvalidRequest, "header %s %q is not a positive integer", contract.HeaderTimeoutMs, contract.Truncate(ms, 32))
 		}
 		ev.TimeoutMs = n
+	}
+	if h.Get(contract.HeaderObjectBucket) != "" || h.Get(contract.HeaderObjectName) != "" || h.Get(contract.HeaderObjectSize) != "" {
+		ref, err := parseObjectRef(h.Get(contract.HeaderObjectBucket), h.Get(contract.HeaderObjectName), h.Get(contract.HeaderObjectSize))
+		if err != nil {
+			return Event{}, err
+		}
+		ev.Object = ref
 	}
 	if err := ev.validate(); err != nil {
 		return Event{}, err
@@ -125,7 +137,7 @@ func simpleURIRef(s string) bool {
 	return true
 }
 
-func decodeStructured(body []byte) (Event, error) {
+func decodeStructured(h nats.Header, body []byte) (Event, error) {
 	var ev ce.Event
 	if err := ev.UnmarshalJSON(body); err != nil {
 		return Event{}, contract.Errorf(contract.LabelInvalidRequest, "structured CloudEvent is not valid JSON event: %v", err)
@@ -153,6 +165,19 @@ func decodeStructured(body []byte) (Event, error) {
 			return Event{}, contract.Errorf(contract.LabelInvalidRequest, "extension timeoutms is not a positive integer")
 		}
 		out.TimeoutMs = n
+	}
+	// The object reference: the extensions, or else the headers (fedbus
+	// writes both).
+	bucket, name, size := extString(ext, contract.ExtObjectBucket), extString(ext, contract.ExtObjectName), extString(ext, contract.ExtObjectSize)
+	if bucket == "" && name == "" && size == "" {
+		bucket, name, size = h.Get(contract.HeaderObjectBucket), h.Get(contract.HeaderObjectName), h.Get(contract.HeaderObjectSize)
+	}
+	if bucket != "" || name != "" || size != "" {
+		ref, err := parseObjectRef(bucket, name, strings.TrimSpace(size))
+		if err != nil {
+			return Event{}, err
+		}
+		out.Object = ref
 	}
 	return out, nil
 }
@@ -215,6 +240,11 @@ func (e Event) Message(subject string) *nats.Msg {
 	if e.TimeoutMs > 0 {
 		set(contract.HeaderTimeoutMs, strconv.FormatInt(e.TimeoutMs, 10))
 	}
+	if !e.Object.IsZero() {
+		set(contract.HeaderObjectBucket, e.Object.Bucket)
+		set(contract.HeaderObjectName, e.Object.Name)
+		set(contract.HeaderObjectSize, strconv.FormatInt(e.Object.Size, 10))
+	}
 	return &nats.Msg{Subject: subject, Header: h, Data: e.Data}
 }
 
@@ -236,6 +266,11 @@ func (e Event) structuredMessage(subject string) *nats.Msg {
 	if e.TimeoutMs > 0 {
 		ev.SetExtension("timeoutms", strconv.FormatInt(e.TimeoutMs, 10))
 	}
+	if !e.Object.IsZero() {
+		ev.SetExtension(contract.ExtObjectBucket, e.Object.Bucket)
+		ev.SetExtension(contract.ExtObjectName, e.Object.Name)
+		ev.SetExtension(contract.ExtObjectSize, strconv.FormatInt(e.Object.Size, 10))
+	}
 	ev.SetDataContentType(ct)
 	if len(e.Data) > 0 {
 		// JSON data is carried as "data" (a JSON value), anything else as
@@ -248,6 +283,12 @@ func (e Event) structuredMessage(subject string) *nats.Msg {
 		body = []byte(`{"specversion":"1.0","id":"` + NewID() + `","source":"/fedbus","type":"` + contract.TypeError + `"}`)
 	}
 	h := nats.Header{contract.HeaderContentType: []string{contract.ContentTypeCEJSON}}
+	if !e.Object.IsZero() {
+		// The headers too: the contract names them, in either mode.
+		h[contract.HeaderObjectBucket] = []string{e.Object.Bucket}
+		h[contract.HeaderObjectName] = []string{e.Object.Name}
+		h[contract.HeaderObjectSize] = []string{strconv.FormatInt(e.Object.Size, 10)}
+	}
 	return &nats.Msg{Subject: subject, Header: h, Data: body}
 }
 
@@ -256,6 +297,17 @@ func (e Event) structuredMessage(subject string) *nats.Msg {
 // source, the pair stays unique), which ties the two together in logs.
 func Reply(req Event, source string, body []byte) Event {
 	return Event{ID: req.ID, Source: source, Type: contract.TypeResponse, DataContentType: contract.ContentTypeJSON, Data: body, Structured: req.Structured}
+}
+
+// ObjectReply builds the fedbus.response to a request whose body is the
+// object ref of the object store (contract section 8): no data, the
+// object's headers and contentType (application/octet-stream when empty),
+// in the request's content mode.
+func ObjectReply(req Event, source, contentType string, ref ObjectRef) Event {
+	if contentType == "" {
+		contentType = contract.ContentTypeOctetStream
+	}
+	return Event{ID: req.ID, Source: source, Type: contract.TypeResponse, DataContentType: contentType, Object: ref, Structured: req.Structured}
 }
 
 // ErrorReply builds the fedbus.error reply to a request, in its content mode.

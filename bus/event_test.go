@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strconv"
 	"testing"
 
 	"github.com/fedbus/fedbus/bus"
@@ -67,6 +68,20 @@ func TestBinaryRoundTrip(t *testing.T) {
 			want: map[string]string{"ce-specversion": "1.0", "ce-id": "req-2", "ce-source": "//a.example.com/brig", "ce-type": "fedbus.response"},
 		},
 		{
+			name: "object reference (section 8)",
+			ev: bus.Event{ID: "req-4", Source: "/federator", Type: contract.TypeResponse, DataContentType: "application/octet-stream",
+				Object: bus.ObjectRef{Bucket: "fedbus-objects", Name: "Yx2mTtZJd8ovUbwHDzxi3D", Size: 52428800}},
+			want: map[string]string{"ce-specversion": "1.0", "ce-id": "req-4", "ce-source": "/federator", "ce-type": "fedbus.response",
+				"ce-datacontenttype": "application/octet-stream", "Fedbus-Object-Bucket": "fedbus-objects",
+				"Fedbus-Object-Name": "Yx2mTtZJd8ovUbwHDzxi3D", "Fedbus-Object-Size": "52428800"},
+		},
+		{
+			name: "empty object",
+			ev:   bus.Event{ID: "req-5", Source: "/federator", Type: contract.TypeResponse, Object: bus.ObjectRef{Bucket: "b", Name: "n", Size: 0}},
+			want: map[string]string{"ce-specversion": "1.0", "ce-id": "req-5", "ce-source": "/federator", "ce-type": "fedbus.response",
+				"Fedbus-Object-Bucket": "b", "Fedbus-Object-Name": "n", "Fedbus-Object-Size": "0"},
+		},
+		{
 			name: "non-JSON data is untouched",
 			ev:   bus.Event{ID: "3", Source: "/cargohold", Type: contract.TypeRequest, DataContentType: "application/octet-stream", Data: []byte{0, 1, 2, 0xff}},
 			want: map[string]string{"ce-specversion": "1.0", "ce-id": "3", "ce-source": "/cargohold", "ce-type": "fedbus.request", "ce-datacontenttype": "application/octet-stream"},
@@ -116,6 +131,8 @@ func TestStructuredRoundTrip(t *testing.T) {
 		{"binary data", bus.Event{ID: "3", Source: "/cargohold", Type: contract.TypeResponse, DataContentType: "application/octet-stream", Data: []byte{0, 1, 0xfe, 0xff}, Structured: true}},
 		{"declared JSON but is not", bus.Event{ID: "4", Source: "/brig", Type: contract.TypeRequest, DataContentType: "application/json", Data: []byte("{not json"), Structured: true}},
 		{"no data", bus.Event{ID: "5", Source: "/brig", Type: contract.TypeRequest, DataContentType: "application/json", Structured: true}},
+		{"object reference", bus.Event{ID: "6", Source: "/federator", Type: contract.TypeResponse, DataContentType: "image/png",
+			Object: bus.ObjectRef{Bucket: "fedbus-objects", Name: "obj-1", Size: 3 << 30}, Structured: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,6 +152,16 @@ func TestStructuredRoundTrip(t *testing.T) {
 			}
 			if body["specversion"] != "1.0" || body["id"] != tc.ev.ID || body["type"] != tc.ev.Type || body["source"] != tc.ev.Source {
 				t.Errorf("body = %s", msg.Data)
+			}
+			if ref := tc.ev.Object; !ref.IsZero() {
+				// The extensions carry the reference, and the headers too.
+				if body[contract.ExtObjectBucket] != ref.Bucket || body[contract.ExtObjectName] != ref.Name ||
+					body[contract.ExtObjectSize] != strconv.FormatInt(ref.Size, 10) || body["data"] != nil || body["data_base64"] != nil {
+					t.Errorf("body = %s", msg.Data)
+				}
+				if msg.Header.Get(contract.HeaderObjectName) != ref.Name || msg.Header.Get(contract.HeaderObjectSize) != strconv.FormatInt(ref.Size, 10) {
+					t.Errorf("headers = %v", msg.Header)
+				}
 			}
 			back := decodeOK(t, msg)
 			if !back.Structured {
@@ -185,6 +212,12 @@ func TestDecodeStructuredHandWritten(t *testing.T) {
 			contract.ContentTypeCEJSON,
 			`{"specversion":"1.0","id":"r5","source":"/brig","type":"fedbus.request","timeoutms":1.5}`,
 			bus.Event{ID: "r5", Source: "/brig", Type: contract.TypeRequest, TimeoutMs: 1, Structured: true}},
+		{"object reference as extensions, the size a number",
+			contract.ContentTypeCEJSON,
+			`{"specversion":"1.0","id":"r6","source":"/federator","type":"fedbus.response","datacontenttype":"application/octet-stream",` +
+				`"fedbusobjectbucket":"fedbus-objects","fedbusobjectname":"o1","fedbusobjectsize":1024}`,
+			bus.Event{ID: "r6", Source: "/federator", Type: contract.TypeResponse, DataContentType: "application/octet-stream",
+				Object: bus.ObjectRef{Bucket: "fedbus-objects", Name: "o1", Size: 1024}, Structured: true}},
 		{"base64 data",
 			contract.ContentTypeCEJSON,
 			`{"specversion":"1.0","id":"r4","source":"/brig","type":"fedbus.request","datacontenttype":"application/octet-stream","data_base64":"AAH/"}`,
@@ -247,6 +280,15 @@ func TestDecodeInvalid(t *testing.T) {
 		{"structured timeoutms zero", structuredMsg(t, `{`+okStructured+`,"timeoutms":0}`)},
 		{"structured timeoutms over int32", structuredMsg(t, `{`+okStructured+`,"timeoutms":3000000000}`)},
 		{"structured timeoutms bool", structuredMsg(t, `{`+okStructured+`,"timeoutms":true}`)},
+		{"object bucket alone", binaryMsg(t, "", with("Fedbus-Object-Bucket", "fedbus-objects")...)},
+		{"object without size", binaryMsg(t, "", with("Fedbus-Object-Bucket", "b", "Fedbus-Object-Name", "n")...)},
+		{"object size negative", binaryMsg(t, "", with("Fedbus-Object-Bucket", "b", "Fedbus-Object-Name", "n", "Fedbus-Object-Size", "-1")...)},
+		{"object size with sign", binaryMsg(t, "", with("Fedbus-Object-Bucket", "b", "Fedbus-Object-Name", "n", "Fedbus-Object-Size", "+1")...)},
+		{"object size not a number", binaryMsg(t, "", with("Fedbus-Object-Bucket", "b", "Fedbus-Object-Name", "n", "Fedbus-Object-Size", "1 MiB")...)},
+		{"object bucket with a dot", binaryMsg(t, "", with("Fedbus-Object-Bucket", "KV.x", "Fedbus-Object-Name", "n", "Fedbus-Object-Size", "1")...)},
+		{"object name with a space", binaryMsg(t, "", with("Fedbus-Object-Bucket", "b", "Fedbus-Object-Name", "a b", "Fedbus-Object-Size", "1")...)},
+		{"structured object without name", structuredMsg(t, `{`+okStructured+`,"fedbusobjectbucket":"b","fedbusobjectsize":"1"}`)},
+		{"structured object size fraction", structuredMsg(t, `{`+okStructured+`,"fedbusobjectbucket":"b","fedbusobjectname":"n","fedbusobjectsize":"1.5"}`)},
 		{"structured binary headers ignored", func() *nats.Msg {
 			m := binaryMsg(t, "not json", full...)
 			m.Header.Set(contract.HeaderContentType, contract.ContentTypeCEJSON)

@@ -46,6 +46,9 @@ func FuzzDecode(f *testing.F) {
 		if ev.TimeoutMs < 0 {
 			t.Fatalf("Decode = %+v: negative timeout", ev)
 		}
+		if o := ev.Object; !o.IsZero() && (!contract.ValidBucket(o.Bucket) || !contract.ValidObjectName(o.Name) || o.Size < 0) {
+			t.Fatalf("Decode = %+v: invalid object reference", ev)
+		}
 		if ev.Structured != bus.WantsStructured(msg) {
 			t.Fatalf("Decode Structured = %v, WantsStructured = %v", ev.Structured, !ev.Structured)
 		}
@@ -65,7 +68,7 @@ func FuzzDecode(f *testing.F) {
 				back.Data = bytes.TrimRight(back.Data, " \t\r\n")
 			}
 			if back.ID != in.ID || back.Type != in.Type || back.TraceParent != in.TraceParent ||
-				back.OriginDomain != in.OriginDomain || back.TimeoutMs != in.TimeoutMs ||
+				back.OriginDomain != in.OriginDomain || back.TimeoutMs != in.TimeoutMs || back.Object != in.Object ||
 				back.Structured != structured || !bytes.Equal(back.Data, want) {
 				t.Fatalf("re-encoded (structured %v)\n%+v decodes to\n%+v", structured, in, back)
 			}

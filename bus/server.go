@@ -19,6 +19,9 @@ type Request struct {
 	RPC         string
 	TraceParent string
 	Body        []byte
+
+	objects *lazyObjects // the server's, for ReplyStream
+	answer  *streamed    // set by ReplyStream or ReplyObject
 }
 
 // Handler serves one inbound request. Returning a *contract.Error replies
@@ -34,12 +37,13 @@ type Server struct {
 	source    string // CloudEvents source of the replies: /<component>
 	handler   Handler
 	log       *slog.Logger
+	objects   lazyObjects
 }
 
 // Serve subscribes handler for component on nc. Handlers run concurrently,
 // at most DefaultMaxInFlight at once; their contexts derive from ctx, so
 // cancelling ctx cancels running handlers (Shutdown stops new ones).
-func Serve(ctx context.Context, nc *nats.Conn, subjects contract.Subjects, component string, handler Handler, logger *slog.Logger) (*Server, error) {
+func Serve(ctx context.Context, nc *nats.Conn, subjects contract.Subjects, component string, handler Handler, logger *slog.Logger, opts ...ServeOption) (*Server, error) {
 	subject, err := subjects.InComponent(component)
 	if err != nil {
 		return nil, fmt.Errorf("serve %s: %w", component, err)
@@ -49,6 +53,10 @@ func Serve(ctx context.Context, nc *nats.Conn, subjects contract.Subjects, compo
 	}
 	s := &Server{subjects: subjects, component: component, handler: handler, source: contract.ComponentSource(component),
 		log: logger.With("component", component)}
+	s.objects.nc = nc
+	for _, o := range opts {
+		o(s)
+	}
 	s.Loop, err = Listen(ctx, nc, LoopConfig{Subject: subject, Queue: component, Source: s.source, Logger: s.log}, s.handle)
 	if err != nil {
 		return nil, fmt.Errorf("serve %s: %w", component, err)
@@ -71,11 +79,31 @@ func (s *Server) handle(ctx context.Context, subject string, ev Event) Event {
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(ev.TimeoutMs)*time.Millisecond)
 		defer cancel()
 	}
-	req := &Request{ID: ev.ID, Origin: origin, Component: route.Component, RPC: route.RPC, TraceParent: ev.TraceParent, Body: ev.Data}
+	req := &Request{ID: ev.ID, Origin: origin, Component: route.Component, RPC: route.RPC, TraceParent: ev.TraceParent, Body: ev.Data, objects: &s.objects}
 	body, err := s.handler(ctx, req)
 	if err != nil {
 		s.log.Info("handler failed", "request_id", ev.ID, "rpc", route.RPC, "origin", origin, "err", err)
+		if req.answer != nil && req.answer.owned {
+			s.dropObject(ctx, ev.ID, req.answer.ref)
+		}
 		return ErrorReply(ev.Structured, s.source, contract.AsError(err))
 	}
+	if req.answer != nil {
+		return ObjectReply(ev, s.source, req.answer.contentType, req.answer.ref)
+	}
 	return Reply(ev, s.source, body)
+}
+
+// dropObject deletes an object that was stored for an answer the handler
+// then did not give.
+func (s *Server) dropObject(ctx context.Context, requestID string, ref ObjectRef) {
+	objs, err := s.objects.get()
+	if err == nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		err = objs.Delete(dctx, ref)
+	}
+	if err != nil {
+		s.log.Info("deleting an unused answer object failed (it expires)", "request_id", requestID, "object", ref.String(), "err", err)
+	}
 }

@@ -33,7 +33,8 @@ func TestFromEnvHelpListsEveryVariable(t *testing.T) {
 		t.Fatalf("got %v, want ErrHelp", err)
 	}
 	for _, name := range []string{"FED_DOMAIN", "FED_NATS_URL", "FED_SUBJECT_PREFIX", "FED_DNS_SERVER", "FED_STRATEGY", "FED_ALLOW_LIST",
-		"FED_TLS_CERT", "FED_TLS_KEY", "FED_TLS_CA", "FED_COMPONENTS", "FED_REQUEST_TIMEOUT", "FED_ALLOW_PRIVATE_TARGETS", "FED_TEST_EXTRA"} {
+		"FED_TLS_CERT", "FED_TLS_KEY", "FED_TLS_CA", "FED_COMPONENTS", "FED_REQUEST_TIMEOUT", "FED_ALLOW_PRIVATE_TARGETS", "FED_TEST_EXTRA",
+		"FED_OBJECT_BUCKET", "FED_OBJECT_TTL", "FED_MAX_OBJECT_BYTES", "FED_MAX_OBJECT_TRANSFERS"} {
 		if !strings.Contains(out.String(), name) {
 			t.Errorf("-h does not list %s", name)
 		}
@@ -48,13 +49,18 @@ func TestFromEnvReportsEveryProblemAtOnce(t *testing.T) {
 	t.Setenv("FED_COMPONENTS", "BRIG")
 	t.Setenv("FED_DNS_SERVER", "no-port")
 	t.Setenv("FED_TEST_EXTRA", "0")
+	t.Setenv("FED_OBJECT_BUCKET", "objects.x")
+	t.Setenv("FED_OBJECT_TTL", "10ms")
+	t.Setenv("FED_MAX_OBJECT_BYTES", "0")
+	t.Setenv("FED_MAX_OBJECT_TRANSFERS", "-1")
 	cfg := cliConfig{Common: DefaultCommon(), Extra: 1}
 	_, err := FromEnv(context.Background(), Command{Prog: "federator", Out: &bytes.Buffer{}}, &cfg)
 	if err == nil {
 		t.Fatal("want an error")
 	}
 	for _, want := range []string{"FED_DOMAIN is required", "FED_STRATEGY", "FED_ALLOW_LIST", "FED_TLS_CERT is required", "FED_TLS_KEY is required",
-		"FED_TLS_CA is required", "FED_COMPONENTS", "FED_DNS_SERVER", "FED_TEST_EXTRA"} {
+		"FED_TLS_CA is required", "FED_COMPONENTS", "FED_DNS_SERVER", "FED_TEST_EXTRA",
+		"FED_OBJECT_BUCKET", "FED_OBJECT_TTL", "FED_MAX_OBJECT_BYTES", "FED_MAX_OBJECT_TRANSFERS"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
@@ -93,7 +99,8 @@ func TestUsageShowsTrueDefaults(t *testing.T) {
 	var out bytes.Buffer
 	cfg := cliConfig{Common: DefaultCommon(), Extra: 1}
 	Usage(&out, &cfg)
-	for _, want := range []string{`(default "brig,galley,cargohold")`, `(default "10s")`, `(default "allow-none")`, `(default "1")`} {
+	for _, want := range []string{`(default "brig,galley,cargohold")`, `(default "10s")`, `(default "allow-none")`, `(default "1")`,
+		`(default "fedbus-objects")`, `(default "10m0s")`, `(default "104857600")`, `(default "32")`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("usage lacks %s:\n%s", want, out.String())
 		}

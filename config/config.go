@@ -46,6 +46,11 @@ type Common struct {
 	RequireDNSSEC       bool          `env:"FED_REQUIRE_DNSSEC" desc:"trust only SRV answers that the resolver validated with DNSSEC (AD flag), for the ingress's identity check and the federator's discovery of remotes; needs a validating resolver on a trusted path"`
 	IdentityStaleGrace  time.Duration `env:"FED_IDENTITY_STALE_GRACE" desc:"while the DNS servers fail, how long past its expiry an origin's SRV answer still proves a client certificate's identity (0: not at all); discovery of remotes keeps serving stale answers for an hour"`
 	DNSCacheEntries     int           `env:"FED_DNS_CACHE_ENTRIES" desc:"DNS answers kept, per kind (SRV, addresses); the least recently used go first"`
+	// Large and streamed bodies (contract section 8).
+	ObjectBucket       string        `env:"FED_OBJECT_BUCKET" desc:"JetStream object store bucket of large and streamed bodies (created by the federator when missing)"`
+	ObjectTTL          time.Duration `env:"FED_OBJECT_TTL" desc:"objects of FED_OBJECT_BUCKET expire after this time (when fedbus creates the bucket; at least 100ms)"`
+	MaxObjectBytes     int64         `env:"FED_MAX_OBJECT_BYTES" desc:"largest streamed body, in bytes; a larger one fails with payload-too-large"`
+	MaxObjectTransfers int           `env:"FED_MAX_OBJECT_TRANSFERS" desc:"streamed bodies one process moves at once (into or out of the object store); more wait for a free slot until their deadline"`
 }
 
 // Identity modes (FED_IDENTITY).
@@ -81,6 +86,10 @@ func DefaultCommon() Common {
 		Identity:           IdentitySRV,
 		IdentityStaleGrace: 30 * time.Second,
 		DNSCacheEntries:    50000,
+		ObjectBucket:       contract.DefaultObjectBucket,
+		ObjectTTL:          contract.DefaultObjectTTL,
+		MaxObjectBytes:     contract.DefaultMaxObjectBytes,
+		MaxObjectTransfers: 32,
 	}
 }
 
@@ -132,7 +141,7 @@ func (c *Common) Validate() error {
 	if c.TLSMinVersion != "1.3" && c.TLSMinVersion != "1.2" {
 		add("FED_TLS_MIN_VERSION %q is not 1.3 or 1.2", c.TLSMinVersion)
 	}
-	if c.KVBucket != "" && !validBucket(c.KVBucket) {
+	if c.KVBucket != "" && !contract.ValidBucket(c.KVBucket) {
 		add("FED_KV_BUCKET %q is not [A-Za-z0-9_-]+", c.KVBucket)
 	}
 	errs = append(errs, c.NATS.validate()...)
@@ -166,8 +175,8 @@ func (c *Common) checkStrategyList() error {
 // ValidateServing checks the fields that the federator and the ingress
 // themselves use to serve requests (their constructors check them; the
 // shared services are built from the rest): FED_SUBJECT_PREFIX,
-// FED_COMPONENTS, FED_REQUEST_TIMEOUT and FED_IDENTITY. Validate includes
-// it.
+// FED_COMPONENTS, FED_REQUEST_TIMEOUT, FED_IDENTITY and the object store
+// settings. Validate includes it.
 func (c *Common) ValidateServing() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
@@ -188,6 +197,18 @@ func (c *Common) ValidateServing() error {
 	if c.Identity != IdentitySRV && c.Identity != IdentitySRVOrDomain {
 		add("FED_IDENTITY %q is not %s or %s", c.Identity, IdentitySRV, IdentitySRVOrDomain)
 	}
+	if !contract.ValidBucket(c.ObjectBucket) {
+		add("FED_OBJECT_BUCKET %q is not [A-Za-z0-9_-]+", c.ObjectBucket)
+	}
+	if c.ObjectTTL < contract.MinObjectTTL {
+		add("FED_OBJECT_TTL must be at least %v (JetStream's shortest maximum age), got %v", contract.MinObjectTTL, c.ObjectTTL)
+	}
+	if c.MaxObjectBytes <= 0 {
+		add("FED_MAX_OBJECT_BYTES must be positive, got %d", c.MaxObjectBytes)
+	}
+	if c.MaxObjectTransfers <= 0 {
+		add("FED_MAX_OBJECT_TRANSFERS must be positive, got %d", c.MaxObjectTransfers)
+	}
 	return errors.Join(errs...)
 }
 
@@ -206,16 +227,6 @@ func (c *Common) Normalize() {
 		}
 	}
 	c.AllowList = list
-}
-
-func validBucket(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return s != ""
 }
 
 // DNSServers returns FED_DNS_SERVER split on commas (empty: system resolver).

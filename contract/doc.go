@@ -18,5 +18,6 @@
 //   - the error labels and statuses of section 4, and Error, the one typed
 //     federation error (matched with errors.Is by label);
 //   - the configuration values both sides read (section 5): strategy
-//     names, the default components and subject prefix.
+//     names, the default components and subject prefix, the object store
+//     defaults and the rules of bucket and object names (section 8).
 package contract

@@ -72,3 +72,13 @@ const (
 // component's instances share fed.in.<component>.> in the queue group named
 // after the component.
 const FederatorQueueGroup = "federator"
+
+// Object store extensions (section 8) of a structured-mode fedbus.response:
+// the Fedbus-Object-* headers as CloudEvents extension attributes (whose
+// names are lower-case letters and digits only). fedbus writes the headers
+// as well, in both modes.
+const (
+	ExtObjectBucket = "fedbusobjectbucket"
+	ExtObjectName   = "fedbusobjectname"
+	ExtObjectSize   = "fedbusobjectsize"
+)

@@ -16,7 +16,7 @@ type Config struct {
 	MaxInFlight      int           `env:"FED_MAX_IN_FLIGHT" desc:"requests one federator worker handles at once"`
 	MaxPerRemote     int           `env:"FED_MAX_IN_FLIGHT_PER_REMOTE" desc:"requests in flight to one remote domain; more get too-many-requests at once, so one slow remote cannot take every worker (0: no limit)"`
 	IdleConnTimeout  time.Duration `env:"FED_IDLE_CONN_TIMEOUT" desc:"idle connections to remote backends are closed after this time"`
-	MaxResponseBytes int64         `env:"FED_MAX_RESPONSE_BYTES" desc:"largest remote response body accepted; lowered at start to what one NATS message carries (the server's max_payload less room for headers)"`
+	MaxResponseBytes int64         `env:"FED_MAX_RESPONSE_BYTES" desc:"largest remote response body passed on inline; lowered at start to what one NATS message carries (the server's max_payload less room for headers); a larger one goes through the object store (FED_OBJECT_BUCKET)"`
 	AllowSelfCalls   bool          `env:"FED_ALLOW_SELF_CALLS" desc:"allow requests whose target is this backend's own domain (FED_DOMAIN); refused with federation-denied by default"`
 }
 

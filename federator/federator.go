@@ -23,7 +23,11 @@ var ErrNotStarted = errors.New("federator not started")
 // Deps are the shared services a Federator uses. The Federator does not
 // own them: the caller closes them after Shutdown.
 type Deps struct {
-	NATS     *nats.Conn
+	NATS *nats.Conn
+	// Objects is the object store of the answers that do not travel
+	// inline (contract section 8; setup.Shared has it). Without it such
+	// answers fail with server-error.
+	Objects  *bus.Objects
 	Resolver *discovery.Resolver
 	Policy   *policy.Policy
 	Certs    *tlsconf.Store
@@ -76,21 +80,24 @@ func New(cfg Config, deps Deps) (*Federator, error) {
 		return nil, fmt.Errorf("new federator: FED_DOMAIN: %w", err)
 	}
 	log := deps.Logger.With("component", "federator", "domain", domain)
-	// A remote's answer must fit in one NATS message with the reply's
-	// headers; a larger one is refused as it arrives (oversizeAnswer).
+	// A remote's answer travels inline when it fits in one NATS message
+	// with the reply's headers; a larger one goes to the object store
+	// (object.go).
 	if limit, clamped := bus.ClampBody(deps.NATS, cfg.MaxResponseBytes); clamped {
 		log.Info("FED_MAX_RESPONSE_BYTES lowered to what the NATS server carries",
 			"configured", cfg.MaxResponseBytes, "max_response_bytes", limit,
 			"nats_max_payload", deps.NATS.MaxPayload(), "header_room", bus.HeaderRoom)
 		cfg.MaxResponseBytes = limit
 	}
+	client := newRemoteClient(domain, cfg, deps.Resolver, deps.Certs, now)
+	client.objects = deps.Objects
 	return &Federator{
 		cfg: cfg, deps: deps, subjects: subjects, domain: domain,
 		components: slices.Clone(cfg.Components),
 		log:        log,
 		source:     contract.ServiceSource(domain, "federator"),
 		now:        now,
-		client:     newRemoteClient(domain, cfg, deps.Resolver, deps.Certs, now),
+		client:     client,
 		remotes:    newRemotes(cfg.MaxPerRemote, maxWaits, now),
 	}, nil
 }
@@ -109,6 +116,7 @@ func (f *Federator) Start(ctx context.Context) error {
 	}
 	f.loop = loop
 	f.log.Info("federator started", "subject", f.subjects.OutAll(), "queue", contract.FederatorQueueGroup)
+	f.ensureBucket(ctx)
 	return nil
 }
 
@@ -130,7 +138,7 @@ func (f *Federator) Shutdown(ctx context.Context) error {
 func (f *Federator) handle(ctx context.Context, subject string, ev bus.Event) bus.Event {
 	// No per-request logger on the hot path: the request id is added to
 	// the lines that are written.
-	body, err := f.call(ctx, subject, ev)
+	a, err := f.call(ctx, subject, ev)
 	if err != nil {
 		e := contract.AsError(err)
 		if e.Inner != nil { // the remote's own error: its label says why
@@ -141,7 +149,7 @@ func (f *Federator) handle(ctx context.Context, subject string, ev bus.Event) bu
 		}
 		return bus.ErrorReply(ev.Structured, f.source, e)
 	}
-	return bus.Reply(ev, f.source, body)
+	return a.reply(ev, f.source)
 }
 
 // logChange says, once, that a remote became unreachable or reachable
@@ -164,7 +172,7 @@ func (f *Federator) SetMaxPerRemote(n int) {
 }
 
 // call validates the request and performs it; errors are *contract.Error.
-func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) ([]byte, error) {
+func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) (*answer, error) {
 	route, err := f.subjects.ParseOut(subject)
 	if err != nil {
 		return nil, err
@@ -198,7 +206,7 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) ([]b
 	if f.deps.Hook != nil {
 		step = func(s string) { f.deps.Hook(ev.ID, s) }
 	}
-	body, err := f.client.do(ctx, route, ev, step, f.log)
+	a, err := f.client.do(ctx, route, ev, step, f.log)
 	if ch, ok := f.remotes.outcome(rec, err); ok {
 		f.logChange(ch, ev.ID, err)
 	}
@@ -209,5 +217,5 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) ([]b
 		f.log.Warn("remote answered 429: requests to it fail here until its Retry-After ends",
 			"request_id", ev.ID, "remote", route.Domain, "retry_after", tm.wait.String(), "until", until.UTC().Format(backoffTimeFormat))
 	}
-	return body, err
+	return a, err
 }

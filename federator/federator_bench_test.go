@@ -116,8 +116,8 @@ func BenchmarkRemotePost(b *testing.B) {
 			b.SetBytes(int64(size))
 			for b.Loop() {
 				resp, err := f.client.post(ctx, target, route, ev)
-				if err != nil || len(resp) != size {
-					b.Fatalf("post: %d bytes, %v", len(resp), err)
+				if err != nil || len(resp.body) != size {
+					b.Fatalf("post: %v, %v", resp, err)
 				}
 			}
 		})

@@ -143,5 +143,9 @@ func call(tb testing.TB, f *Federator, target, id string) ([]byte, error) {
 		tb.Fatal(err)
 	}
 	ev := bus.Event{ID: id, Source: "/brig", Type: contract.TypeRequest, Data: []byte(`{}`)}
-	return f.call(context.Background(), subject, ev)
+	a, err := f.call(context.Background(), subject, ev)
+	if err != nil {
+		return nil, err
+	}
+	return a.body, nil
 }

@@ -70,6 +70,8 @@ type remoteClient struct {
 	maxResponse int64
 	dialer      net.Dialer
 	now         func() time.Time
+	// objects holds the answers that do not travel inline (object.go).
+	objects *bus.Objects
 }
 
 func newRemoteClient(origin string, cfg Config, res resolver, store *tlsconf.Store, now func() time.Time) *remoteClient {
@@ -196,7 +198,7 @@ func prime(ctx context.Context, conn *tls.Conn) (net.Conn, error) {
 // do performs the request against the SRV targets (step, when not nil, is
 // told of each hop) of the route's domain in
 // RFC 2782 order, falling back to the next target on connection failures.
-func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Event, step func(string), log *slog.Logger) ([]byte, error) {
+func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Event, step func(string), log *slog.Logger) (*answer, error) {
 	targets, err := rc.resolver.SRV(ctx, route.Domain)
 	if err != nil {
 		if errors.Is(err, discovery.ErrInsecure) {
@@ -213,14 +215,14 @@ func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Eve
 	var failures []error
 	allTLS, allDenied := true, true
 	for i, t := range targets {
-		body, err := rc.post(ctx, t, route, ev)
+		a, err := rc.post(ctx, t, route, ev)
 		var ce *connectError
 		if err == nil {
 			rc.resolver.ReportSuccess(t)
 			if step != nil {
-				step(fmt.Sprintf("https: POST https://%s:%d/federation/%s/%s (mutual TLS, HTTP/2) → 200, %d bytes", t.Host, t.Port, route.Component, route.RPC, len(body)))
+				step(fmt.Sprintf("https: POST https://%s:%d/federation/%s/%s (mutual TLS, HTTP/2) → 200, %s", t.Host, t.Port, route.Component, route.RPC, sizeText(a)))
 			}
-			return body, nil
+			return a, nil
 		}
 		if !errors.As(err, &ce) || lookup.Expired(ctx) {
 			return nil, requestError(ctx, t, err)
@@ -249,7 +251,7 @@ func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Eve
 }
 
 // post sends one HTTP request to one target.
-func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route contract.Route, ev bus.Event) ([]byte, error) {
+func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route contract.Route, ev bus.Event) (*answer, error) {
 	url := "https://" + net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))) + contract.Path(route.Component, route.RPC)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(ev.Data))
 	if err != nil {
@@ -272,7 +274,7 @@ func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route cont
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
-		return rc.readAnswer(t, resp)
+		return rc.readAnswer(ctx, t, resp, ev)
 	case resp.StatusCode >= 300 && resp.StatusCode <= 399:
 		return nil, redirectError(t, resp)
 	}
@@ -298,38 +300,30 @@ func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route cont
 // is not one.
 const maxErrorBody = 64 << 10
 
-// readAnswer reads the body of a remote's 2xx answer: at most
-// FED_MAX_RESPONSE_BYTES (which fits in one NATS message). A larger one,
-// announced by its Content-Length or found while reading, is refused at
-// once by oversizeAnswer.
-func (rc *remoteClient) readAnswer(t discovery.Target, resp *http.Response) ([]byte, error) {
-	if resp.ContentLength > rc.maxResponse {
-		return nil, rc.oversizeAnswer(t, resp.ContentLength)
+// readAnswer takes a remote's 2xx answer. A JSON body that fits in one
+// NATS message (at most FED_MAX_RESPONSE_BYTES, itself at most what one
+// message carries) is read and passed on inline. Any other body, not JSON,
+// or larger as its Content-Length announces or as reading finds, is
+// streamed into the JetStream object store while it arrives
+// (streamAnswer, contract section 8).
+//
+// This is the one place that decides what becomes of an answer too large
+// for a NATS message.
+func (rc *remoteClient) readAnswer(ctx context.Context, t discovery.Target, resp *http.Response, ev bus.Event) (*answer, error) {
+	ct := resp.Header.Get(contract.HTTPContentType)
+	limit := rc.inlineLimit(ev)
+	if !isJSON(ct) || resp.ContentLength > limit {
+		return rc.streamAnswer(ctx, t, ct, resp.Body, resp.ContentLength)
 	}
-	body, err := iox.ReadAllSized(io.LimitReader(resp.Body, rc.maxResponse+1), resp.ContentLength)
+	body, err := iox.ReadAllSized(io.LimitReader(resp.Body, limit+1), resp.ContentLength)
 	if err != nil {
 		return nil, fmt.Errorf("read response: %w", err)
 	}
-	if int64(len(body)) > rc.maxResponse {
-		return nil, rc.oversizeAnswer(t, -1)
+	if int64(len(body)) > limit {
+		// Larger than one message after all: what was read goes first.
+		return rc.streamAnswer(ctx, t, ct, io.MultiReader(bytes.NewReader(body), resp.Body), resp.ContentLength)
 	}
-	return body, nil
-}
-
-// oversizeAnswer is the outcome of a remote's 2xx answer larger than
-// FED_MAX_RESPONSE_BYTES (at most what one NATS message carries): the
-// component gets payload-too-large at once (the rest of the answer is not
-// read; closing the body resets the stream). size is the announced size,
-// -1 when unknown.
-//
-// This is the one place that decides what becomes of an answer too large
-// for a NATS message: contract section 8 sends such answers through the
-// JetStream object store instead, and that belongs here.
-func (rc *remoteClient) oversizeAnswer(t discovery.Target, size int64) error {
-	if size >= 0 {
-		return contract.Errorf(contract.LabelPayloadTooLarge, "the answer of %s:%d (%d bytes) is larger than FED_MAX_RESPONSE_BYTES (%d, what one NATS message carries)", t.Host, t.Port, size, rc.maxResponse)
-	}
-	return contract.Errorf(contract.LabelPayloadTooLarge, "the answer of %s:%d is larger than FED_MAX_RESPONSE_BYTES (%d, what one NATS message carries)", t.Host, t.Port, rc.maxResponse)
+	return &answer{body: body, contentType: contract.ContentTypeJSON}, nil
 }
 
 // noRedirects is the http.Client's CheckRedirect: a redirect is never

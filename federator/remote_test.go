@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/discovery"
@@ -134,7 +137,10 @@ func (w *remoteWorld) target(tb testing.TB, host string, o serverOptions) discov
 	}
 	h := o.handler
 	if h == nil {
-		h = func(rw http.ResponseWriter, _ *http.Request) { _, _ = rw.Write([]byte(`"ok"`)) }
+		h = func(rw http.ResponseWriter, _ *http.Request) {
+			rw.Header().Set(contract.HTTPContentType, contract.ContentTypeJSON)
+			_, _ = rw.Write([]byte(`"ok"`))
+		}
 	}
 	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = true
@@ -161,8 +167,18 @@ func closedTarget(tb testing.TB, host string) discovery.Target {
 	return discovery.Target{Host: host, Port: uint16(port)}
 }
 
-// do sends one brig.echo request to domain.
+// do sends one brig.echo request to domain and returns the inline body.
 func (w *remoteWorld) do(tb testing.TB, domain string) ([]byte, error) {
+	tb.Helper()
+	a, err := w.answer(tb, domain)
+	if err != nil {
+		return nil, err
+	}
+	return a.body, nil
+}
+
+// answer sends one brig.echo request to domain and returns the answer.
+func (w *remoteWorld) answer(tb testing.TB, domain string) (*answer, error) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -290,56 +306,111 @@ func TestRemoteClientRefusesRedirects(t *testing.T) {
 	}
 }
 
-// TestRemoteClientOversizeAnswer: a 2xx answer larger than
-// FED_MAX_RESPONSE_BYTES is payload-too-large, whether its size is
-// announced (Content-Length) or found while reading; one of exactly the
-// limit is served.
-func TestRemoteClientOversizeAnswer(t *testing.T) {
-	const limit = 4096
+// TestRemoteClientLargeAnswers: a 2xx JSON answer of at most
+// FED_MAX_RESPONSE_BYTES travels inline; a larger one, whether its size is
+// announced (Content-Length) or found while reading, and any answer that
+// is not JSON, go to the object store (contract section 8) with their
+// bytes and content type; one over FED_MAX_OBJECT_BYTES is
+// payload-too-large; without an object store such answers fail.
+func TestRemoteClientLargeAnswers(t *testing.T) {
+	const limit, maxObject = 4096, 64 << 10
 	w := newRemoteWorld(t, limit)
-	answer := func(n int, announce bool) http.HandlerFunc {
+	ns, err := testbed.StartNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := bus.NewObjects(js, bus.ObjectsConfig{MaxBytes: maxObject})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := func(n int) []byte { return bytes.Repeat([]byte("x"), n) }
+	serve := func(n int, ct string, announce bool) http.HandlerFunc {
 		return func(rw http.ResponseWriter, _ *http.Request) {
+			rw.Header().Set(contract.HTTPContentType, ct)
 			if announce {
 				rw.Header().Set("Content-Length", strconv.Itoa(n))
 			}
 			rw.WriteHeader(http.StatusOK)
 			// Written in pieces: without Content-Length, HTTP/2 sends the
 			// length of nothing.
+			body := payload(n)
 			for sent := 0; sent < n; sent += 1024 {
-				_, _ = rw.Write(bytes.Repeat([]byte("x"), min(1024, n-sent)))
+				_, _ = rw.Write(body[sent:min(sent+1024, n)])
 				if f, ok := rw.(http.Flusher); ok {
 					f.Flush()
 				}
 			}
 		}
 	}
+	const octets = contract.ContentTypeOctetStream
 	tests := []struct {
 		name     string
 		size     int
+		ct       string
 		announce bool
-		label    string
+		noStore  bool
+		object   bool   // the answer is an object
+		label    string // error
 	}{
-		{"at the limit, announced", limit, true, ""},
-		{"at the limit, not announced", limit, false, ""},
-		{"over the limit, announced", limit + 1, true, contract.LabelPayloadTooLarge},
-		{"over the limit, not announced", 2 * limit, false, contract.LabelPayloadTooLarge},
+		{"JSON at the limit, announced", limit, contract.ContentTypeJSON, true, false, false, ""},
+		{"JSON at the limit, not announced", limit, contract.ContentTypeJSON, false, false, false, ""},
+		{"JSON with charset at the limit", limit, "application/json; charset=utf-8", true, false, false, ""},
+		{"JSON over the limit, announced", limit + 1, contract.ContentTypeJSON, true, false, true, ""},
+		{"JSON over the limit, not announced", 3 * limit, contract.ContentTypeJSON, false, false, true, ""},
+		{"an octet stream of one byte", 1, octets, true, false, true, ""},
+		{"an octet stream, not announced", 5 * limit, octets, false, false, true, ""},
+		{"over FED_MAX_OBJECT_BYTES, announced", maxObject + 1, octets, true, false, false, contract.LabelPayloadTooLarge},
+		{"over FED_MAX_OBJECT_BYTES, not announced", 2 * maxObject, octets, false, false, false, contract.LabelPayloadTooLarge},
+		{"no object store", 2 * limit, octets, true, true, false, contract.LabelServerError},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			w.rc.objects = objs
+			if tc.noStore {
+				w.rc.objects = nil
+			}
 			domain := "big" + strconv.Itoa(i) + ".test"
 			w.res.mu.Lock()
-			w.res.targets[domain] = []discovery.Target{w.target(t, "big.b-infra.test", serverOptions{handler: answer(tc.size, tc.announce)})}
+			w.res.targets[domain] = []discovery.Target{w.target(t, "big.b-infra.test", serverOptions{handler: serve(tc.size, tc.ct, tc.announce)})}
 			w.res.mu.Unlock()
-			body, err := w.do(t, domain)
-			if tc.label == "" {
-				if err != nil || len(body) != tc.size {
-					t.Fatalf("do = %d bytes, %v; want %d bytes", len(body), err, tc.size)
+			a, err := w.answer(t, domain)
+			if tc.label != "" {
+				e := wantLabel(t, err, tc.label)
+				if tc.label == contract.LabelPayloadTooLarge && !strings.Contains(e.Message, "FED_MAX_OBJECT_BYTES") {
+					t.Errorf("message %q does not name FED_MAX_OBJECT_BYTES", e.Message)
 				}
 				return
 			}
-			e := wantLabel(t, err, tc.label)
-			if !strings.Contains(e.Message, "FED_MAX_RESPONSE_BYTES") {
-				t.Errorf("message %q does not name FED_MAX_RESPONSE_BYTES", e.Message)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.object {
+				if !a.object.IsZero() || !bytes.Equal(a.body, payload(tc.size)) {
+					t.Fatalf("answer %d bytes inline, object %v; want %d bytes inline", len(a.body), a.object, tc.size)
+				}
+				return
+			}
+			if a.object.IsZero() || a.object.Size != int64(tc.size) || a.contentType != tc.ct {
+				t.Fatalf("answer object %v (%s), want %d bytes of %s", a.object, a.contentType, tc.size, tc.ct)
+			}
+			r, err := objs.Open(context.Background(), a.object)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			var got bytes.Buffer
+			if _, err := r.WriteTo(&got); err != nil || !bytes.Equal(got.Bytes(), payload(tc.size)) {
+				t.Fatalf("object: %d bytes, %v", got.Len(), err)
 			}
 		})
 	}

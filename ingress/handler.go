@@ -55,7 +55,7 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// request id itself.
 	log := in.log
 
-	body, err := in.safeHandle(w, r, req, log)
+	reply, err := in.safeHandle(w, r, req, log)
 	if err != nil {
 		if req.closeConn {
 			// The peer may still be sending: its connection closes
@@ -67,7 +67,12 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in.writeError(w, req, log, err)
 		return
 	}
-	w.Header().Set(contract.HTTPContentType, contract.ContentTypeJSON)
+	if !reply.Object.IsZero() {
+		in.writeObject(w, r, req, log, reply) // object.go
+		return
+	}
+	body := reply.Data
+	w.Header().Set(contract.HTTPContentType, contentType(reply.DataContentType, contract.ContentTypeJSON))
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if _, werr := w.Write(body); werr != nil {
@@ -82,11 +87,11 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // safeHandle runs handle and turns a panic into a server error, so that
 // the request still gets its one response.
-func (in *Ingress) safeHandle(w http.ResponseWriter, r *http.Request, req *request, log *slog.Logger) (body []byte, err *contract.Error) {
+func (in *Ingress) safeHandle(w http.ResponseWriter, r *http.Request, req *request, log *slog.Logger) (reply bus.Event, err *contract.Error) {
 	defer func() {
 		if p := recover(); p != nil {
 			log.Error("handler panicked", "request_id", req.id, "panic", fmt.Sprint(p))
-			body, err = nil, contract.Errorf(contract.LabelServerError, "internal error")
+			reply, err = bus.Event{}, contract.Errorf(contract.LabelServerError, "internal error")
 		}
 	}()
 	return in.handle(w, r, req)
@@ -135,40 +140,41 @@ func (in *Ingress) writeError(w http.ResponseWriter, req *request, log *slog.Log
 	log.Log(context.Background(), level, "request failed", attrs...)
 }
 
-// handle runs the checks and the NATS exchange and returns the response
-// body or the contract error to answer with. It writes nothing.
-func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) ([]byte, *contract.Error) {
+// handle runs the checks and the NATS exchange and returns the
+// component's fedbus.response or the contract error to answer with. It
+// writes nothing.
+func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) (bus.Event, *contract.Error) {
 	// 1. Client certificate.
 	leaf, err := clientCertificate(r.TLS)
 	if err != nil {
 		req.closeConn = true
-		return nil, err
+		return bus.Event{}, err
 	}
 	// 2. Method, query string, path.
 	if r.Method != http.MethodPost {
-		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "method %s is not POST", contract.Quote(r.Method))
+		return bus.Event{}, contract.Errorf(contract.LabelInvalidEndpoint, "method %s is not POST", contract.Quote(r.Method))
 	}
 	if r.URL == nil {
-		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "request without URL")
+		return bus.Event{}, contract.Errorf(contract.LabelInvalidEndpoint, "request without URL")
 	}
 	if r.URL.RawQuery != "" || r.URL.ForceQuery {
-		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "a query string is not allowed")
+		return bus.Event{}, contract.Errorf(contract.LabelInvalidEndpoint, "a query string is not allowed")
 	}
 	if r.URL.Opaque != "" {
-		return nil, contract.Errorf(contract.LabelInvalidEndpoint, "path %s is not %s<component>/<rpc>", contract.Quote(r.URL.Opaque), contract.PathPrefix)
+		return bus.Event{}, contract.Errorf(contract.LabelInvalidEndpoint, "path %s is not %s<component>/<rpc>", contract.Quote(r.URL.Opaque), contract.PathPrefix)
 	}
 	req.component, req.rpc, err = contract.ParsePath(r.URL.EscapedPath(), in.known)
 	if err != nil {
-		return nil, err
+		return bus.Event{}, err
 	}
 	// 3. Origin domain.
 	req.origin, err = originDomain(r.Header)
 	if err != nil {
-		return nil, err
+		return bus.Event{}, err
 	}
 	// 4. Federation strategy.
 	if perr := in.policy.Check(req.origin); perr != nil {
-		return nil, contract.AsError(perr)
+		return bus.Event{}, contract.AsError(perr)
 	}
 	ctx, cancel := context.WithDeadline(r.Context(), req.deadline)
 	defer cancel()
@@ -178,7 +184,7 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	cert := fingerprint(leaf)
 	certSlot, err := in.admitCert(req, cert)
 	if err != nil {
-		return nil, err
+		return bus.Event{}, err
 	}
 	if certSlot != nil {
 		defer certSlot.release(cert)
@@ -189,25 +195,25 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 		if fails := in.authFails.Load(); fails != nil {
 			fails.spend(cert) // each failure cost lookups
 		}
-		return nil, err
+		return bus.Event{}, err
 	}
 	// The origin's limits, now that the origin is proven: nobody can
 	// spend another origin's budget.
 	release, err := in.admit(req)
 	if err != nil {
-		return nil, err
+		return bus.Event{}, err
 	}
 	defer release()
 	// Per-request authorization (after the origin is proven, so that the
 	// rules are not revealed to anybody else): the origin's rules must
 	// allow this component and rpc.
 	if perr := in.policy.Authorize(req.origin, req.component, req.rpc); perr != nil {
-		return nil, contract.AsError(perr)
+		return bus.Event{}, contract.AsError(perr)
 	}
 	// 7. Body.
 	body, err := in.readBody(w, r, req)
 	if err != nil {
-		return nil, err
+		return bus.Event{}, err
 	}
 	return in.publish(ctx, req, contract.CleanTraceParent(r.Header.Get(contract.HTTPTraceParent)), body)
 }
@@ -416,14 +422,14 @@ func (in *Ingress) readBody(w http.ResponseWriter, r *http.Request, req *request
 }
 
 // publish sends the request to the local component and returns its answer.
-func (in *Ingress) publish(ctx context.Context, req *request, traceParent string, body []byte) ([]byte, *contract.Error) {
+func (in *Ingress) publish(ctx context.Context, req *request, traceParent string, body []byte) (bus.Event, *contract.Error) {
 	subject, err := in.subjects.In(req.component, req.rpc, req.origin)
 	if err != nil { // cannot happen: every token was checked
-		return nil, contract.AsError(err)
+		return bus.Event{}, contract.AsError(err)
 	}
 	remaining := time.Until(req.deadline)
 	if remaining <= 0 || ctx.Err() != nil {
-		return nil, contract.Errorf(contract.LabelTimeout, "the request deadline passed before it was published")
+		return bus.Event{}, contract.Errorf(contract.LabelTimeout, "the request deadline passed before it was published")
 	}
 	ev := bus.Event{
 		ID:              req.id,
@@ -437,7 +443,7 @@ func (in *Ingress) publish(ctx context.Context, req *request, traceParent string
 	}
 	reply, xerr := in.exchange(ctx, ev.Message(subject))
 	if xerr != nil {
-		return nil, contract.AsError(xerr)
+		return bus.Event{}, contract.AsError(xerr)
 	}
 	return reply, nil
 }

@@ -76,23 +76,24 @@ func newStubWorld(tb testing.TB, maxBody int64, exchange exchangeFunc) *stubWorl
 		tb.Fatal(err)
 	}
 	if exchange == nil {
-		exchange = func(_ context.Context, msg *nats.Msg) ([]byte, error) {
+		exchange = func(_ context.Context, msg *nats.Msg) (bus.Event, error) {
 			w.published.Add(1)
 			route, err := subjects.ParseIn(msg.Subject)
 			if err != nil {
-				return nil, fmt.Errorf("published on invalid subject %q: %w", msg.Subject, err)
+				return bus.Event{}, fmt.Errorf("published on invalid subject %q: %w", msg.Subject, err)
 			}
 			if strings.ContainsAny(msg.Subject, "*> \t\r\n") || msg.Header.Get(contract.HeaderOriginDomain) != route.Domain {
-				return nil, fmt.Errorf("published on bad subject %q", msg.Subject)
+				return bus.Event{}, fmt.Errorf("published on bad subject %q", msg.Subject)
 			}
 			ev, err := bus.Decode(msg)
 			if err != nil {
-				return nil, fmt.Errorf("published an invalid event: %w", err)
+				return bus.Event{}, fmt.Errorf("published an invalid event: %w", err)
 			}
 			if route.RPC == "fail" {
-				return nil, &contract.Error{Code: 404, Label: "not-found", Message: "nope"}
+				return bus.Event{}, &contract.Error{Code: 404, Label: "not-found", Message: "nope"}
 			}
-			return json.Marshal(map[string]string{"rpc": route.RPC, "id": ev.ID})
+			body, err := json.Marshal(map[string]string{"rpc": route.RPC, "id": ev.ID})
+			return bus.Reply(ev, "/brig", body), err
 		}
 	}
 	cfg := NewConfig()
@@ -252,7 +253,7 @@ func TestHandlerDiscoveryErrors(t *testing.T) {
 
 // TestHandlerPanic checks that a panic becomes one 500 response.
 func TestHandlerPanic(t *testing.T) {
-	w := newStubWorld(t, 1024, func(context.Context, *nats.Msg) ([]byte, error) { panic("boom") })
+	w := newStubWorld(t, 1024, func(context.Context, *nats.Msg) (bus.Event, error) { panic("boom") })
 	r := newRequest("POST", "/federation/brig/x", origin(originA), []byte(`{}`), w.trusted(w.certA.Cert))
 	res, e := serve(t, w.in, r)
 	if e == nil || res.Code != 500 || e.Label != contract.LabelServerError {
@@ -485,7 +486,7 @@ func TestEveryLineHasTheRequestID(t *testing.T) {
 		{"served", "/federation/brig/x", nil},
 		{"component error", "/federation/brig/fail", nil},
 		{"refused", "/federation/nope/x", nil},
-		{"panic", "/federation/brig/x", func(context.Context, *nats.Msg) ([]byte, error) { panic("boom") }},
+		{"panic", "/federation/brig/x", func(context.Context, *nats.Msg) (bus.Event, error) { panic("boom") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newStubWorld(t, 1024, tc.exchange)

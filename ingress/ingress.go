@@ -83,6 +83,10 @@ import (
 type Deps struct {
 	// NATS is the connection requests are published on.
 	NATS *nats.Conn
+	// Objects reads the answers that components give as objects of the
+	// object store (contract section 8; setup.Shared has it). Without it
+	// such answers fail with server-error.
+	Objects *bus.Objects
 	// Resolver discovers the SRV targets of origin domains.
 	Resolver *discovery.Resolver
 	// Policy is the federation strategy applied to origin domains.
@@ -99,9 +103,9 @@ type targetResolver interface {
 	HasTarget(ctx context.Context, domain, sanName string) (bool, error)
 }
 
-// exchangeFunc sends a request message and returns the reply body or a
-// contract error (bus.Exchange on the NATS connection).
-type exchangeFunc func(ctx context.Context, msg *nats.Msg) ([]byte, error)
+// exchangeFunc sends a request message and returns the fedbus.response or
+// a contract error (bus.ExchangeEvent on the NATS connection).
+type exchangeFunc func(ctx context.Context, msg *nats.Msg) (bus.Event, error)
 
 // Ingress is the inbound federation endpoint. It is an http.Handler and
 // runs its own TLS server (Start or Serve, then Shutdown).
@@ -115,6 +119,7 @@ type Ingress struct {
 	log        *slog.Logger
 	exchange   exchangeFunc
 	requester  *bus.Requester // nil when tests substitute exchange
+	objects    *bus.Objects   // nil: no object store
 	srv        *http.Server
 	identity   string                        // config.IdentitySRV or config.IdentitySRVOrDomain
 	limits     atomic.Pointer[originLimiter] // nil: no per-origin limit
@@ -163,8 +168,8 @@ func New(cfg Config, deps Deps) (*Ingress, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create ingress: %w", err)
 	}
-	exchange := func(ctx context.Context, msg *nats.Msg) ([]byte, error) {
-		return bus.Exchange(ctx, req, msg)
+	exchange := func(ctx context.Context, msg *nats.Msg) (bus.Event, error) {
+		return bus.ExchangeEvent(ctx, req, msg)
 	}
 	in, err := newIngress(cfg, deps, deps.Resolver, exchange)
 	if err != nil {
@@ -208,6 +213,7 @@ func newIngress(cfg Config, deps Deps, resolver targetResolver, exchange exchang
 		certs:       deps.Certs,
 		log:         logger,
 		exchange:    exchange,
+		objects:     deps.Objects,
 		identity:    cfg.Identity,
 		failed:      make(chan error, 1),
 		lingerConns: make(map[net.Conn]struct{}),

@@ -113,7 +113,7 @@ func benchConfig(components []string) Config {
 // exchange that echoes the request body without NATS.
 func (s benchSetup) stubIngress(b *testing.B, components []string, log *slog.Logger) *Ingress {
 	b.Helper()
-	exchange := func(_ context.Context, msg *nats.Msg) ([]byte, error) { return msg.Data, nil }
+	exchange := func(_ context.Context, msg *nats.Msg) (bus.Event, error) { return bus.Event{Data: msg.Data}, nil }
 	cfg := benchConfig(components)
 	in, err := newIngress(cfg, Deps{Policy: s.pol, Certs: s.store, Logger: log}, benchTargets{}, exchange)
 	if err != nil {

@@ -10,7 +10,11 @@
 //     the structured-mode CloudEvents (RequestHeaders, InboundRequestHeaders,
 //     ResponseHeaders, ErrorHeaders, StructuredHeaders, StructuredEvent,
 //     StructuredRequest, StructuredResponse, StructuredError, ErrorBody and
-//     the token schemas ComponentToken, RPCToken and DomainToken).
+//     the token schemas ComponentToken, RPCToken and DomainToken), and the
+//     responses whose body is an object of the JetStream object store
+//     (contract section 8: ObjectResponseHeaders, StructuredObjectHeaders,
+//     StructuredObjectResponse, and the Fedbus-Object-* values ObjectBucket,
+//     ObjectName and ObjectSize).
 //
 // Both files are embedded. They are registered with one compiler under
 // BaseURL, so that the AsyncAPI document's reference to error.schema.json

@@ -10,12 +10,14 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/fedbus/fedbus/bus"
@@ -262,8 +264,8 @@ func TestAsyncAPIDocument(t *testing.T) {
 		}{
 			{"outbound", "outbound", "fed.out.{component}.{rpc}.{targetDomain}", []string{"component", "rpc", "targetDomain"}, []string{"request", "requestStructured"}},
 			{"inbound", "inbound", "fed.in.{component}.{rpc}.{originDomain}", []string{"component", "rpc", "originDomain"}, []string{"request"}},
-			{"outbound reply", "outboundReply", "", nil, []string{"response", "error", "responseStructured", "errorStructured"}},
-			{"inbound reply", "inboundReply", "", nil, []string{"response", "error"}},
+			{"outbound reply", "outboundReply", "", nil, []string{"response", "error", "responseStructured", "errorStructured", "responseObject", "responseObjectStructured"}},
+			{"inbound reply", "inboundReply", "", nil, []string{"response", "error", "responseObject"}},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -396,7 +398,8 @@ func TestSchemasCompile(t *testing.T) {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	for _, want := range []string{"RequestHeaders", "InboundRequestHeaders", "ResponseHeaders", "ErrorHeaders", "StructuredHeaders", "StructuredEvent", "StructuredRequest", "StructuredResponse", "StructuredError", "ErrorBody", "ComponentToken", "RPCToken", "DomainToken"} {
+	for _, want := range []string{"RequestHeaders", "InboundRequestHeaders", "ResponseHeaders", "ErrorHeaders", "StructuredHeaders", "StructuredEvent", "StructuredRequest", "StructuredResponse", "StructuredError", "ErrorBody", "ComponentToken", "RPCToken", "DomainToken",
+		"ObjectBucket", "ObjectName", "ObjectSize", "ObjectResponseHeaders", "StructuredObjectHeaders", "StructuredObjectResponse"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("components.schemas.%s missing", want)
 		}
@@ -641,6 +644,7 @@ func TestEventMessages(t *testing.T) {
 	}
 	structured := func(e bus.Event) bus.Event { e.Structured = true; return e }
 	remote := contract.RemoteError(contract.ParseError(502, []byte("<html>")))
+	ref := bus.ObjectRef{Bucket: contract.DefaultObjectBucket, Name: bus.NewID(), Size: 52428800}
 
 	tests := []struct {
 		name      string
@@ -679,6 +683,11 @@ func TestEventMessages(t *testing.T) {
 		{"error binary timeout", bus.ErrorReply(false, "/federator", contract.Errorf(contract.LabelTimeout, "x")).Message(inbox), "ErrorHeaders", "ErrorBody", true, ptr(true)},
 		{"error structured", bus.ErrorReply(true, "/federator", remote).Message(inbox), "StructuredHeaders", "StructuredError", true, ptr(true)},
 		{"error structured invalid-request", bus.ErrorReply(true, "/brig", contract.Errorf(contract.LabelInvalidRequest, "x")).Message(inbox), "StructuredHeaders", "StructuredError", true, ptr(true)},
+		{"object response binary", bus.ObjectReply(request(), "/federator", "application/octet-stream", ref).Message(inbox), "ObjectResponseHeaders", "", true, ptr(true)},
+		{"object response binary is a response", bus.ObjectReply(request(), "/federator", "image/png", ref).Message(inbox), "ResponseHeaders", "", true, ptr(true)},
+		{"object response binary, empty object", bus.ObjectReply(request(), "/federator", "", bus.ObjectRef{Bucket: "b", Name: "n"}).Message(inbox), "ObjectResponseHeaders", "", true, ptr(true)},
+		{"object response structured", bus.ObjectReply(structured(request()), "/federator", "application/octet-stream", ref).Message(inbox), "StructuredObjectHeaders", "StructuredObjectResponse", true, ptr(true)},
+		{"object response structured is a response", bus.ObjectReply(structured(request()), "/federator", "application/octet-stream", ref).Message(inbox), "StructuredHeaders", "StructuredResponse", true, ptr(true)},
 
 		// negative cases
 		{"request missing ce-id", withoutHeader(request().Message(out), contract.HeaderID), "RequestHeaders", "", false, ptr(false)},
@@ -708,6 +717,14 @@ func TestEventMessages(t *testing.T) {
 		{"error structured with a non-error body", bus.Event{ID: "1", Source: "/brig", Type: contract.TypeError, Data: []byte(`{"code":500,"label":"x","message":"m","extra":1}`), Structured: true}.Message(inbox), "StructuredHeaders", "StructuredError", false, nil},
 		{"error structured without data", bus.Event{ID: "1", Source: "/brig", Type: contract.TypeError, Structured: true}.Message(inbox), "StructuredHeaders", "StructuredError", false, nil},
 		{"response structured as error", bus.Reply(structured(request()), "/brig", body).Message(inbox), "StructuredHeaders", "StructuredError", false, nil},
+		{"inline response as object response", bus.Reply(request(), "/brig", body).Message(inbox), "ObjectResponseHeaders", "", false, nil},
+		{"object response without size", withoutHeader(bus.ObjectReply(request(), "/federator", "", ref).Message(inbox), contract.HeaderObjectSize), "ResponseHeaders", "", false, ptr(false)},
+		{"object response without bucket", withoutHeader(bus.ObjectReply(request(), "/federator", "", ref).Message(inbox), contract.HeaderObjectBucket), "ResponseHeaders", "", false, ptr(false)},
+		{"object response size negative", withHeader(bus.ObjectReply(request(), "/federator", "", ref).Message(inbox), contract.HeaderObjectSize, "-1"), "ObjectResponseHeaders", "", false, ptr(false)},
+		{"object response size in MiB", withHeader(bus.ObjectReply(request(), "/federator", "", ref).Message(inbox), contract.HeaderObjectSize, "50MiB"), "ObjectResponseHeaders", "", false, ptr(false)},
+		{"object response bucket with a dot", withHeader(bus.ObjectReply(request(), "/federator", "", ref).Message(inbox), contract.HeaderObjectBucket, "a.b"), "ObjectResponseHeaders", "", false, ptr(false)},
+		{"object response name with a space", withHeader(bus.ObjectReply(request(), "/federator", "", ref).Message(inbox), contract.HeaderObjectName, "a b"), "ObjectResponseHeaders", "", false, ptr(false)},
+		{"inline structured response as object response", bus.Reply(structured(request()), "/brig", body).Message(inbox), "StructuredHeaders", "StructuredObjectResponse", false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -742,6 +759,10 @@ func TestStructuredRawEvents(t *testing.T) {
 		{"error with invalid data_base64", "StructuredError", `{"specversion":"1.0","id":"1","source":"/federator","type":"fedbus.error","data_base64":"eyJjb2RlIjo1MDR9"}`, false},
 		{"error with data_base64 not base64", "StructuredError", `{"specversion":"1.0","id":"1","source":"/federator","type":"fedbus.error","data_base64":"!!"}`, false},
 		{"error with text content type", "StructuredError", `{"specversion":"1.0","id":"1","source":"/federator","type":"fedbus.error","datacontenttype":"text/plain","data":{"code":504,"label":"federation-timeout","message":"m"}}`, false},
+		{"object response, size a number", "StructuredObjectResponse", `{"specversion":"1.0","id":"1","source":"/federator","type":"fedbus.response","fedbusobjectbucket":"b","fedbusobjectname":"n","fedbusobjectsize":1024}`, true},
+		{"object response with data", "StructuredObjectResponse", `{"specversion":"1.0","id":"1","source":"/federator","type":"fedbus.response","fedbusobjectbucket":"b","fedbusobjectname":"n","fedbusobjectsize":"1","data":{}}`, false},
+		{"object response without name", "StructuredResponse", `{"specversion":"1.0","id":"1","source":"/federator","type":"fedbus.response","fedbusobjectbucket":"b","fedbusobjectsize":"1"}`, false},
+		{"object response size a fraction", "StructuredObjectResponse", `{"specversion":"1.0","id":"1","source":"/federator","type":"fedbus.response","fedbusobjectbucket":"b","fedbusobjectname":"n","fedbusobjectsize":1.5}`, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -876,6 +897,12 @@ func TestTokenRulesAgree(t *testing.T) {
 	// canonical (lower-case ASCII) domains only: bus normalises the others
 	for _, tok := range []string{"b.example.com", "a.b", "xn--bcher-kva.example", domain253, "-.-", "", "localhost", "a..b", ".a.b", "a.b.", domain253 + "c", label63 + "a.com", "a.*", "a.>", "a b.com", "a_b.com"} {
 		tests = append(tests, tokenCase{fmt.Sprintf("domain %.40q", tok), "DomainToken", tok, domain})
+	}
+	for _, tok := range []string{"fedbus-objects", "A_b-9", "", "a.b", "a b", "KV_x", "*", ">", "é"} {
+		tests = append(tests, tokenCase{fmt.Sprintf("bucket %q", tok), "ObjectBucket", tok, contract.ValidBucket})
+	}
+	for _, tok := range []string{"Yx2mTtZJd8ovUbwHDzxi3D", "a/b.c~!", strings.Repeat("n", 255), "", strings.Repeat("n", 256), "a b", "a\tb", "é", "\x7f"} {
+		tests = append(tests, tokenCase{fmt.Sprintf("object name %.40q", tok), "ObjectName", tok, contract.ValidObjectName})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1291,4 +1318,65 @@ func TestClientCall(t *testing.T) {
 			t.Error(err)
 		}
 	})
+}
+
+// TestObjectReplyEndToEnd: a component answers with a stream
+// (bus.Request.ReplyStream) through a NATS server with JetStream; its real
+// replies, in both content modes, validate against the object response
+// schemas, and the object they name holds the body.
+func TestObjectReplyEndToEnd(t *testing.T) {
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JetStream: true, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	nc := connect(t, s)
+	subjects, err := contract.NewSubjects(contract.DefaultPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Repeat([]byte("asset "), 50000) // 300,000 bytes: three chunks
+	srv, err := bus.Serve(context.Background(), nc, subjects, "cargohold", func(ctx context.Context, req *bus.Request) ([]byte, error) {
+		return req.ReplyStream(ctx, "image/jpeg", bytes.NewReader(body))
+	}, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject, err := subjects.In("cargohold", "stream-asset", "a.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, structured := range []bool{false, true} {
+		t.Run(fmt.Sprintf("structured %v", structured), func(t *testing.T) {
+			ev := bus.Event{ID: bus.NewID(), Source: "//a.example.com/cargohold", Type: contract.TypeRequest, OriginDomain: "a.example.com", Data: []byte(`{}`), Structured: structured}
+			reply, err := nc.RequestMsg(ev.Message(subject), 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			headers, payload := "ObjectResponseHeaders", ""
+			if structured {
+				headers, payload = "StructuredObjectHeaders", "StructuredObjectResponse"
+			}
+			if err := validateMessage(t, reply, headers, payload); err != nil {
+				t.Fatalf("reply: %v\nheaders: %v\nbody: %s", err, reply.Header, reply.Data)
+			}
+			st, err := js.ObjectStore(context.Background(), reply.Header.Get(contract.HeaderObjectBucket))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := st.GetBytes(context.Background(), reply.Header.Get(contract.HeaderObjectName))
+			if err != nil || !bytes.Equal(got, body) || reply.Header.Get(contract.HeaderObjectSize) != strconv.Itoa(len(body)) {
+				t.Fatalf("object: %d bytes, %v", len(got), err)
+			}
+		})
+	}
 }

@@ -25,9 +25,14 @@ type Shared struct {
 	// JetStream is the JetStream API of NATS (the dynamic configuration,
 	// and what later work keeps there).
 	JetStream jetstream.JetStream
-	Resolver  *discovery.Resolver
-	Policy    *policy.Policy
-	Certs     *tlsconf.Store
+	// Objects moves large and streamed bodies through the JetStream
+	// object store (contract section 8): FED_OBJECT_BUCKET,
+	// FED_OBJECT_TTL, FED_MAX_OBJECT_BYTES, and FED_MAX_OBJECT_TRANSFERS
+	// for the whole process.
+	Objects  *bus.Objects
+	Resolver *discovery.Resolver
+	Policy   *policy.Policy
+	Certs    *tlsconf.Store
 
 	certFile string                         // FED_TLS_CERT, for messages
 	watcher  atomic.Pointer[policy.Watcher] // nil until the bucket is watched
@@ -107,7 +112,14 @@ func open(c config.Common, name string, log *slog.Logger, waitForBucket bool) (*
 		_ = res.Close()
 		return nil, fmt.Errorf("open %s: jetstream: %w", name, err)
 	}
-	sh := &Shared{NATS: nc, JetStream: js, Resolver: res, Policy: pol, Certs: store, certFile: c.TLSCert, retry: make(chan struct{}, 1), cancel: cancel}
+	objects, err := bus.NewObjects(js, bus.ObjectsConfig{Bucket: c.ObjectBucket, TTL: c.ObjectTTL, MaxBytes: c.MaxObjectBytes, MaxTransfers: c.MaxObjectTransfers})
+	if err != nil {
+		cancel()
+		nc.Close()
+		_ = res.Close()
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	sh := &Shared{NATS: nc, JetStream: js, Objects: objects, Resolver: res, Policy: pol, Certs: store, certFile: c.TLSCert, retry: make(chan struct{}, 1), cancel: cancel}
 	sh.wg.Add(1)
 	go func() {
 		defer sh.wg.Done()

@@ -2,8 +2,11 @@
 // one process, each with its own embedded NATS server, federator and
 // ingress, plus an in-process DNS server and a throwaway CA. It performs the
 // seed's exact handle search (user 1 on A looks up "alice" on B), prints
-// every hop and the profile found, and exits 0. With -serve it keeps
-// running and prints how to send requests with the nats CLI.
+// every hop and the profile found, then downloads a multi-megabyte asset
+// from B's cargohold (stream-asset: it travels through the JetStream object
+// store of both backends, contract section 8) and checks its SHA-256, and
+// exits 0. With -serve it keeps running and prints how to send requests
+// with the nats CLI.
 package main
 
 import (
@@ -12,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -23,6 +27,7 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/asset"
 	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/internal/version"
@@ -56,6 +61,7 @@ func (p *printer) hop(format string, args ...any) {
 func main() {
 	serve := flag.Bool("serve", false, "keep running after the example and print how to send requests with the nats CLI")
 	handle := flag.String("handle", "alice", "handle to search on b.example.com")
+	assetSize := flag.Int64("asset-size", defaultAssetSize, "size in bytes of the asset downloaded from b.example.com's cargohold (0: none)")
 	verbose := flag.Bool("v", false, "print the services' logs (JSON) to stderr")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
@@ -65,13 +71,17 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *handle, *serve, *verbose); err != nil {
+	if err := run(ctx, *handle, *assetSize, *serve, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, handle string, serve, verbose bool) error {
+// defaultAssetSize is the size of the demo's asset: 12 MiB, twelve times
+// what a NATS message carries.
+const defaultAssetSize = 12 << 20
+
+func run(ctx context.Context, handle string, assetSize int64, serve, verbose bool) error {
 	p := &printer{start: time.Now()}
 	log := slog.New(slog.DiscardHandler)
 	if verbose {
@@ -129,7 +139,7 @@ func run(ctx context.Context, handle string, serve, verbose bool) error {
 		})
 		return err
 	}
-	if err := watch(a, "A", a.Subjects.OutAll(), "brig → federator on"); err != nil {
+	if err := watch(a, "A", a.Subjects.OutAll(), "component → federator on"); err != nil {
 		return err
 	}
 
@@ -181,6 +191,11 @@ func run(ctx context.Context, handle string, serve, verbose bool) error {
 	if string(resp) == "null" {
 		return fmt.Errorf("no user with handle %q", handle)
 	}
+	if assetSize > 0 {
+		if err := downloadAsset(ctx, p, a, b, assetSize, log); err != nil {
+			return err
+		}
+	}
 	if !serve {
 		return nil
 	}
@@ -195,6 +210,56 @@ serving until interrupted (Ctrl-C). Try, with the nats CLI (go install github.co
     -H ce-specversion:1.0 -H ce-id:req-2 -H ce-source:/cli -H ce-type:fedbus.request
 `, a.NATSURL, a.NATSURL)
 	<-ctx.Done()
+	return nil
+}
+
+// downloadAsset serves cargohold on B (stream-asset: a generated asset of
+// the requested size) and downloads an asset of size bytes from A, printing
+// the hops; it fails unless the bytes' SHA-256 is the asset's.
+func downloadAsset(ctx context.Context, p *printer, a, b *fedtest.Backend, size int64, log *slog.Logger) error {
+	cargohold, err := bus.Serve(ctx, b.NATS, b.Subjects, "cargohold", func(ctx context.Context, req *bus.Request) ([]byte, error) {
+		r, err := asset.ParseRequest(req.Body)
+		if err != nil {
+			return nil, contract.Errorf(contract.LabelInvalidRequest, "%v", err)
+		}
+		p.hop("[B] cargohold: stream-asset %s (%d bytes) for %s: streaming it into B's object store", r.Key, r.Size, req.Origin)
+		return req.ReplyStream(ctx, contract.ContentTypeOctetStream, asset.New(r.Key, r.Size))
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer cargohold.Shutdown(context.Background())
+	if err := b.NATS.Flush(); err != nil {
+		return err
+	}
+	const key = "3-2-4c2b7e9a-demo-asset"
+	fmt.Printf("\nuser 1 on a.example.com downloads the asset %s (%.1f MiB) from b.example.com's cargohold:\n\n", key, float64(size)/(1<<20))
+	p.start = time.Now()
+	p.hop("[A] cargohold: request stream-asset %s to b.example.com", key)
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	body, err := a.Client("/cargohold").CallStream(cctx, "b.example.com", "cargohold", asset.RPC, asset.Body(key, size))
+	if err != nil {
+		var fe *contract.Error
+		if errors.As(err, &fe) {
+			return fmt.Errorf("download failed: %s", fe.JSON())
+		}
+		return fmt.Errorf("download failed: %w", err)
+	}
+	defer body.Close()
+	p.hop("[A] cargohold: reply received: %s, %d bytes in the object %s of A's store", body.ContentType, body.Size, body.Object)
+	h := asset.NewHasher()
+	if _, err := io.Copy(h, body); err != nil {
+		return fmt.Errorf("reading the asset: %w", err)
+	}
+	got, want := h.Sum(), asset.Digest(key, size)
+	p.hop("[A] cargohold: read %d bytes from A's object store, chunk by chunk (%d KiB each)", h.Size(), bus.ChunkSize>>10)
+	fmt.Printf("\nasset sha256 %x, %d bytes", got[:], h.Size())
+	if got != want || h.Size() != size {
+		fmt.Println(": MISMATCH")
+		return fmt.Errorf("the asset arrived corrupt: sha256 %x, want %x", got[:], want[:])
+	}
+	fmt.Println(": byte-identical to the asset B generated")
 	return nil
 }
 
@@ -216,6 +281,10 @@ func (h *hopHandler) Handle(_ context.Context, r slog.Record) error {
 		vals[a.Key] = a.Value.String()
 	}
 	r.Attrs(func(a slog.Attr) bool { vals[a.Key] = a.Value.String(); return true })
+	if obj := vals["object"]; obj != "" {
+		h.p.hop("[B] ingress: answered %s to %s with the object %s (%s bytes, streamed chunk by chunk, then deleted), %sms", vals["status"], vals["origin"], obj, vals["bytes"], vals["duration_ms"])
+		return nil
+	}
 	h.p.hop("[B] ingress: answered %s to %s (its client certificate %s is an SRV target of %s), %sms", vals["status"], vals["origin"], vals["san"], vals["origin"], vals["duration_ms"])
 	return nil
 }

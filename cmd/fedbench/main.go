@@ -3,12 +3,14 @@
 // Go mutual-TLS HTTP/2 server and nginx, all in one run, and prints a
 // table, the throughput ratios and the targets of issue 6. With
 // -scenario=domains it measures the memory of a federator that has called
-// 10,000 remote domains.
+// 10,000 remote domains; with -scenario=asset the download of a large
+// asset through the object stores against a raw HTTPS download.
 //
 //	go run ./cmd/fedbench                         # key cells, all scenarios
 //	go run ./cmd/fedbench -matrix=full -duration=5s
 //	go run ./cmd/fedbench -scenario=federated -inflight=64 -sizes=256 -cpuprofile=fed.pprof
 //	go run ./cmd/fedbench -scenario=domains
+//	go run ./cmd/fedbench -scenario=asset -asset-size=52428800 -rounds=5
 package main
 
 import (
@@ -39,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fedbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		scenarios  = fs.String("scenario", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios ("+strings.Join(bench.AllScenarios, ", ")+"), or "+bench.ScenarioDomains+" alone for the memory mode")
+		scenarios  = fs.String("scenario", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios ("+strings.Join(bench.AllScenarios, ", ")+"), or "+bench.ScenarioDomains+" alone for the memory mode, or "+bench.ScenarioAsset+" alone for the asset mode")
 		sizes      = fs.String("sizes", "256,65536", "comma-separated request body sizes in bytes")
 		inflight   = fs.String("inflight", "1,16,64,256", "comma-separated numbers of requests kept in flight")
 		matrix     = fs.String("matrix", bench.MatrixKey, "key: every in-flight count with the first size, and 64 in flight with the other sizes; full: every size with every count")
@@ -57,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		settle     = fs.Duration("settle", 0, "domains mode: one more snapshot this long after the idle one (x/net/http2 frees a closed connection when its 30s health-check timer fires)")
 		memlimit   = fs.String("gomemlimit", "", "domains mode: GOMEMLIMIT of the federator process, e.g. 80MiB (default: not set)")
 		child      = fs.String("domains-child", "", "internal: run as the federator process of the domains mode with this JSON configuration")
+		assetSize  = fs.Int64("asset-size", 50<<20, "asset mode: bytes of the asset")
+		binDir     = fs.String("bin", "", "asset mode: directory with the federator, ingress and nats-server binaries (default: built with go build)")
 	)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -82,6 +86,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	names := splitList(*scenarios)
+	if len(names) == 1 && names[0] == bench.ScenarioAsset {
+		cfg := bench.AssetConfig{Size: *assetSize, Rounds: *rounds, Concurrent: 8, Out: stdout, Logger: log}
+		if n, err := parseInts(*inflight); err == nil && len(n) == 1 {
+			cfg.Concurrent = n[0]
+		}
+		if *binDir != "" {
+			cfg.Bin = bench.BinariesIn(*binDir)
+		}
+		if err := bench.RunAsset(ctx, cfg); err != nil {
+			fmt.Fprintln(stderr, "fedbench:", err)
+			return 1
+		}
+		return 0
+	}
 	if len(names) == 1 && names[0] == bench.ScenarioDomains {
 		cfg := bench.DomainsConfig{Domains: *domains, InFlight: 64, IdleTimeout: *idle, HeapProfile: *memprofile, Settle: *settle, GoMemLimit: *memlimit, Out: stdout, Logger: log}
 		if n, err := parseInts(*inflight); err == nil && len(n) == 1 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/asset"
 )
 
 // maxSlow bounds the sleep of the slow RPC.
@@ -30,7 +31,9 @@ type Profile struct {
 }
 
 // Brig is the stand-in component: a few users of its domain and the RPCs
-// get-user-by-handle, echo and slow. It counts the requests it serves.
+// get-user-by-handle, echo and slow, and cargohold's stream-asset (a
+// generated asset of the requested size, streamed through the object
+// store). It counts the requests it serves.
 type Brig struct {
 	users  map[string]Profile
 	served atomic.Int64
@@ -79,6 +82,15 @@ func (b *Brig) Handle(ctx context.Context, req *bus.Request) ([]byte, error) {
 		return body, nil
 	case "echo":
 		return req.Body, nil
+	case asset.RPC:
+		// cargohold's stream-asset: the raw bytes of the asset
+		// (application/octet-stream), streamed into the object store
+		// while they are made; the ingress streams them to the remote.
+		r, err := asset.ParseRequest(req.Body)
+		if err != nil {
+			return nil, contract.Errorf(contract.LabelInvalidRequest, "%s: %v", asset.RPC, err)
+		}
+		return req.ReplyStream(ctx, contract.ContentTypeOctetStream, asset.New(r.Key, r.Size))
 	case "slow":
 		var ms int64
 		if err := json.Unmarshal(req.Body, &ms); err != nil || ms < 0 || time.Duration(ms)*time.Millisecond > maxSlow {

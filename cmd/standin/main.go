@@ -2,18 +2,23 @@
 // and the integration tests.
 //
 //	standin [serve]
-//	standin call [-timeout 10s] [-retry-for 0s] <target-domain> <component> <rpc> <json-body>
+//	standin call [-timeout 10s] [-retry-for 0s] [-sha256] <target-domain> <component> <rpc> <json-body>
 //
 // serve (the default) answers federated requests to STANDIN_COMPONENT
 // (default brig) from remote backends, through bus.Serve:
 // get-user-by-handle (body: a JSON string handle; the profile of alice, bob
 // or carol of FED_DOMAIN, null for any other handle), echo (answers the
-// body) and slow (body: milliseconds to sleep before answering).
+// body), slow (body: milliseconds to sleep before answering) and
+// stream-asset, as cargohold (body: {"key": "...", "size": bytes}; the
+// answer is a generated asset of that size, application/octet-stream,
+// streamed through the JetStream object store, contract section 8).
 //
 // call sends one federated request from this backend, as a local component
-// would, and prints the remote component's response on stdout. A failure
-// prints the contract's error JSON on stderr and exits 1; -retry-for keeps
-// retrying failures for that long (for scripts waiting for a stack).
+// would, and writes the remote component's response to stdout (a streamed
+// answer as it is read, chunk by chunk); with -sha256 it prints the SHA-256,
+// size and media type of the response instead. A failure prints the
+// contract's error JSON on stderr and exits 1; -retry-for keeps retrying
+// failures for that long (for scripts waiting for a stack).
 //
 // Both read FED_NATS_URL and FED_SUBJECT_PREFIX; serve also FED_DOMAIN and
 // STANDIN_COMPONENT. Logs are JSON on stderr (FED_LOG_LEVEL).
@@ -37,6 +42,7 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/asset"
 	"github.com/fedbus/fedbus/internal/version"
 )
 
@@ -200,6 +206,29 @@ func serve(ctx context.Context, args []string, env envconfig.Lookuper, stderr io
 	return errors.Join(errs...)
 }
 
+// printBody writes a response to stdout: the body (a JSON body with a new
+// line after it), or with digest its SHA-256, size and media type.
+func printBody(b *bus.Body, stdout io.Writer, digest bool) error {
+	defer b.Close()
+	if digest {
+		h := asset.NewHasher()
+		if _, err := io.Copy(h, b); err != nil {
+			return fmt.Errorf("read the response: %w", err)
+		}
+		sum := h.Sum()
+		_, err := fmt.Fprintf(stdout, "sha256 %x  %d bytes  %s\n", sum[:], h.Size(), b.ContentType)
+		return err
+	}
+	if _, err := io.Copy(stdout, b); err != nil {
+		return fmt.Errorf("read the response: %w", err)
+	}
+	if b.Object.IsZero() {
+		_, err := fmt.Fprintln(stdout)
+		return err
+	}
+	return nil
+}
+
 // call sends one request and prints the response.
 func call(ctx context.Context, args []string, env envconfig.Lookuper, stdout, stderr io.Writer) error {
 	var cfg BusConfig
@@ -207,6 +236,7 @@ func call(ctx context.Context, args []string, env envconfig.Lookuper, stdout, st
 	fs.SetOutput(stderr)
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the reply of one attempt")
 	retryFor := fs.Duration("retry-for", 0, "retry failed attempts for this long")
+	digest := fs.Bool("sha256", false, "print the SHA-256, size and media type of the response instead of the response")
 	usage(fs, stderr, &cfg, "standin call [flags] <target-domain> <component> <rpc> <json-body>")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
@@ -235,12 +265,13 @@ func call(ctx context.Context, args []string, env envconfig.Lookuper, stdout, st
 	giveUp := time.Now().Add(*retryFor)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, *timeout)
-		resp, err := client.Call(cctx, target, component, rpc, body)
-		cancel()
+		resp, err := client.CallStream(cctx, target, component, rpc, body)
 		if err == nil {
-			_, werr := fmt.Fprintf(stdout, "%s\n", resp)
-			return werr
+			err = printBody(resp, stdout, *digest)
+			cancel()
+			return err
 		}
+		cancel()
 		if ctx.Err() != nil || time.Now().Add(retryInterval).After(giveUp) {
 			var fe *contract.Error
 			if errors.As(err, &fe) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/asset"
 	"github.com/fedbus/fedbus/internal/testbed"
 )
 
@@ -34,6 +36,7 @@ func TestBrigHandle(t *testing.T) {
 		{"slow bad body", "slow", `"x"`, 0, "label:" + contract.LabelInvalidRequest},
 		{"slow negative", "slow", `-1`, 0, "label:" + contract.LabelInvalidRequest},
 		{"unknown rpc", "nope", `null`, 0, "label:" + contract.LabelInvalidEndpoint},
+		{"stream-asset bad body", "stream-asset", `{"size":-1}`, 0, "label:" + contract.LabelInvalidRequest},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -183,5 +186,72 @@ func TestCallPrintsResponse(t *testing.T) {
 				t.Errorf("returned after %v, want at least %v", el, tc.timeout)
 			}
 		})
+	}
+}
+
+// TestStreamAsset: the stand-in served as cargohold answers stream-asset
+// with the generated asset through the object store, and call -sha256
+// prints its digest; a fake federator forwards fed.out to fed.in on the
+// same NATS server (so the object is in the caller's store).
+func TestStreamAsset(t *testing.T) {
+	ns, err := testbed.StartNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	url := ns.ClientURL()
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs testbed.LogBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve"}, envconfig.MapLookuper(map[string]string{
+			"FED_NATS_URL": url, "FED_DOMAIN": "b.example.com", "STANDIN_COMPONENT": "cargohold"}), &logs, &logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve exit status %d; logs:\n%s", code, logs.String())
+		}
+	})
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	subjects, err := contract.NewSubjects(contract.DefaultPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = nc.QueueSubscribe("fed.out.>", contract.FederatorQueueGroup, func(m *nats.Msg) {
+		ev, err := bus.Decode(m)
+		if err != nil {
+			return
+		}
+		route, err := subjects.ParseOut(m.Subject)
+		if err != nil {
+			return
+		}
+		in, _ := subjects.In(route.Component, route.RPC, "a.example.com")
+		ev.OriginDomain, ev.Source = "a.example.com", "//a.example.com/"+route.Component
+		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer rcancel()
+		reply, err := nc.RequestMsgWithContext(rctx, ev.Message(in))
+		if err != nil {
+			return
+		}
+		reply.Subject = m.Reply
+		_ = nc.PublishMsg(reply)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 3<<20 + 5
+	var stdout, stderr testbed.LogBuffer
+	code := run(context.Background(), []string{"call", "-retry-for", "5s", "-timeout", "5s", "-sha256", "b.example.com", "cargohold", asset.RPC,
+		string(asset.Body("3-2-standin", size))}, envconfig.MapLookuper(map[string]string{"FED_NATS_URL": url}), &stdout, &stderr)
+	sum := asset.Digest("3-2-standin", size)
+	want := fmt.Sprintf("sha256 %x  %d bytes  application/octet-stream\n", sum[:], size)
+	if code != 0 || stdout.String() != want {
+		t.Fatalf("exit status %d, stdout %q, want %q; stderr:\n%s\nserve logs:\n%s", code, stdout.String(), want, stderr.String(), logs.String())
 	}
 }

@@ -55,6 +55,7 @@ func oneReplyLoad(t *testing.T) {
 		body    string
 		headers nats.Header
 		label   string // "" for success
+		object  bool   // a success whose body is an object (contract section 8)
 	}
 	ce := func(timeoutMs string) nats.Header {
 		h := nats.Header{contract.HeaderSpecVersion: {"1.0"}, contract.HeaderSource: {"/test"}, contract.HeaderType: {contract.TypeRequest}}
@@ -78,10 +79,10 @@ func oneReplyLoad(t *testing.T) {
 	}
 	// Over-size kinds, one request in 50 each (they move a MiB each):
 	// a body that A's NATS carries but B's ingress may not accept, and a
-	// remote's answer of 2 MiB.
+	// remote's answer of 2 MiB (through A's object store).
 	large := []kind{
 		{name: "body over the remote's limit", subject: "fed.out.brig.echo.b.example.com", body: strings.Repeat("x", overIngressLimit), headers: ce(""), label: contract.LabelRemoteError},
-		{name: "remote answer of 2 MiB", subject: "fed.out.brig.echo.big.example.com", body: `"big"`, headers: ce(""), label: contract.LabelPayloadTooLarge},
+		{name: "remote answer of 2 MiB", subject: "fed.out.brig.echo.big.example.com", body: `"big"`, headers: ce(""), object: true},
 	}
 	kindOf := func(i int) kind {
 		switch i % 100 {
@@ -160,6 +161,9 @@ func oneReplyLoad(t *testing.T) {
 		}
 		if label != k.label {
 			t.Fatalf("request %d (%s): reply label %q, want %q (%s)", i, k.name, label, k.label, ev.Data)
+		}
+		if k.object != !ev.Object.IsZero() {
+			t.Fatalf("request %d (%s): reply object %v, want one: %v", i, k.name, ev.Object, k.object)
 		}
 		byLabel[k.name]++
 	}

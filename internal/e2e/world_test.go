@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/fedtest"
@@ -88,12 +90,18 @@ func newWorld(tb testing.TB, extraAllowA ...string) *world {
 // serve runs handler for component on a backend until the test ends.
 func serve(tb testing.TB, be *fedtest.Backend, component string, h bus.Handler) {
 	tb.Helper()
+	serveOn(tb, be.NATS, be.Subjects, component, h)
+}
+
+// serveOn runs handler for component on nc until the test ends.
+func serveOn(tb testing.TB, nc *nats.Conn, subjects contract.Subjects, component string, h bus.Handler, opts ...bus.ServeOption) {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := bus.Serve(ctx, be.NATS, be.Subjects, component, h, testLogger(tb))
+	srv, err := bus.Serve(ctx, nc, subjects, component, h, testLogger(tb), opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := be.NATS.Flush(); err != nil {
+	if err := nc.Flush(); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {

@@ -85,36 +85,8 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Strategy == "" {
-		opts.Strategy = "allow-all"
-	}
-	if len(opts.Components) == 0 {
-		opts.Components = []string{"brig", "galley", "cargohold"}
-	}
-	if opts.RequestTimeout == 0 {
-		opts.RequestTimeout = 10 * time.Second
-	}
-	if opts.MaxBodyBytes == 0 {
-		opts.MaxBodyBytes = 1 << 20
-	}
 	if opts.Federators == 0 {
 		opts.Federators = 1
-	}
-	names := opts.CertNames
-	if names == nil {
-		names = []string{opts.InfraHost}
-	}
-	leaf, err := opts.CA.Issue(testbed.LeafOptions{}, names...)
-	if err != nil {
-		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
-	}
-	trust := opts.TrustPEM
-	if trust == nil {
-		trust = opts.CA.CertPEM
-	}
-	files, err := leaf.WriteFiles(opts.Dir, opts.Domain, trust)
-	if err != nil {
-		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	// JetStream on file storage, as in production: the dynamic config,
 	// notifications and large bodies live there.
@@ -122,15 +94,12 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
-	if opts.TLSReloadInterval == 0 {
-		opts.TLSReloadInterval = 2 * time.Second
-	}
 	ns, err := testbed.StartNATS(storeDir)
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Backend{Domain: opts.Domain, NATSServer: ns, NATSURL: ns.ClientURL(), Files: files, cancel: cancel, serveCh: make(chan error, 1)}
+	b := &Backend{Domain: opts.Domain, NATSServer: ns, NATSURL: ns.ClientURL(), cancel: cancel, serveCh: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			cctx, c := context.WithTimeout(context.Background(), 5*time.Second)
@@ -138,17 +107,11 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 			_ = b.Close(cctx)
 		}
 	}()
-	env := map[string]string{
-		"FED_DOMAIN": opts.Domain, "FED_NATS_URL": b.NATSURL, "FED_DNS_SERVER": opts.DNS.Addr(),
-		"FED_STRATEGY": opts.Strategy, "FED_ALLOW_LIST": strings.Join(opts.AllowList, ","),
-		"FED_TLS_CERT": files.Cert, "FED_TLS_KEY": files.Key, "FED_TLS_CA": files.CA,
-		"FED_COMPONENTS": strings.Join(opts.Components, ","), "FED_REQUEST_TIMEOUT": opts.RequestTimeout.String(),
-		"FED_ALLOW_PRIVATE_TARGETS": "true", "FED_SHUTDOWN_TIMEOUT": "10s", "FED_KV_BUCKET": opts.KVBucket,
-		"FED_TLS_RELOAD_INTERVAL": opts.TLSReloadInterval.String(),
+	env, files, err := backendEnv(&opts, b.NATSURL)
+	if err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
-	for k, v := range opts.Env {
-		env[k] = v
-	}
+	b.Files = files
 	b.Common = config.DefaultCommon()
 	if err := config.Load(ctx, &b.Common, envconfig.MapLookuper(env)); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
@@ -186,7 +149,7 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 		if opts.MaxPerRemote != 0 {
 			fcfg.MaxPerRemote = opts.MaxPerRemote
 		}
-		f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Hook: opts.FederatorHook})
+		f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Hook: opts.FederatorHook})
 		if err != nil {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 		}
@@ -201,13 +164,12 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	}
 	b.shared = append(b.shared, sh)
 	env["FED_INGRESS_ADDR"] = "127.0.0.1:0"
-	env["FED_MAX_BODY_BYTES"] = fmt.Sprint(opts.MaxBodyBytes)
 	icfg := ingress.NewConfig()
 	if err := config.Load(ctx, &icfg, envconfig.MapLookuper(env)); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	icfg.Normalize()
-	in, err := ingress.New(icfg, ingress.Deps{NATS: sh.NATS, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger})
+	in, err := ingress.New(icfg, ingress.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
@@ -224,6 +186,54 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	return b, nil
+}
+
+// backendEnv fills the defaults of opts, writes the backend's certificate
+// files and returns the environment of its federators and ingress.
+func backendEnv(opts *BackendOptions, natsURL string) (map[string]string, testbed.Files, error) {
+	if opts.Strategy == "" {
+		opts.Strategy = "allow-all"
+	}
+	if len(opts.Components) == 0 {
+		opts.Components = []string{"brig", "galley", "cargohold"}
+	}
+	if opts.RequestTimeout == 0 {
+		opts.RequestTimeout = 10 * time.Second
+	}
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = 1 << 20
+	}
+	if opts.TLSReloadInterval == 0 {
+		opts.TLSReloadInterval = 2 * time.Second
+	}
+	names := opts.CertNames
+	if names == nil {
+		names = []string{opts.InfraHost}
+	}
+	leaf, err := opts.CA.Issue(testbed.LeafOptions{}, names...)
+	if err != nil {
+		return nil, testbed.Files{}, err
+	}
+	trust := opts.TrustPEM
+	if trust == nil {
+		trust = opts.CA.CertPEM
+	}
+	files, err := leaf.WriteFiles(opts.Dir, opts.Domain, trust)
+	if err != nil {
+		return nil, testbed.Files{}, err
+	}
+	env := map[string]string{
+		"FED_DOMAIN": opts.Domain, "FED_NATS_URL": natsURL, "FED_DNS_SERVER": opts.DNS.Addr(),
+		"FED_STRATEGY": opts.Strategy, "FED_ALLOW_LIST": strings.Join(opts.AllowList, ","),
+		"FED_TLS_CERT": files.Cert, "FED_TLS_KEY": files.Key, "FED_TLS_CA": files.CA,
+		"FED_COMPONENTS": strings.Join(opts.Components, ","), "FED_REQUEST_TIMEOUT": opts.RequestTimeout.String(),
+		"FED_ALLOW_PRIVATE_TARGETS": "true", "FED_SHUTDOWN_TIMEOUT": "10s", "FED_KV_BUCKET": opts.KVBucket,
+		"FED_TLS_RELOAD_INTERVAL": opts.TLSReloadInterval.String(), "FED_MAX_BODY_BYTES": fmt.Sprint(opts.MaxBodyBytes),
+	}
+	for k, v := range opts.Env {
+		env[k] = v
+	}
+	return env, files, nil
 }
 
 // Client returns a component client of this backend.

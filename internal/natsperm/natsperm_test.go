@@ -116,7 +116,20 @@ func connect(t testing.TB, s *server.Server, user string) *client {
 // ("Publish" or "Subscription") on subject.
 func (c *client) wantViolation(t testing.TB, kind, subject string) {
 	t.Helper()
-	want := fmt.Sprintf("Permissions Violation for %s to %q", kind, subject)
+	c.waitViolation(t, fmt.Sprintf("Permissions Violation for %s to %q", kind, subject))
+}
+
+// wantViolationPrefix is wantViolation for a subject that starts with
+// prefix.
+func (c *client) wantViolationPrefix(t testing.TB, kind, prefix string) {
+	t.Helper()
+	c.waitViolation(t, strings.TrimSuffix(fmt.Sprintf("Permissions Violation for %s to %q", kind, prefix), `"`))
+}
+
+// waitViolation waits for a permissions violation whose text contains
+// want.
+func (c *client) waitViolation(t testing.TB, want string) {
+	t.Helper()
 	timer := time.NewTimer(waitFor)
 	defer timer.Stop()
 	var got []string
@@ -761,5 +774,86 @@ func TestFedctl(t *testing.T) {
 		if err != nil || strings.Contains(out, "evil.example.com") {
 			t.Errorf("after the federator's add: %q, %v", out, err)
 		}
+	})
+}
+
+// TestObjects: the object store bucket of large and streamed bodies
+// (FED_OBJECT_BUCKET=fedbus-objects, contract section 8) under the
+// deployed permissions: the federator creates it and stores the remotes'
+// answers; the components read (and delete) them and store their own
+// streamed answers; the ingress reads the components' answers and deletes
+// them once sent. The ingress cannot store objects, and fedctl cannot
+// read them.
+func TestObjects(t *testing.T) {
+	s := startServer(t)
+	users := map[string]*client{}
+	objects := map[string]*bus.Objects{}
+	for _, u := range []string{"federator", "ingress", "cargohold", "brig", "fedctl"} {
+		c := connect(t, s, u)
+		js, err := jetstream.New(c.Conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := bus.NewObjects(js, bus.ObjectsConfig{Bucket: "fedbus-objects"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		users[u], objects[u] = c, objs
+	}
+	body := bytes.Repeat([]byte("0123456789abcdef"), 40000) // 640,000 bytes: three chunks
+	put := func(t *testing.T, user string) bus.ObjectRef {
+		t.Helper()
+		ref, err := objects[user].Put(ctxFor(t), "application/octet-stream", bytes.NewReader(body), -1)
+		if err != nil {
+			t.Fatalf("%s stores: %v", user, err)
+		}
+		return ref
+	}
+	readAndDelete := func(t *testing.T, user string, ref bus.ObjectRef) {
+		t.Helper()
+		r, err := objects[user].Open(ctxFor(t), ref)
+		if err != nil {
+			t.Fatalf("%s opens: %v", user, err)
+		}
+		got, err := io.ReadAll(r)
+		_ = r.Close()
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("%s reads %d bytes: %v", user, len(got), err)
+		}
+		if err := objects[user].Delete(ctxFor(t), ref); err != nil {
+			t.Fatalf("%s deletes: %v", user, err)
+		}
+	}
+	t.Run("the federator creates the bucket and stores answers, cargohold reads and deletes them", func(t *testing.T) {
+		readAndDelete(t, "cargohold", put(t, "federator"))
+		flush(t, users["federator"], users["cargohold"])
+		users["federator"].noErrors(t)
+		users["cargohold"].noErrors(t)
+	})
+	for _, component := range []string{"cargohold", "brig"} {
+		t.Run(component+" answers with a stream, the ingress reads and deletes it", func(t *testing.T) {
+			readAndDelete(t, "ingress", put(t, component))
+			flush(t, users[component], users["ingress"])
+			users[component].noErrors(t)
+			users["ingress"].noErrors(t)
+		})
+	}
+	t.Run("the ingress cannot store objects", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := objects["ingress"].Put(ctx, "", bytes.NewReader(body), -1); err == nil {
+			t.Fatal("the ingress stored an object")
+		}
+		users["ingress"].wantViolationPrefix(t, "Publish", "$O.fedbus-objects.C.")
+	})
+	t.Run("fedctl cannot read objects", func(t *testing.T) {
+		ref := put(t, "federator")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if r, err := objects["fedctl"].Open(ctx, ref); err == nil {
+			_ = r.Close()
+			t.Fatal("fedctl opened an object")
+		}
+		users["fedctl"].wantViolation(t, "Publish", "$JS.API.STREAM.INFO.OBJ_fedbus-objects")
 	})
 }
