@@ -77,7 +77,8 @@ func oneReplyLoad(t *testing.T) {
 		{name: "remote unavailable", subject: "fed.out.galley.echo.b.example.com", body: `{}`, headers: ce(""), label: contract.LabelRemoteError},
 		{name: "remote slow", subject: "fed.out.brig.slow.b.example.com", body: `5000`, headers: ce("300"), label: contract.LabelTimeout},
 	}
-	// Over-size kinds, one request in 50 each (they move a MiB each):
+	// Over-size kinds, one request in 100 and one in 300 (they move a MiB
+	// or more each):
 	// a body that A's NATS carries but B's ingress may not accept, and a
 	// remote's answer of 2 MiB (through A's object store).
 	large := []kind{
@@ -85,10 +86,12 @@ func oneReplyLoad(t *testing.T) {
 		{name: "remote answer of 2 MiB", subject: "fed.out.brig.echo.big.example.com", body: `"big"`, headers: ce(""), object: true},
 	}
 	kindOf := func(i int) kind {
-		switch i % 100 {
-		case 7:
+		switch {
+		case i%100 == 7:
 			return large[0]
-		case 57:
+		case i%300 == 57:
+			// Each is two object store transfers of 2 MiB: ten of them
+			// keep the storm within its deadlines on a busy machine.
 			return large[1]
 		}
 		return kinds[i%len(kinds)]

@@ -235,13 +235,24 @@ func StartProcBackend(ctx context.Context, opts BackendOptions, bin Binaries, lo
 	if b.Subjects, err = contract.NewSubjects(contract.DefaultPrefix); err != nil {
 		return nil, err
 	}
+	// The backend's own SRV record first: each binary checks at start that
+	// it points at a name of its certificate. The ingress gets a port
+	// picked now.
+	port, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
+	opts.DNS.SetSRV(opts.Domain, 60, testbed.SRVRecord{Target: opts.InfraHost, Port: port, Priority: 10, Weight: 5})
+	if err := opts.DNS.SetA(opts.InfraHost, 60, "127.0.0.1"); err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
 	if b.Federator, err = startProc("federator "+opts.Domain, bin.Federator, nil, env, logs); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	if _, err := b.Federator.Wait(ctx, "federator started"); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
-	env["FED_INGRESS_ADDR"] = "127.0.0.1:0"
+	env["FED_INGRESS_ADDR"] = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
 	if b.Ingress, err = startProc("ingress "+opts.Domain, bin.Ingress, nil, env, logs); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
@@ -250,22 +261,20 @@ func StartProcBackend(ctx context.Context, opts BackendOptions, bin Binaries, lo
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	b.IngressAddr, _ = line["addr"].(string)
-	_, portText, err := net.SplitHostPort(b.IngressAddr)
-	if err != nil {
-		return nil, fmt.Errorf("start backend %s: ingress address %q: %w", opts.Domain, b.IngressAddr, err)
-	}
-	port, err := strconv.ParseUint(portText, 10, 16)
-	if err != nil {
-		return nil, fmt.Errorf("start backend %s: ingress port %q: %w", opts.Domain, portText, err)
-	}
-	opts.DNS.SetSRV(opts.Domain, 60, testbed.SRVRecord{Target: opts.InfraHost, Port: uint16(port), Priority: 10, Weight: 5})
-	if err := opts.DNS.SetA(opts.InfraHost, 60, "127.0.0.1"); err != nil {
-		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
-	}
 	if b.NATS, err = nats.Connect(b.NATSURL, nats.Name("components "+opts.Domain)); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	return b, nil
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (uint16, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pick a port: %w", err)
+	}
+	defer func() { _ = ln.Close() }()
+	return uint16(ln.Addr().(*net.TCPAddr).Port), nil
 }
 
 // startNATSProc starts nats-server on a free loopback port with JetStream
