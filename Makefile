@@ -2,6 +2,9 @@
 # a Docker engine: scripts/docker-engine.sh starts one).
 GO       ?= go
 PKGS     := ./...
+# The Helm chart's test links Helm and the Kubernetes client libraries: it
+# runs without the race detector (make chart), the rest with it.
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v /deploy/helm)
 # A count, not a duration: with a duration, Go 1.26's fuzz coordinator can
 # report a spurious "context deadline exceeded" failure when the time is up
 # (golang/go#75804, fixed in Go 1.27), and CI would fail without a crasher.
@@ -21,24 +24,29 @@ FUZZ_TARGETS := \
 	./contract:FuzzParsePath \
 	./ingress:FuzzIngressRequest \
 	./policy:FuzzParseEntry \
-	./federator:FuzzParseRetryAfter
+	./federator:FuzzParseRetryAfter \
+	./tracing:FuzzParseTraceParent
 
-.PHONY: all build test unit vet fuzz demo demo-serve clean
+.PHONY: all build test unit vet fuzz demo demo-serve clean chart
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-## test: vet, unit and end-to-end tests with the race detector, then each fuzz target for $(FUZZTIME)
-test: vet unit fuzz
+## test: vet, unit and end-to-end tests with the race detector, the Helm chart, then each fuzz target for $(FUZZTIME)
+test: vet unit chart fuzz
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet $(PKGS)
 
 unit:
-	$(GO) test -race -count=1 -timeout 10m $(PKGS)
+	$(GO) test -race -count=1 -timeout 10m $(UNIT_PKGS)
+
+## chart: helm lint --strict and helm template of deploy/helm/fedbus with its documented values (Helm as a library)
+chart:
+	$(GO) test -count=1 -timeout 20m ./deploy/helm/
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"time"
 
-	"github.com/fedbus/fedbus/contract"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/tracing"
 )
 
 // DefaultTimeout bounds a call whose context has no deadline.
@@ -94,10 +97,25 @@ func (c *Client) call(ctx context.Context, targetDomain, component, rpc string, 
 	if ev.ID == "" {
 		ev.ID = NewID()
 	}
+	ctx, span := tracing.Start(ctx, "fedbus.call "+component+"."+rpc, trace.SpanKindClient, ev.TraceParent,
+		tracing.AttrComponent.String(component), tracing.AttrRPC.String(rpc), tracing.AttrDomain.String(targetDomain), tracing.AttrRequestID.String(ev.ID))
+	// The caller's span (fedbus's, or the component's own OpenTelemetry
+	// span) continues in the request.
+	ev.TraceParent = tracing.TraceParent(ctx, ev.TraceParent)
 	if dl, ok := ctx.Deadline(); ok {
 		ev.TimeoutMs = max(time.Until(dl).Milliseconds(), 1)
 	}
-	return ExchangeEvent(ctx, c.d, ev.Message(subject))
+	out, err := ExchangeEvent(ctx, c.d, ev.Message(subject))
+	span.End(err, labelOf(err))
+	return out, err
+}
+
+// labelOf returns the contract label of a call's error ("" for nil).
+func labelOf(err error) string {
+	if err == nil {
+		return ""
+	}
+	return contract.AsError(err).Label
 }
 
 // ErrNotConnected is the error of a request made while the NATS

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -59,6 +60,68 @@ type Loop struct {
 	out *Outbox
 	sem chan struct{}
 	wg  sync.WaitGroup
+
+	stats Counter
+}
+
+// Counter counts the requests a service answered, for the NATS micro
+// service protocol (Announce). The zero value is ready; safe for
+// concurrent use.
+type Counter struct {
+	requests, errors atomic.Int64
+	nanos            atomic.Int64 // time spent handling requests
+	lastError        atomic.Pointer[string]
+}
+
+// Record counts one request that took d; a non-nil e counts an error.
+func (c *Counter) Record(d time.Duration, e *contract.Error) {
+	c.requests.Add(1)
+	c.nanos.Add(int64(d))
+	if e != nil {
+		c.errors.Add(1)
+		last := e.Label + ": " + contract.Truncate(e.Message, 200)
+		c.lastError.Store(&last)
+	}
+}
+
+// Stats returns the counts.
+func (c *Counter) Stats() LoopStats {
+	s := LoopStats{Requests: c.requests.Load(), Errors: c.errors.Load(), Processing: time.Duration(c.nanos.Load())}
+	if p := c.lastError.Load(); p != nil {
+		s.LastError = *p
+	}
+	return s
+}
+
+// LoopStats are a service's counts since it started: the requests
+// answered, those answered with an error, the last error (label:
+// message), and the time spent handling them.
+type LoopStats struct {
+	Requests, Errors int64
+	LastError        string
+	Processing       time.Duration
+}
+
+// Stats returns the Loop's counts.
+func (l *Loop) Stats() LoopStats { return l.stats.Stats() }
+
+// PendingBytes returns the bytes of the requests received and not yet
+// taken by a handler.
+func (l *Loop) PendingBytes() int {
+	_, b, err := l.sub.Pending()
+	if err != nil {
+		return 0
+	}
+	return b
+}
+
+// count records one answered request.
+func (l *Loop) count(start time.Time, reply Event) {
+	var e *contract.Error
+	if reply.Type == contract.TypeError {
+		e = contract.ParseError(0, reply.Data)
+	}
+	l.stats.Record(time.Since(start), e)
 }
 
 // Listen subscribes h on nc. Handler contexts derive from ctx: cancelling
@@ -114,12 +177,17 @@ func (l *Loop) handle(ctx context.Context, msg *nats.Msg) {
 		l.log.Warn("request without reply subject dropped", "subject", msg.Subject)
 		return
 	}
+	start := time.Now()
 	ev, err := Decode(msg)
 	if err != nil {
-		l.reply(msg, ErrorReply(WantsStructured(msg), l.cfg.Source, contract.AsError(err)), "")
+		reply := ErrorReply(WantsStructured(msg), l.cfg.Source, contract.AsError(err))
+		l.count(start, reply)
+		l.reply(msg, reply, "")
 		return
 	}
-	l.reply(msg, l.h(ctx, msg.Subject, ev), ev.ID)
+	reply := l.h(ctx, msg.Subject, ev)
+	l.count(start, reply)
+	l.reply(msg, reply, ev.ID)
 }
 
 // reply queues the reply on the Outbox (batched with the other handlers'

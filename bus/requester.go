@@ -216,3 +216,13 @@ func (t *replyTokens) reply(prefix string) string {
 	sb.Write(enc[:tokenLen])
 	return sb.String()
 }
+
+// PendingBytes returns the bytes of replies received and not yet handed to
+// their requests.
+func (r *Requester) PendingBytes() int {
+	_, b, err := r.sub.Pending()
+	if err != nil {
+		return 0
+	}
+	return b
+}

@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/tracing"
 )
 
 // Request is an inbound federated request as a component's handler sees it.
@@ -79,8 +81,11 @@ func (s *Server) handle(ctx context.Context, subject string, ev Event) Event {
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(ev.TimeoutMs)*time.Millisecond)
 		defer cancel()
 	}
-	req := &Request{ID: ev.ID, Origin: origin, Component: route.Component, RPC: route.RPC, TraceParent: ev.TraceParent, Body: ev.Data, objects: &s.objects}
+	ctx, span := tracing.Start(ctx, "fedbus.handle "+route.Component+"."+route.RPC, trace.SpanKindServer, ev.TraceParent,
+		tracing.AttrComponent.String(route.Component), tracing.AttrRPC.String(route.RPC), tracing.AttrDomain.String(origin), tracing.AttrRequestID.String(ev.ID))
+	req := &Request{ID: ev.ID, Origin: origin, Component: route.Component, RPC: route.RPC, TraceParent: tracing.TraceParent(ctx, ev.TraceParent), Body: ev.Data, objects: &s.objects}
 	body, err := s.handler(ctx, req)
+	span.End(err, labelOf(err))
 	if err != nil {
 		s.log.Info("handler failed", "request_id", ev.ID, "rpc", route.RPC, "origin", origin, "err", err)
 		if req.answer != nil && req.answer.owned {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,6 +52,7 @@ type Common struct {
 	ObjectTTL          time.Duration `env:"FED_OBJECT_TTL" desc:"objects of FED_OBJECT_BUCKET expire after this time (when fedbus creates the bucket; at least 100ms)"`
 	MaxObjectBytes     int64         `env:"FED_MAX_OBJECT_BYTES" desc:"largest streamed body, in bytes; a larger one fails with payload-too-large"`
 	MaxObjectTransfers int           `env:"FED_MAX_OBJECT_TRANSFERS" desc:"streamed bodies one process moves at once (into or out of the object store); more wait for a free slot until their deadline"`
+	OpsAddr             string        `env:"FED_OPS_ADDR" desc:"address of the operations endpoints (plain HTTP: /livez, /readyz, /metrics); empty turns them off"`
 }
 
 // Identity modes (FED_IDENTITY).
@@ -90,6 +92,7 @@ func DefaultCommon() Common {
 		ObjectTTL:          contract.DefaultObjectTTL,
 		MaxObjectBytes:     contract.DefaultMaxObjectBytes,
 		MaxObjectTransfers: 32,
+		OpsAddr:            ":9090",
 	}
 }
 
@@ -148,6 +151,11 @@ func (c *Common) Validate() error {
 	errs = append(errs, c.ValidateServing())
 	if c.ShutdownTimeout <= 0 {
 		add("FED_SHUTDOWN_TIMEOUT must be positive")
+	}
+	if c.OpsAddr != "" {
+		if err := CheckListenAddr(c.OpsAddr); err != nil {
+			add("FED_OPS_ADDR: %v", err)
+		}
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		add("FED_LOG_FORMAT %q is not json or text", c.LogFormat)
@@ -227,6 +235,19 @@ func (c *Common) Normalize() {
 		}
 	}
 	c.AllowList = list
+}
+
+// CheckListenAddr checks a listen address: host:port with a numeric port
+// (host may be empty: every interface).
+func CheckListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: port is not a number 0-65535", addr)
+	}
+	return nil
 }
 
 // DNSServers returns FED_DNS_SERVER split on commas (empty: system resolver).

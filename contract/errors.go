@@ -197,3 +197,11 @@ func AsError(err error) *Error {
 	}
 	return Errorf(LabelServerError, "%v", err)
 }
+
+// KnownLabel reports whether label is one of the labels of section 4 (or
+// fedbus's additions too-many-requests and server-error), so that a metric
+// or a log can keep it as it is.
+func KnownLabel(label string) bool {
+	_, ok := statusOf[label]
+	return ok || label == LabelUnknownError
+}

@@ -108,6 +108,9 @@ func checkRoute(component, rpc, domain string) (Route, error) {
 // OutAll is the federators' subscription: fed.out.>.
 func (s Subjects) OutAll() string { return s.out + ">" }
 
+// InAll is every inbound request subject: fed.in.>.
+func (s Subjects) InAll() string { return s.in + ">" }
+
 // NotifyAll is what the notification stream holds: fed.notify.>.
 func (s Subjects) NotifyAll() string { return s.notify + ">" }
 

@@ -51,13 +51,15 @@ type Config struct {
 	Bucket     string   `env:"FED_KV_BUCKET" desc:"key-value bucket of the federation config: the services' FED_KV_BUCKET"`
 	Components []string `env:"FED_COMPONENTS" desc:"components a rule may name when no running service says which it federates: the services' FED_COMPONENTS"`
 	NATS       config.NATSAuth
+	// Diag is what the diagnostic commands read of this backend's set-up.
+	Diag Diag
 }
 
 // NewConfig returns fedctl's configuration with the defaults of the
 // services (the same bucket, NATS URL and components).
 func NewConfig() Config {
 	d := config.DefaultCommon()
-	return Config{NATSURL: d.NATSURL, Bucket: config.DefaultBucket, Components: d.Components}
+	return Config{NATSURL: d.NATSURL, Bucket: config.DefaultBucket, Components: d.Components, Diag: newDiag()}
 }
 
 // Validate reports every problem at once.
@@ -89,10 +91,16 @@ const Usage = `Usage:
   fedctl rules show
   fedctl rules set component:rpc...                        default rules for every remote
   fedctl rules clear                                       default: every rpc of FED_COMPONENTS
+  fedctl remotes status [--json]                            per remote: up/down, last success, last failure, in flight
+  fedctl discover <domain> [--json]                         SRV targets in fedbus's order, addresses, the certificate each serves
+  fedctl call <domain> <component> <rpc> [json] [--json]   one federated call: status, latency, trace id
+  fedctl check [--json]                                     this backend's set-up: SRV record, certificates, NATS, services, components, allow list
   fedctl -version
 
 Writing commands warn when no running federator or ingress watches the
 bucket; rules may name only the components the services federate.
+
+Diagnostics exit 1 when a check fails; each failure says what to fix.
 
 Environment:
 `
@@ -115,6 +123,11 @@ var commands = map[string]command{
 // Run executes one fedctl command: its result goes to out, warnings to
 // warn.
 func Run(ctx context.Context, cfg Config, args []string, out, warn io.Writer) error {
+	asJSON := slices.Contains(args, "--json") || slices.Contains(args, "-json")
+	args = slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == "--json" || a == "-json" })
+	if done, err := diagnose(ctx, cfg, args, out, asJSON); done {
+		return err
+	}
 	name := strings.Join(args[:min(len(args), 2)], " ")
 	cmd, ok := commands[name]
 	switch {
@@ -380,4 +393,28 @@ func formatRules(r policy.Rules) string {
 		return "nothing"
 	}
 	return strings.Join(parts, " ")
+}
+
+// diagnose runs the diagnostic commands; done is false for the others.
+func diagnose(ctx context.Context, cfg Config, args []string, out io.Writer, asJSON bool) (done bool, err error) {
+	if len(args) == 0 {
+		return false, nil
+	}
+	switch {
+	case args[0] == "discover":
+		if len(args) != 2 {
+			return true, fmt.Errorf("%w: discover takes one domain", ErrUsage)
+		}
+		return true, discover(ctx, cfg.Diag, args[1], out, asJSON)
+	case args[0] == "call":
+		return true, call(ctx, cfg, args[1:], out, asJSON)
+	case args[0] == "check":
+		if len(args) != 1 {
+			return true, fmt.Errorf("%w: check takes no argument", ErrUsage)
+		}
+		return true, check(ctx, cfg, out, asJSON)
+	case len(args) == 2 && args[0] == "remotes" && args[1] == "status":
+		return true, remotesStatus(ctx, cfg, out, asJSON)
+	}
+	return false, nil
 }

@@ -216,6 +216,7 @@ func (c *cache) len() int {
 // recent refresh failed, else after resolving it (shared with concurrent
 // lookups). The error wraps ErrLookup or ctx's error.
 func (r *Resolver) lookup(ctx context.Context, c *cache, name string) (*entry, error) {
+	srv := c.kind == kindSRV
 	e := c.get(name)
 	if e != nil {
 		now := r.nowFast()
@@ -224,6 +225,7 @@ func (r *Resolver) lookup(ctx context.Context, c *cache, name string) (*entry, e
 			if now >= e.refreshAt && !e.refreshing.Load() && e.refreshing.CompareAndSwap(false, true) {
 				r.startFlight(c, name)
 			}
+			r.cfg.Observer.Lookup(srv, Hit)
 			return e, nil
 		}
 		if e.stale(now) {
@@ -233,11 +235,13 @@ func (r *Resolver) lookup(ctx context.Context, c *cache, name string) (*entry, e
 					r.startFlight(c, name)
 				}
 				r.noteStale(c, name, e, now)
+				r.cfg.Observer.Lookup(srv, Stale)
 				return e, nil
 			}
 		}
 	}
-	cl := r.startFlight(c, name)
+	r.cfg.Observer.Lookup(srv, Miss)
+	cl := r.joinFlight(c, name, e)
 	if cl == nil {
 		return nil, errClosed
 	}
@@ -249,6 +253,7 @@ func (r *Resolver) lookup(ctx context.Context, c *cache, name string) (*entry, e
 		// The flight failed; its stale answer is judged at this caller's
 		// time, which may be later than the flight's.
 		if cl.e != nil && cl.e.stale(r.now()) {
+			r.cfg.Observer.Lookup(srv, Stale)
 			return cl.e, nil
 		}
 		return nil, cl.err
@@ -262,6 +267,7 @@ func (r *Resolver) lookup(ctx context.Context, c *cache, name string) (*entry, e
 			}
 			e.mu.Unlock()
 			r.noteStale(c, name, e, now)
+			r.cfg.Observer.Lookup(srv, Stale)
 			return e, nil
 		}
 		return nil, ctx.Err()
@@ -312,6 +318,27 @@ func (r *Resolver) noteStale(c *cache, name string, e *entry, now mono) {
 func (r *Resolver) startFlight(c *cache, name string) *call {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return r.startFlightLocked(c, name)
+}
+
+// joinFlight is startFlight for a lookup that found no usable entry (it saw
+// seen, possibly nil): when a flight finished between the lookup's read and
+// now and stored a fresh entry, that entry is returned as a finished call
+// instead of asking DNS again (the read and the flight's end are not one
+// critical section).
+func (r *Resolver) joinFlight(c *cache, name string, seen *entry) *call {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur := c.get(name); cur != nil && cur != seen && r.now() < cur.expires {
+		done := make(chan struct{})
+		close(done)
+		return &call{done: done, cancel: func() {}, e: cur}
+	}
+	return r.startFlightLocked(c, name)
+}
+
+// startFlightLocked is startFlight with c.mu held.
+func (r *Resolver) startFlightLocked(c *cache, name string) *call {
 	if cl := c.flights[name]; cl != nil {
 		return cl
 	}
@@ -352,6 +379,9 @@ func (r *Resolver) fly(ctx context.Context, c *cache, name string, cl *call) {
 		e, err = r.resolveSRV(ctx, name)
 	} else {
 		e, err = r.resolveAddrs(ctx, name)
+	}
+	if err != nil {
+		r.cfg.Observer.QueryFailed(c.kind == kindSRV)
 	}
 	now := r.now()
 	serveStale := false

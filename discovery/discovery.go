@@ -143,10 +143,43 @@ type Config struct {
 	RequireDNSSEC bool
 	// Logger receives the serve-stale warnings (required).
 	Logger *slog.Logger
+	// Observer, when set, is told of every lookup's cache result and of
+	// every failed DNS query (fedbus counts them as metrics).
+	Observer Observer
 	// Now is the clock of TTLs, serve-stale and down marking; nil means
 	// time.Now. Tests use a fake clock. It must be safe for concurrent use.
 	Now func() time.Time
 }
+
+// Result is how a lookup was answered, for an Observer.
+type Result int
+
+const (
+	// Hit: from a fresh cached answer.
+	Hit Result = iota
+	// Miss: the DNS servers were asked (or a query in flight was joined).
+	Miss
+	// Stale: an expired answer was served because DNS failed (RFC 8767).
+	Stale
+)
+
+// Observer is told what the Resolver does. Its methods are called on the
+// lookup path: they must be fast and safe for concurrent use.
+type Observer interface {
+	// Lookup is one lookup of an SRV record (srv) or of a host's
+	// addresses, with its result.
+	Lookup(srv bool, r Result)
+	// QueryFailed is a resolution that failed at the DNS servers
+	// (timeout, SERVFAIL, refused, unreachable), whatever was served
+	// instead.
+	QueryFailed(srv bool)
+}
+
+// nopObserver is the Observer of a Resolver without one.
+type nopObserver struct{}
+
+func (nopObserver) Lookup(bool, Result) {}
+func (nopObserver) QueryFailed(bool)    {}
 
 // Resolver discovers federation endpoints. It is safe for concurrent use.
 // Close stops its goroutines (clock, background refreshes).
@@ -239,6 +272,9 @@ func New(cfg Config) (*Resolver, error) {
 		addr:    newCache(kindAddr, cfg.MaxEntries),
 		down:    make(map[downKey]*downState),
 		done:    make(chan struct{}),
+	}
+	if r.cfg.Observer == nil {
+		r.cfg.Observer = nopObserver{}
 	}
 	if r.fake != nil {
 		r.base = r.fake()
@@ -566,4 +602,19 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// Ping asks the DNS servers, bypassing the cache, for the SRV record of
+// domain and returns nil when one of them answers (NXDOMAIN and an empty
+// answer included): the servers are up. It is the readiness check of
+// FED_DNS_SERVER.
+func (r *Resolver) Ping(ctx context.Context, domain string) error {
+	d, err := normalizeDomain(domain)
+	if err != nil {
+		return err
+	}
+	if _, err := r.exchange(ctx, ServicePrefix+d+".", dns.TypeSRV); err != nil {
+		return lookupError(ServicePrefix+d, "SRV", err)
+	}
+	return nil
 }

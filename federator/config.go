@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/contract"
 )
 
 // Config is the federator binary's configuration: the contract's variables
@@ -18,6 +19,8 @@ type Config struct {
 	IdleConnTimeout  time.Duration `env:"FED_IDLE_CONN_TIMEOUT" desc:"idle connections to remote backends are closed after this time"`
 	MaxResponseBytes int64         `env:"FED_MAX_RESPONSE_BYTES" desc:"largest remote response body passed on inline; lowered at start to what one NATS message carries (the server's max_payload less room for headers); a larger one goes through the object store (FED_OBJECT_BUCKET)"`
 	AllowSelfCalls   bool          `env:"FED_ALLOW_SELF_CALLS" desc:"allow requests whose target is this backend's own domain (FED_DOMAIN); refused with federation-denied by default"`
+	StatusBucket     string        `env:"FED_STATUS_BUCKET" desc:"JetStream key-value bucket of the remotes' up/down state, shared by the workers so that each change gives one remote status event (created when missing; empty: no status events)"`
+	RemoteDownAfter  int           `env:"FED_REMOTE_DOWN_AFTER" desc:"unreachable failures in a row (connection refused, TLS, discovery, timeout) after which a worker judges a remote down"`
 }
 
 // NewConfig returns the federator's configuration with every default: the
@@ -29,6 +32,8 @@ func NewConfig() Config {
 		MaxPerRemote:     512,
 		IdleConnTimeout:  90 * time.Second,
 		MaxResponseBytes: 16 << 20,
+		StatusBucket:     contract.DefaultStatusBucket,
+		RemoteDownAfter:  3,
 	}
 }
 
@@ -51,6 +56,12 @@ func (c *Config) validateWorker() error {
 	}
 	if c.MaxResponseBytes <= 0 {
 		errs = append(errs, fmt.Errorf("FED_MAX_RESPONSE_BYTES must be positive"))
+	}
+	if c.RemoteDownAfter <= 0 {
+		errs = append(errs, fmt.Errorf("FED_REMOTE_DOWN_AFTER must be positive"))
+	}
+	if c.StatusBucket != "" && !contract.ValidBucket(c.StatusBucket) {
+		errs = append(errs, fmt.Errorf("FED_STATUS_BUCKET %q is not [A-Za-z0-9_-]+", c.StatusBucket))
 	}
 	return errors.Join(errs...)
 }

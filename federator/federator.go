@@ -9,12 +9,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/discovery"
+	"github.com/fedbus/fedbus/metrics"
 	"github.com/fedbus/fedbus/policy"
 	"github.com/fedbus/fedbus/tlsconf"
+	"github.com/fedbus/fedbus/tracing"
 )
 
 // ErrNotStarted is returned by Shutdown before Start.
@@ -36,6 +39,8 @@ type Deps struct {
 	// Hook, when set, is told of each step of a request (used by the demo
 	// to print the hops). It must be fast and safe for concurrent use.
 	Hook func(requestID, step string)
+	// Metrics, when set, records the requests (nil: none).
+	Metrics *metrics.Metrics
 	// Now is the clock of the backoff after a remote's 429 (its
 	// Retry-After); nil means time.Now. Tests use a fake clock. It must
 	// be safe for concurrent use.
@@ -55,6 +60,8 @@ type Federator struct {
 	client     *remoteClient
 	remotes    *remotes
 	loop       *bus.Loop // nil until Start
+	metrics    *metrics.Metrics
+	status     *statusTracker
 }
 
 // New builds a federator; Start subscribes it. cfg starts from NewConfig;
@@ -89,16 +96,18 @@ func New(cfg Config, deps Deps) (*Federator, error) {
 			"nats_max_payload", deps.NATS.MaxPayload(), "header_room", bus.HeaderRoom)
 		cfg.MaxResponseBytes = limit
 	}
-	client := newRemoteClient(domain, cfg, deps.Resolver, deps.Certs, now)
+	client := newRemoteClient(domain, cfg, deps.Resolver, deps.Certs, now, deps.Metrics)
 	client.objects = deps.Objects
 	return &Federator{
 		cfg: cfg, deps: deps, subjects: subjects, domain: domain,
+		status:     newStatusTracker(deps.NATS, subjects, contract.ServiceSource(domain, "federator"), cfg.RemoteDownAfter, log, deps.Metrics, now),
 		components: slices.Clone(cfg.Components),
 		log:        log,
 		source:     contract.ServiceSource(domain, "federator"),
 		now:        now,
 		client:     client,
 		remotes:    newRemotes(cfg.MaxPerRemote, maxWaits, now),
+		metrics:    deps.Metrics,
 	}, nil
 }
 
@@ -115,6 +124,8 @@ func (f *Federator) Start(ctx context.Context) error {
 		return fmt.Errorf("start federator: %w", err)
 	}
 	f.loop = loop
+	f.status.start(ctx, f.cfg.StatusBucket)
+	f.metrics.AddPending(f.subjects.OutAll(), loop.PendingBytes)
 	f.log.Info("federator started", "subject", f.subjects.OutAll(), "queue", contract.FederatorQueueGroup)
 	f.ensureBucket(ctx)
 	return nil
@@ -127,6 +138,8 @@ func (f *Federator) Shutdown(ctx context.Context) error {
 		return ErrNotStarted
 	}
 	defer f.client.closeIdle()
+	f.metrics.AddPending(f.subjects.OutAll(), nil)
+	defer f.status.stop()
 	if err := f.loop.Shutdown(ctx); err != nil {
 		return fmt.Errorf("shutdown federator: %w", err)
 	}
@@ -138,7 +151,21 @@ func (f *Federator) Shutdown(ctx context.Context) error {
 func (f *Federator) handle(ctx context.Context, subject string, ev bus.Event) bus.Event {
 	// No per-request logger on the hot path: the request id is added to
 	// the lines that are written.
-	a, err := f.call(ctx, subject, ev)
+	start := time.Now()
+	route, err := f.subjects.ParseOut(subject)
+	var a *answer
+	if err != nil {
+		err = f.refuse(err)
+	} else {
+		var span tracing.Span
+		ctx, span = tracing.Start(ctx, "federator "+route.Component+"."+route.RPC, trace.SpanKindServer, ev.TraceParent,
+			tracing.AttrComponent.String(route.Component), tracing.AttrRPC.String(route.RPC), tracing.AttrDomain.String(route.Domain), tracing.AttrRequestID.String(ev.ID))
+		a, err = f.call(ctx, route, ev)
+		span.End(err, labelOf(err))
+	}
+	// Every request counts, refused ones included (their domain and
+	// component folded when unknown).
+	f.metrics.Out(route.Domain, route.Component, err, time.Since(start))
 	if err != nil {
 		e := contract.AsError(err)
 		if e.Inner != nil { // the remote's own error: its label says why
@@ -165,6 +192,36 @@ func (f *Federator) logChange(ch Change, requestID string, err error) {
 		"down_for", f.now().Sub(ch.Since).Round(time.Millisecond).String(), "reason_was", ch.Reason, "request_id", requestID)
 }
 
+// labelOf returns the contract label of err ("" for nil).
+func labelOf(err error) string {
+	if err == nil {
+		return ""
+	}
+	return contract.AsError(err).Label
+}
+
+// Endpoints are the federator's serve loop as NATS service discovery shows
+// it (setup.Announce): its counts, and this worker's per-remote records as
+// the endpoint's data (fedctl remotes status reads them). Call after Start.
+func (f *Federator) Endpoints() []bus.ServiceEndpoint {
+	return []bus.ServiceEndpoint{{
+		Name: EndpointName, Subject: f.subjects.OutAll(), Queue: contract.FederatorQueueGroup,
+		Stats: f.loop.Stats,
+		Data:  func() any { return f.Remotes() },
+	}}
+}
+
+// EndpointName is the name of the federator's endpoint in NATS service
+// discovery.
+const EndpointName = "outbound"
+
+// Remotes returns what this worker knows of the remotes it called
+// recently: last success, last failure, requests in flight (the data of
+// its NATS micro service stats, which fedctl remotes status reads).
+func (f *Federator) Remotes() []RemoteRecord {
+	return f.status.records(f.remotes.inFlightOf)
+}
+
 // SetMaxPerRemote changes the per-remote limit of requests in flight (0: no
 // limit) at run time.
 func (f *Federator) SetMaxPerRemote(n int) {
@@ -172,30 +229,29 @@ func (f *Federator) SetMaxPerRemote(n int) {
 }
 
 // call validates the request and performs it; errors are *contract.Error.
-func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) (*answer, error) {
-	route, err := f.subjects.ParseOut(subject)
-	if err != nil {
-		return nil, err
-	}
+// A request refused by this worker's own checks is counted as a refusal.
+func (f *Federator) call(ctx context.Context, route contract.Route, ev bus.Event) (*answer, error) {
 	if !slices.Contains(f.components, route.Component) {
-		return nil, contract.Errorf(contract.LabelUnknownComponent, "component %s is not federated (FED_COMPONENTS)", route.Component)
+		return nil, f.refuse(contract.Errorf(contract.LabelUnknownComponent, "component %s is not federated (FED_COMPONENTS)", route.Component))
 	}
 	if route.Domain == f.domain && !f.cfg.AllowSelfCalls {
 		// Federation is between backends: a call to ourselves would come
 		// back in through our own ingress as a remote's.
-		return nil, contract.Errorf(contract.LabelFederationDenied, "%s is this backend's own domain (FED_DOMAIN): calls to it are refused (FED_ALLOW_SELF_CALLS)", route.Domain)
+		return nil, f.refuse(contract.Errorf(contract.LabelFederationDenied, "%s is this backend's own domain (FED_DOMAIN): calls to it are refused (FED_ALLOW_SELF_CALLS)", route.Domain))
 	}
 	if err := f.deps.Policy.Check(route.Domain); err != nil {
-		return nil, err
+		return nil, f.refuse(err)
 	}
 	if f.deps.Hook != nil {
 		f.deps.Hook(ev.ID, "federator: request for "+route.Component+"."+route.RPC+" on "+route.Domain+": component federated, "+route.Domain+" allowed")
 	}
 	rec, cerr := f.remotes.acquire(route.Domain)
 	if cerr != nil {
-		return nil, cerr
+		return nil, f.refuse(cerr)
 	}
 	defer f.remotes.release(rec)
+	f.metrics.InFlight(metrics.Outbound, route.Domain, 1)
+	defer f.metrics.InFlight(metrics.Outbound, route.Domain, -1)
 	timeout := f.cfg.RequestTimeout
 	if ev.TimeoutMs > 0 {
 		timeout = min(timeout, time.Duration(ev.TimeoutMs)*time.Millisecond)
@@ -206,10 +262,12 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) (*an
 	if f.deps.Hook != nil {
 		step = func(s string) { f.deps.Hook(ev.ID, s) }
 	}
+	sent := f.now()
 	a, err := f.client.do(ctx, route, ev, step, f.log)
 	if ch, ok := f.remotes.outcome(rec, err); ok {
 		f.logChange(ch, ev.ID, err)
 	}
+	f.status.observe(route.Domain, sent, err)
 	var tm *tooManyError
 	if errors.As(err, &tm) && tm.wait > 0 {
 		until := f.now().Add(tm.wait)
@@ -218,4 +276,11 @@ func (f *Federator) call(ctx context.Context, subject string, ev bus.Event) (*an
 			"request_id", ev.ID, "remote", route.Domain, "retry_after", tm.wait.String(), "until", until.UTC().Format(backoffTimeFormat))
 	}
 	return a, err
+}
+
+// refuse counts a request refused by this worker's own checks and returns
+// its error.
+func (f *Federator) refuse(err error) error {
+	f.metrics.Refused(metrics.Outbound, labelOf(err))
+	return err
 }

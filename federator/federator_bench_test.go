@@ -3,6 +3,7 @@ package federator
 import (
 	"bytes"
 	"context"
+	"github.com/fedbus/fedbus/metrics"
 	"io"
 	"net/http"
 	"strconv"
@@ -121,5 +122,34 @@ func BenchmarkRemotePost(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkFederatorHandleMetrics is BenchmarkFederatorHandle/256B with
+// the metrics of a process recorded (target domain listed): the cost of
+// the metrics on the request path, against BenchmarkFederatorHandle/256B
+// in the same run.
+func BenchmarkFederatorHandleMetrics(b *testing.B) {
+	f, nc := benchFederator(b, 256)
+	m := metrics.New([]string{"brig"})
+	m.SetListed(func(d string) bool { return d == benchTarget })
+	f.metrics, f.client.metrics = m, m
+	subject, err := f.subjects.Out("brig", "get-user-by-handle", benchTarget)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev := bus.Event{ID: bus.NewID(), Source: "/brig", Type: contract.TypeRequest, TimeoutMs: 10000, Data: bytes.Repeat([]byte("x"), 256)}
+	req := ev.Message(subject)
+	req.Reply = "_INBOX.bench.reply"
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		ev, err := bus.Decode(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := nc.PublishMsg(f.handle(ctx, subject, ev).Message(req.Reply)); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -142,8 +142,12 @@ func call(tb testing.TB, f *Federator, target, id string) ([]byte, error) {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	route, err := f.subjects.ParseOut(subject)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	ev := bus.Event{ID: id, Source: "/brig", Type: contract.TypeRequest, Data: []byte(`{}`)}
-	a, err := f.call(context.Background(), subject, ev)
+	a, err := f.call(context.Background(), route, ev)
 	if err != nil {
 		return nil, err
 	}

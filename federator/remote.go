@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"time"
 
+	semconv "go.opentelemetry.io/otel/semconv/v1.39.0"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2"
 
 	"github.com/fedbus/fedbus/bus"
@@ -23,7 +25,9 @@ import (
 	"github.com/fedbus/fedbus/internal/cork"
 	"github.com/fedbus/fedbus/internal/iox"
 	"github.com/fedbus/fedbus/lookup"
+	"github.com/fedbus/fedbus/metrics"
 	"github.com/fedbus/fedbus/tlsconf"
+	"github.com/fedbus/fedbus/tracing"
 )
 
 // connectError marks a failure to reach a target before any request byte
@@ -72,10 +76,11 @@ type remoteClient struct {
 	now         func() time.Time
 	// objects holds the answers that do not travel inline (object.go).
 	objects *bus.Objects
+	metrics *metrics.Metrics // nil: none
 }
 
-func newRemoteClient(origin string, cfg Config, res resolver, store *tlsconf.Store, now func() time.Time) *remoteClient {
-	rc := &remoteClient{origin: origin, resolver: res, certs: store, maxResponse: cfg.MaxResponseBytes, now: now}
+func newRemoteClient(origin string, cfg Config, res resolver, store *tlsconf.Store, now func() time.Time, m *metrics.Metrics) *remoteClient {
+	rc := &remoteClient{origin: origin, resolver: res, certs: store, maxResponse: cfg.MaxResponseBytes, now: now, metrics: m}
 	rc.dialer = net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	rc.transport = &http2.Transport{
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
@@ -121,10 +126,12 @@ func (rc *remoteClient) dialTLS(ctx context.Context, network, addr string) (net.
 			if lookup.Expired(ctx) {
 				return nil, fmt.Errorf("tls handshake with %s: %w", addr, context.DeadlineExceeded)
 			}
+			rc.metrics.TLSFailure(metrics.Outbound, metrics.TLSReason(err))
 			return nil, &connectError{tls: true, err: fmt.Errorf("tls handshake with %s: %w", addr, err)}
 		}
 		if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
 			_ = conn.Close()
+			rc.metrics.TLSFailure(metrics.Outbound, "protocol")
 			return nil, &connectError{tls: true, err: fmt.Errorf("tls handshake with %s: negotiated %q, not h2", addr, p)}
 		}
 		pc, err := prime(ctx, conn)
@@ -132,6 +139,10 @@ func (rc *remoteClient) dialTLS(ctx context.Context, network, addr string) (net.
 			_ = conn.Close()
 			if lookup.Expired(ctx) {
 				return nil, fmt.Errorf("tls handshake with %s: %w", addr, context.DeadlineExceeded)
+			}
+			if isTLSError(err) {
+				// The remote refused our client certificate (TLS 1.3).
+				rc.metrics.TLSFailure(metrics.Outbound, metrics.TLSReason(err))
 			}
 			return nil, &connectError{tls: isTLSError(err), err: fmt.Errorf("tls handshake with %s: %w", addr, err)}
 		}
@@ -251,8 +262,18 @@ func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Eve
 }
 
 // post sends one HTTP request to one target.
-func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route contract.Route, ev bus.Event) (*answer, error) {
-	url := "https://" + net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))) + contract.Path(route.Component, route.RPC)
+func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route contract.Route, ev bus.Event) (_ *answer, err error) {
+	path := contract.Path(route.Component, route.RPC)
+	ctx, span := tracing.Start(ctx, http.MethodPost+" "+path, trace.SpanKindClient, "",
+		tracing.AttrDomain.String(route.Domain), semconv.ServerAddress(t.Host), semconv.ServerPort(int(t.Port)), semconv.HTTPRequestMethodPost)
+	var status int
+	defer func() {
+		if status != 0 {
+			span.SetAttributes(semconv.HTTPResponseStatusCode(status))
+		}
+		span.End(err, labelOf(err))
+	}()
+	url := "https://" + net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))) + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(ev.Data))
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
@@ -261,8 +282,8 @@ func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route cont
 	h[contract.HTTPOriginDomain] = []string{rc.origin}
 	h[contract.HTTPContentType] = []string{contract.ContentTypeJSON}
 	h[contract.HTTPRequestID] = []string{ev.ID}
-	if ev.TraceParent != "" {
-		h[contract.HTTPTraceParent] = []string{ev.TraceParent}
+	if tp := tracing.TraceParent(ctx, ev.TraceParent); tp != "" {
+		h[contract.HTTPTraceParent] = []string{tp}
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		h[contract.HTTPRequestTimeout] = []string{strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10)}
@@ -272,6 +293,7 @@ func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route cont
 		return nil, err
 	}
 	defer resp.Body.Close()
+	status = resp.StatusCode
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
 		return rc.readAnswer(ctx, t, resp, ev)

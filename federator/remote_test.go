@@ -106,7 +106,7 @@ func newRemoteWorld(tb testing.TB, maxResponse int64) *remoteWorld {
 		cfg.MaxResponseBytes = maxResponse
 	}
 	w := &remoteWorld{ca: ca, res: newFakeResolver()}
-	w.rc = newRemoteClient(remoteOrigin, cfg, w.res, ca.CertStore(tb, leaf), time.Now)
+	w.rc = newRemoteClient(remoteOrigin, cfg, w.res, ca.CertStore(tb, leaf), time.Now, nil)
 	tb.Cleanup(w.rc.closeIdle)
 	return w
 }

@@ -284,3 +284,13 @@ func (h *waitHeap) Pop() any {
 	*h = old[:len(old)-1]
 	return r
 }
+
+// inFlightOf returns the requests to domain now in flight.
+func (rs *remotes) inFlightOf(domain string) int {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if r := rs.byDomain[domain]; r != nil {
+		return r.inFlight
+	}
+	return 0
+}

@@ -14,11 +14,15 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/iox"
 	"github.com/fedbus/fedbus/lookup"
+	"github.com/fedbus/fedbus/metrics"
+	"github.com/fedbus/fedbus/tracing"
 )
 
 // request is the state of one inbound request, filled as the checks pass.
@@ -36,6 +40,10 @@ type request struct {
 	// closeConn: the peer failed the certificate check; its connection is
 	// closed after the answer (it has nothing more to send us).
 	closeConn bool
+	// published: the request passed every check and went to the bus (a
+	// failure before is a refusal).
+	published bool
+	span      tracing.Span
 }
 
 // ServeHTTP handles one federated request: it runs the contract's checks
@@ -54,8 +62,15 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// No per-request logger on the hot path: each line written carries the
 	// request id itself.
 	log := in.log
+	ctx, span := tracing.Start(r.Context(), "ingress", trace.SpanKindServer, contract.CleanTraceParent(r.Header.Get(contract.HTTPTraceParent)),
+		tracing.AttrRequestID.String(req.id))
+	req.span = span
+	if span.Recording() {
+		r = r.WithContext(ctx)
+	}
 
 	reply, err := in.safeHandle(w, r, req, log)
+	in.record(req, err)
 	if err != nil {
 		if req.closeConn {
 			// The peer may still be sending: its connection closes
@@ -83,6 +98,30 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"fed_component", req.component, "rpc", req.rpc, "origin", req.origin, "san", req.san,
 			"duration_ms", time.Since(req.start).Milliseconds())
 	}
+}
+
+// record counts the request in the metrics, the micro service stats and
+// its span.
+func (in *Ingress) record(req *request, e *contract.Error) {
+	d := time.Since(req.start)
+	var err error
+	if e != nil {
+		err = e
+		if !req.published {
+			in.metrics.Refused(metrics.Inbound, e.Label)
+		}
+	}
+	in.metrics.In(req.origin, req.component, err, d)
+	in.stats.Record(d, e)
+	req.span.End(err, labelOf(e))
+}
+
+// labelOf returns the label of e ("" for nil).
+func labelOf(e *contract.Error) string {
+	if e == nil {
+		return ""
+	}
+	return e.Label
 }
 
 // safeHandle runs handle and turns a panic into a server error, so that
@@ -167,6 +206,8 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	if err != nil {
 		return bus.Event{}, err
 	}
+	req.span.SetName("ingress " + req.component + "." + req.rpc)
+	req.span.SetAttributes(tracing.AttrComponent.String(req.component), tracing.AttrRPC.String(req.rpc))
 	// 3. Origin domain.
 	req.origin, err = originDomain(r.Header)
 	if err != nil {
@@ -204,6 +245,9 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 		return bus.Event{}, err
 	}
 	defer release()
+	req.span.SetAttributes(tracing.AttrDomain.String(req.origin))
+	in.metrics.InFlight(metrics.Inbound, req.origin, 1)
+	defer in.metrics.InFlight(metrics.Inbound, req.origin, -1)
 	// Per-request authorization (after the origin is proven, so that the
 	// rules are not revealed to anybody else): the origin's rules must
 	// allow this component and rpc.
@@ -431,19 +475,25 @@ func (in *Ingress) publish(ctx context.Context, req *request, traceParent string
 	if remaining <= 0 || ctx.Err() != nil {
 		return bus.Event{}, contract.Errorf(contract.LabelTimeout, "the request deadline passed before it was published")
 	}
+	req.published = true
+	ctx, span := tracing.Start(ctx, "fedbus.publish "+req.component+"."+req.rpc, trace.SpanKindClient, traceParent,
+		tracing.AttrComponent.String(req.component), tracing.AttrRPC.String(req.rpc), tracing.AttrDomain.String(req.origin))
 	ev := bus.Event{
 		ID:              req.id,
 		Source:          contract.OriginSource(req.origin, req.component),
 		Type:            contract.TypeRequest,
 		DataContentType: contract.ContentTypeJSON,
-		TraceParent:     traceParent,
+		TraceParent:     tracing.TraceParent(ctx, traceParent),
 		OriginDomain:    req.origin,
 		TimeoutMs:       max(remaining.Milliseconds(), 1),
 		Data:            body,
 	}
 	reply, xerr := in.exchange(ctx, ev.Message(subject))
 	if xerr != nil {
-		return bus.Event{}, contract.AsError(xerr)
+		e := contract.AsError(xerr)
+		span.End(e, e.Label)
+		return bus.Event{}, e
 	}
+	span.End(nil, "")
 	return reply, nil
 }

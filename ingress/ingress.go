@@ -74,6 +74,7 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/discovery"
+	"github.com/fedbus/fedbus/metrics"
 	"github.com/fedbus/fedbus/policy"
 	"github.com/fedbus/fedbus/tlsconf"
 )
@@ -95,6 +96,8 @@ type Deps struct {
 	Certs *tlsconf.Store
 	// Logger receives the ingress's logs (required).
 	Logger *slog.Logger
+	// Metrics, when set, records the requests (nil: none).
+	Metrics *metrics.Metrics
 }
 
 // targetResolver is what the ingress needs of discovery; tests substitute
@@ -138,6 +141,9 @@ type Ingress struct {
 	lingerConns   map[net.Conn]struct{}
 	lingerStopped bool
 	lingerWG      sync.WaitGroup
+
+	metrics *metrics.Metrics
+	stats   bus.Counter
 }
 
 // New returns an Ingress for cfg and deps. cfg starts from NewConfig; New
@@ -177,6 +183,7 @@ func New(cfg Config, deps Deps) (*Ingress, error) {
 		return nil, err
 	}
 	in.requester = req
+	deps.Metrics.AddPending("ingress replies", req.PendingBytes)
 	return in, nil
 }
 
@@ -217,6 +224,7 @@ func newIngress(cfg Config, deps Deps, resolver targetResolver, exchange exchang
 		identity:    cfg.Identity,
 		failed:      make(chan error, 1),
 		lingerConns: make(map[net.Conn]struct{}),
+		metrics:     deps.Metrics,
 	}
 	in.limits.Store(newOriginLimiter(cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency, nil))
 	in.certLimits.Store(newCertLimiter(cfg.CertRate, cfg.CertBurst, cfg.CertConcurrency, nil))
@@ -239,7 +247,7 @@ func newIngress(cfg Config, deps Deps, resolver targetResolver, exchange exchang
 			MaxReadFrameSize:     MaxReadFrameSize,
 			WriteByteTimeout:     writeByteTimeout,
 		},
-		ErrorLog:    serverLog(logger),
+		ErrorLog:    serverLog(logger, deps.Metrics),
 		ConnState:   in.connState,
 		ConnContext: withConn,
 	}
@@ -358,6 +366,17 @@ func (in *Ingress) Start(context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// Endpoints is the ingress as NATS service discovery shows it
+// (setup.Announce): the requests it answered, the errors among them and
+// the last one, and the time spent.
+func (in *Ingress) Endpoints() []bus.ServiceEndpoint {
+	return []bus.ServiceEndpoint{{
+		Name: "inbound", Subject: in.subjects.InAll(),
+		Metadata: map[string]string{"https": in.cfg.Addr, "path": contract.PathPrefix + "<component>/<rpc>"},
+		Stats:    in.stats.Stats,
+	}}
 }
 
 // Failed delivers the error that ended serving (after Start), if any.

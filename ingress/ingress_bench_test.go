@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"github.com/fedbus/fedbus/metrics"
 	"io"
 	"log/slog"
 	"net/http"
@@ -226,5 +227,17 @@ func BenchmarkServeHTTPNATS(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	runServeHTTP(b, in, s.cs, 256)
+}
+
+// BenchmarkServeHTTPMetrics is BenchmarkServeHTTP/256B with the metrics
+// of a process recorded (origin listed): the cost of the metrics, against
+// BenchmarkServeHTTP/256B in the same run.
+func BenchmarkServeHTTPMetrics(b *testing.B) {
+	s := newBenchSetup(b)
+	in := s.stubIngress(b, []string{"brig", "galley", "cargohold"}, slog.New(slog.DiscardHandler))
+	m := metrics.New([]string{"brig", "galley", "cargohold"})
+	m.SetListed(func(d string) bool { return d == benchOriginA })
+	in.metrics = m
 	runServeHTTP(b, in, s.cs, 256)
 }

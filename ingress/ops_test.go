@@ -46,7 +46,7 @@ func TestServerLogLevels(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.msg, func(t *testing.T) {
 			var buf testbed.LogBuffer
-			serverLog(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))).Print(tt.msg)
+			serverLog(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), nil).Print(tt.msg)
 			if !strings.Contains(buf.String(), "level="+tt.want) {
 				t.Errorf("logged %q, want level %s", buf.String(), tt.want)
 			}

@@ -353,6 +353,8 @@ func (e *env) fedEnv(domain string) map[string]string {
 		"FED_REQUEST_TIMEOUT":       requestTimeout.String(),
 		"FED_SHUTDOWN_TIMEOUT":      "15s",
 		"FED_KV_BUCKET":             "", // the static configuration only: no JetStream here
+		// Several processes share the host's network: each its own port.
+		"FED_OPS_ADDR": "127.0.0.1:0",
 		// The suite loads one origin with several hundred requests per
 		// second; the ingress's per-origin rate limit is not under test.
 		"FED_INGRESS_ORIGIN_RATE": "0",

@@ -169,3 +169,23 @@ func (p *Policy) Authorize(origin, component, rpc string) error {
 	}
 	return contract.Errorf(contract.LabelFederationDenied, "%s may not call %s.%s", origin, component, rpc)
 }
+
+// Listed reports whether the operator named the (canonical) domain: it is
+// in FED_ALLOW_LIST or a remote of the dynamic configuration, whatever the
+// strategy. Metrics keep the names of listed domains only, so that their
+// label values stay bounded.
+func (p *Policy) Listed(domain string) bool {
+	s := p.cur.Load()
+	if _, ok := s.static[domain]; ok {
+		return true
+	}
+	_, ok := s.remotes[domain]
+	return ok
+}
+
+// Counts returns how many domains FED_ALLOW_LIST and the dynamic
+// configuration name (for the readiness check and fedctl check).
+func (p *Policy) Counts() (static, dynamic int) {
+	s := p.cur.Load()
+	return len(s.static), len(s.remotes)
+}

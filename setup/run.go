@@ -8,15 +8,20 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/federator"
 	"github.com/fedbus/fedbus/ingress"
 	"github.com/fedbus/fedbus/internal/version"
+	"github.com/fedbus/fedbus/ops"
+	"github.com/fedbus/fedbus/tracing"
 )
 
 // closeTimeout bounds the final NATS drain, after the requests are done.
@@ -49,6 +54,23 @@ type Failer interface {
 	Failed() <-chan error
 }
 
+// Checker is a Service with readiness checks of its own, added to
+// /readyz after those of the shared services.
+type Checker interface {
+	Checks() []ops.Check
+}
+
+// Endpointer is a Service whose serve loops NATS service discovery shows
+// with their counts (Announce).
+type Endpointer interface {
+	Endpoints() []bus.ServiceEndpoint
+}
+
+// HealthcheckFlag makes a binary probe /readyz of the process on
+// FED_OPS_ADDR of the same host and exit 0 (ready) or 1: the health check
+// of images without a shell or curl (docker-compose).
+const HealthcheckFlag = "-healthcheck"
+
 // Build makes the binary's service from the shared services and the
 // process logger.
 type Build func(sh *Shared, log *slog.Logger) (Service, error)
@@ -76,10 +98,13 @@ func Known() []string {
 //     every request fail (certificate expired or not valid yet, our SRV
 //     record missing or not naming our certificate, NATS permissions
 //     refusing the process its inbox or subscriptions);
+//   - it serves the operations endpoints on FED_OPS_ADDR (/livez, /readyz,
+//     /metrics) from the start, and exports traces when the OTEL_*
+//     variables ask for it;
 //   - it builds and starts the service, answers NATS service discovery,
 //     and waits: SIGHUP reloads the certificate files and the dynamic
 //     configuration; SIGINT or SIGTERM (or the service's failure) stops
-//     it gracefully (no new requests, those in flight finish within
+//     it gracefully (/readyz turns 503, no new requests, those in flight finish within
 //     FED_SHUTDOWN_TIMEOUT, the NATS connection is drained), and a second
 //     SIGINT or SIGTERM stops it at once.
 //
@@ -87,6 +112,9 @@ func Known() []string {
 // refused, stopping failed or a second signal cut it short, 2 for an
 // invalid configuration.
 func Run(prog string, args []string, cfg Config, build Build) int {
+	if len(args) == 1 && args[0] == HealthcheckFlag {
+		return healthcheck(prog, cfg.Base().OpsAddr)
+	}
 	// Signals are handled from the start: SIGHUP must not kill a process
 	// that is starting.
 	sigs := make(chan os.Signal, 4)
@@ -107,6 +135,12 @@ func Run(prog string, args []string, cfg Config, build Build) int {
 	for _, w := range warnings {
 		log.Warn(w)
 	}
+	stopTracing, err := startTracing(context.Background(), prog, c.Domain, log)
+	if err != nil {
+		log.Error("start refused", "err", err)
+		return 1
+	}
+	defer stopTracing()
 	// An unset FED_KV_BUCKET is the default bucket, which may not exist
 	// yet: it is waited for. One the operator named must exist.
 	_, named := os.LookupEnv("FED_KV_BUCKET")
@@ -142,6 +176,32 @@ func serve(prog string, c *config.Common, shared *Shared, build Build, sigs <-ch
 		return 1
 	}
 	warnAllowList(c, shared, log)
+	var opsSrv *ops.Server
+	var started atomic.Bool
+	if c.OpsAddr != "" {
+		opsSrv = ops.New(shared.Metrics.Registry(), log.With("component", "ops"))
+		for _, ch := range shared.Checks() {
+			opsSrv.AddCheck(ch.Name, ch.Run)
+		}
+		opsSrv.AddCheck(prog, func(context.Context) error {
+			if !started.Load() {
+				return errors.New("starting")
+			}
+			return nil
+		})
+		// Served from the start: /livez answers while the service starts.
+		if err := opsSrv.Start(c.OpsAddr); err != nil {
+			log.Error("start refused", "err", err)
+			return 1
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+			defer cancel()
+			if err := opsSrv.Shutdown(sctx); err != nil {
+				log.Warn("shutdown", "err", err)
+			}
+		}()
+	}
 	// Requests in flight get their own context: a signal stops taking new
 	// ones and lets these finish (bounded by FED_SHUTDOWN_TIMEOUT).
 	work, cancelWork := context.WithCancel(context.Background())
@@ -160,7 +220,17 @@ func serve(prog string, c *config.Common, shared *Shared, build Build, sigs <-ch
 		log.Error("start refused", "err", err)
 		return 1
 	}
-	if ann, err := Announce(shared.NATS, prog, c); err != nil {
+	if ck, ok := svc.(Checker); ok && opsSrv != nil {
+		for _, ch := range ck.Checks() {
+			opsSrv.AddCheck(ch.Name, ch.Run)
+		}
+	}
+	started.Store(true)
+	var endpoints []bus.ServiceEndpoint
+	if e, ok := svc.(Endpointer); ok {
+		endpoints = e.Endpoints()
+	}
+	if ann, err := Announce(shared.NATS, prog, c, endpoints); err != nil {
 		log.Warn("fedctl cannot see this process (it cannot warn when no service watches the bucket it writes)", "err", err)
 	} else {
 		defer func() { _ = ann.Stop() }()
@@ -188,6 +258,11 @@ wait:
 			code = 1
 			break wait
 		}
+	}
+	// Not ready before draining: load balancers and Kubernetes stop
+	// sending work while the requests in flight finish.
+	if opsSrv != nil {
+		opsSrv.SetStopping()
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
@@ -239,4 +314,49 @@ func stopNow(svc Service, log *slog.Logger) {
 	if err := svc.Shutdown(ctx); err != nil {
 		log.Debug("stop", "err", err)
 	}
+}
+
+// healthcheck probes /readyz on addr (FED_OPS_ADDR, from the environment
+// when set) and returns the exit code: 0 when ready, 1 otherwise.
+func healthcheck(prog, addr string) int {
+	if v, ok := os.LookupEnv("FED_OPS_ADDR"); ok {
+		addr = v
+	}
+	if addr == "" {
+		fmt.Fprintln(os.Stderr, prog+": FED_OPS_ADDR is empty: no /readyz to probe")
+		return 1
+	}
+	url, err := ops.ProbeURL(addr, ops.PathReady)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, prog+":", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	body, err := ops.Probe(ctx, url)
+	fmt.Fprint(os.Stdout, body)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, prog+":", err)
+		return 1
+	}
+	return 0
+}
+
+// startTracing turns OpenTelemetry tracing on when the OTEL_* variables
+// ask for it (tracing.Setup) and returns what stops it.
+func startTracing(ctx context.Context, prog, domain string, log *slog.Logger) (func(), error) {
+	stop, on, err := tracing.Setup(ctx, "fedbus-"+prog, attribute.String("fedbus.domain", domain))
+	if err != nil {
+		return nil, err
+	}
+	if on {
+		log.Info("tracing on: spans exported with OTLP (OTEL_* variables)")
+	}
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		if err := stop(sctx); err != nil {
+			log.Warn("tracing: flush", "err", err)
+		}
+	}, nil
 }

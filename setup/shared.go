@@ -2,9 +2,11 @@ package setup
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +17,8 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/discovery"
+	"github.com/fedbus/fedbus/metrics"
+	"github.com/fedbus/fedbus/ops"
 	"github.com/fedbus/fedbus/policy"
 	"github.com/fedbus/fedbus/tlsconf"
 )
@@ -33,7 +37,11 @@ type Shared struct {
 	Resolver *discovery.Resolver
 	Policy   *policy.Policy
 	Certs    *tlsconf.Store
+	// Metrics are the process's metrics (served on FED_OPS_ADDR).
+	Metrics *metrics.Metrics
 
+	domain   string
+	bucket   string
 	certFile string                         // FED_TLS_CERT, for messages
 	watcher  atomic.Pointer[policy.Watcher] // nil until the bucket is watched
 	retry    chan struct{}                  // Reload: look for a missing bucket now
@@ -71,6 +79,9 @@ func open(c config.Common, name string, log *slog.Logger, waitForBucket bool) (*
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
+	m := metrics.New(c.Components)
+	m.SetListed(pol.Listed)
+	m.SetCertificateExpiry(func() time.Time { return store.Leaf().NotAfter })
 	identityStale := c.IdentityStaleGrace
 	if identityStale == 0 {
 		identityStale = -1 // discovery: none (its zero is the default)
@@ -82,6 +93,7 @@ func open(c config.Common, name string, log *slog.Logger, waitForBucket bool) (*
 		MaxEntries:       c.DNSCacheEntries,
 		IdentityStaleFor: identityStale,
 		Logger:           log.With("component", "discovery"),
+		Observer:         discoveryObserver{m},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
@@ -112,6 +124,7 @@ func open(c config.Common, name string, log *slog.Logger, waitForBucket bool) (*
 		_ = res.Close()
 		return nil, fmt.Errorf("open %s: jetstream: %w", name, err)
 	}
+	m.SetNATS(func() (bool, uint64) { return nc.IsConnected(), nc.Stats().Reconnects })
 	objects, err := bus.NewObjects(js, bus.ObjectsConfig{Bucket: c.ObjectBucket, TTL: c.ObjectTTL, MaxBytes: c.MaxObjectBytes, MaxTransfers: c.MaxObjectTransfers})
 	if err != nil {
 		cancel()
@@ -119,7 +132,8 @@ func open(c config.Common, name string, log *slog.Logger, waitForBucket bool) (*
 		_ = res.Close()
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
-	sh := &Shared{NATS: nc, JetStream: js, Objects: objects, Resolver: res, Policy: pol, Certs: store, certFile: c.TLSCert, retry: make(chan struct{}, 1), cancel: cancel}
+	sh := &Shared{NATS: nc, JetStream: js, Objects: objects, Resolver: res, Policy: pol, Certs: store, Metrics: m,
+		domain: c.Domain, bucket: c.KVBucket, certFile: c.TLSCert, retry: make(chan struct{}, 1), cancel: cancel}
 	sh.wg.Add(1)
 	go func() {
 		defer sh.wg.Done()
@@ -287,4 +301,72 @@ func (s *Shared) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("close resolver: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// discoveryObserver counts discovery's cache results and DNS failures.
+type discoveryObserver struct{ m *metrics.Metrics }
+
+func (o discoveryObserver) Lookup(srv bool, r discovery.Result) {
+	res := metrics.LookupMiss
+	switch r {
+	case discovery.Hit:
+		res = metrics.LookupHit
+	case discovery.Stale:
+		res = metrics.LookupStale
+	}
+	o.m.DiscoveryLookup(srv, res)
+}
+
+func (o discoveryObserver) QueryFailed(srv bool) { o.m.DNSError(srv) }
+
+// Checks returns the readiness checks of the shared services: NATS
+// connected, the certificate loaded and valid now, the federation policy
+// loaded, the DNS servers answering.
+func (s *Shared) Checks() []ops.Check {
+	return []ops.Check{
+		{Name: "nats", Run: func(context.Context) error {
+			if !s.NATS.IsConnected() {
+				return fmt.Errorf("not connected to NATS (FED_NATS_URL): %s", s.NATS.Status())
+			}
+			return ops.Passed("connected to %s", s.NATS.ConnectedUrlRedacted())
+		}},
+		{Name: "certificates", Run: func(context.Context) error {
+			return CheckCertificate(s.Certs.Leaf(), time.Now())
+		}},
+		{Name: "policy", Run: func(context.Context) error {
+			static, dynamic := s.Policy.Counts()
+			detail := fmt.Sprintf("strategy %s, %d domain(s) in FED_ALLOW_LIST", s.Policy.Strategy(), static)
+			if s.bucket != "" {
+				detail += fmt.Sprintf(", %d remote(s) from bucket %s", dynamic, s.bucket)
+			}
+			return ops.Passed("%s", detail)
+		}},
+		{Name: "dns", Run: func(ctx context.Context) error {
+			if err := s.Resolver.Ping(ctx, s.domain); err != nil {
+				return fmt.Errorf("FED_DNS_SERVER does not answer: %w", err)
+			}
+			return nil
+		}},
+	}
+}
+
+// CheckCertificate is the readiness check of this backend's certificate:
+// loaded and valid at now. A passing check shows when it expires.
+func CheckCertificate(leaf *x509.Certificate, now time.Time) error {
+	switch {
+	case leaf == nil:
+		return errors.New("no certificate loaded (FED_TLS_CERT)")
+	case now.After(leaf.NotAfter):
+		return fmt.Errorf("certificate %s expired at %s: replace FED_TLS_CERT and FED_TLS_KEY", names(leaf), leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		return fmt.Errorf("certificate %s is not valid before %s", names(leaf), leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return ops.Passed("%s valid until %s", names(leaf), leaf.NotAfter.UTC().Format(time.RFC3339))
+}
+
+func names(c *x509.Certificate) string {
+	if len(c.DNSNames) == 0 {
+		return c.Subject.String()
+	}
+	return strings.Join(c.DNSNames, ",")
 }

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,9 +51,18 @@ type qualifiedID struct {
 type printer struct {
 	mu    sync.Mutex
 	start time.Time
+	quiet atomic.Bool // the request hops are not printed
 }
 
 func (p *printer) hop(format string, args ...any) {
+	if p.quiet.Load() {
+		return
+	}
+	p.say(format, args...)
+}
+
+// say prints a line, even while the hops are quiet.
+func (p *printer) say(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fmt.Printf("%8.2fms  %s\n", float64(time.Since(p.start).Microseconds())/1000, fmt.Sprintf(format, args...))
@@ -196,6 +206,9 @@ func run(ctx context.Context, handle string, assetSize int64, serve, verbose boo
 			return err
 		}
 	}
+	if err := downAndUp(ctx, p, a, b, body); err != nil {
+		return err
+	}
 	if !serve {
 		return nil
 	}
@@ -261,6 +274,72 @@ func downloadAsset(ctx context.Context, p *printer, a, b *fedtest.Backend, size 
 	}
 	fmt.Println(": byte-identical to the asset B generated")
 	return nil
+}
+
+// downAndUp stops B's ingress while A keeps calling, then starts it
+// again, and prints the remote status events A's federator publishes
+// (contract section 7): one fedbus.remote.down, one fedbus.remote.up.
+func downAndUp(ctx context.Context, p *printer, a, b *fedtest.Backend, body []byte) error {
+	p.quiet.Store(true)
+	defer p.quiet.Store(false)
+	events := make(chan bus.Event, 4)
+	sub, err := a.NATS.Subscribe(a.Subjects.StatusAll(), func(m *nats.Msg) {
+		if ev, err := bus.Decode(m); err == nil {
+			events <- ev
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	fmt.Printf("\nremote status: b.example.com's ingress stops, then comes back; A's components subscribe to %s:\n\n", a.Subjects.StatusAll())
+	p.start = time.Now()
+	call := func() error {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := a.Client("/brig").Call(cctx, "b.example.com", "brig", "get-user-by-handle", body)
+		return err
+	}
+	// await calls until the next status event and prints it.
+	await := func(what string) error {
+		calls, failed := 0, 0
+		deadline := time.After(15 * time.Second)
+		for {
+			select {
+			case ev := <-events:
+				subject, _ := a.Subjects.Status("b.example.com")
+				p.say("[A] NATS: %s on %s: %s (after %d calls, %d failed)", ev.Type, subject, ev.Data, calls, failed)
+				return nil
+			case <-deadline:
+				return fmt.Errorf("no %s event", what)
+			case <-ctx.Done():
+				return ctx.Err()
+			default:
+			}
+			calls++
+			if err := call(); err != nil {
+				failed++
+				if failed == 1 {
+					p.say("[A] brig: call failed: %v", err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := b.StopIngress(sctx); err != nil {
+		return err
+	}
+	p.say("[B] ingress stopped")
+	if err := await("fedbus.remote.down"); err != nil {
+		return err
+	}
+	if err := b.StartIngress(); err != nil {
+		return err
+	}
+	p.say("[B] ingress started again")
+	return await("fedbus.remote.up")
 }
 
 // hopHandler is a slog handler that prints the ingress's "request served"

@@ -18,6 +18,7 @@ import (
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/ctl"
 	"github.com/fedbus/fedbus/internal/version"
+	"github.com/fedbus/fedbus/tracing"
 )
 
 // timeout bounds one fedctl command.
@@ -67,7 +68,17 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "fedctl: invalid configuration:\n%v\n", errors.Join(errs...))
 		return 2
 	}
+	// fedctl call records its span when the OTEL_* variables ask for it.
+	stopTracing, _, err := tracing.Setup(ctx, "fedctl")
+	if err != nil {
+		fmt.Fprintln(stderr, "fedctl:", err)
+		return 2
+	}
+	defer func() { _ = stopTracing(context.Background()) }()
 	if err := ctl.Run(ctx, cfg, args, stdout, stderr); err != nil {
+		if errors.Is(err, ctl.ErrFailed) {
+			return 1 // the output says what failed and what to fix
+		}
 		fmt.Fprintln(stderr, "fedctl:", err)
 		if errors.Is(err, ctl.ErrUsage) {
 			fmt.Fprint(stderr, "\n"+ctl.Usage)

@@ -74,10 +74,19 @@ type Backend struct {
 	IngressAddr string
 	Files       testbed.Files
 	Common      config.Common
+	// FederatorShared are the shared services of each federator (one
+	// process each: their Metrics), IngressShared those of the ingress.
+	FederatorShared []*setup.Shared
+	IngressShared   *setup.Shared
 
 	shared  []*setup.Shared
 	cancel  context.CancelFunc
 	serveCh chan error
+	icfg    ingress.Config
+	ideps   ingress.Deps
+	// NATS service discovery answers of the federators and the ingress.
+	announced  []*bus.Announcement
+	ingressAnn *bus.Announcement
 }
 
 // StartBackend starts a backend. Close stops it.
@@ -141,6 +150,7 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 		}
 		b.shared = append(b.shared, sh)
+		b.FederatorShared = append(b.FederatorShared, sh)
 		fcfg := federator.NewConfig()
 		if err := config.Load(ctx, &fcfg, envconfig.MapLookuper(env)); err != nil {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
@@ -149,7 +159,7 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 		if opts.MaxPerRemote != 0 {
 			fcfg.MaxPerRemote = opts.MaxPerRemote
 		}
-		f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Hook: opts.FederatorHook})
+		f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Hook: opts.FederatorHook, Metrics: sh.Metrics})
 		if err != nil {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 		}
@@ -157,19 +167,25 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 		}
 		b.Federators = append(b.Federators, f)
+		ann, err := setup.Announce(sh.NATS, "federator", &b.Common, f.Endpoints())
+		if err != nil {
+			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+		}
+		b.announced = append(b.announced, ann)
 	}
 	sh, err := setup.Open(b.Common, "ingress", opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	b.shared = append(b.shared, sh)
+	b.IngressShared = sh
 	env["FED_INGRESS_ADDR"] = "127.0.0.1:0"
 	icfg := ingress.NewConfig()
 	if err := config.Load(ctx, &icfg, envconfig.MapLookuper(env)); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	icfg.Normalize()
-	in, err := ingress.New(icfg, ingress.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger})
+	in, err := ingress.New(icfg, ingress.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Metrics: sh.Metrics})
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
@@ -178,7 +194,13 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	b.Ingress = in
+	b.icfg = icfg
+	b.ideps = ingress.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Metrics: sh.Metrics}
 	b.IngressAddr = ln.Addr().String()
+	if b.ingressAnn, err = setup.Announce(sh.NATS, "ingress", &b.Common, in.Endpoints()); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
 	go func() { b.serveCh <- in.Serve(ln) }()
 	port := ln.Addr().(*net.TCPAddr).Port
 	opts.DNS.SetSRV(opts.Domain, 60, testbed.SRVRecord{Target: opts.InfraHost, Port: uint16(port), Priority: 10, Weight: 5})
@@ -236,6 +258,37 @@ func backendEnv(opts *BackendOptions, natsURL string) (map[string]string, testbe
 	return env, files, nil
 }
 
+// StopIngress stops the ingress (its port refuses connections until
+// StartIngress).
+func (b *Backend) StopIngress(ctx context.Context) error {
+	_ = b.ingressAnn.Stop()
+	err := b.Ingress.Shutdown(ctx)
+	if serr := <-b.serveCh; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+// StartIngress starts a new ingress on the address of the stopped one.
+func (b *Backend) StartIngress() error {
+	in, err := ingress.New(b.icfg, b.ideps)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", b.IngressAddr)
+	if err != nil {
+		return err
+	}
+	ann, err := setup.Announce(b.ideps.NATS, "ingress", &b.Common, in.Endpoints())
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	b.Ingress, b.ingressAnn = in, ann
+	go func() { b.serveCh <- in.Serve(ln) }()
+	return nil
+}
+
 // Client returns a component client of this backend.
 func (b *Backend) Client(source string) *bus.Client {
 	return bus.NewClient(b.NATS, b.Subjects, source)
@@ -245,6 +298,11 @@ func (b *Backend) Client(source string) *bus.Client {
 // server, bounded by ctx.
 func (b *Backend) Close(ctx context.Context) error {
 	var errs []error
+	for _, a := range append(b.announced, b.ingressAnn) {
+		if a != nil {
+			_ = a.Stop()
+		}
+	}
 	if b.Ingress != nil {
 		if err := b.Ingress.Shutdown(ctx); err != nil {
 			errs = append(errs, err)

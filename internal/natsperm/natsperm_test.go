@@ -673,7 +673,7 @@ func TestSetupOpen(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() { _ = sh.Close(ctxFor(t)) }()
-		svc, err := setup.Announce(sh.NATS, "ingress", &c)
+		svc, err := setup.Announce(sh.NATS, "ingress", &c, nil)
 		if err != nil {
 			t.Fatalf("announce under the example permissions: %v", err)
 		}
