@@ -314,6 +314,7 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 		"FED_TLS_KEY":               cc.Key,
 		"FED_TLS_CA":                cc.CA,
 		"FED_ALLOW_PRIVATE_TARGETS": "true",
+		"FED_OPS_ADDR":              "127.0.0.1:0", // not the shared :9090 of the host
 		"FED_IDLE_CONN_TIMEOUT":     cc.IdleTimeout.String(),
 	}
 	fcfg := federator.NewConfig()

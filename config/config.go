@@ -52,7 +52,7 @@ type Common struct {
 	ObjectTTL          time.Duration `env:"FED_OBJECT_TTL" desc:"objects of FED_OBJECT_BUCKET expire after this time (when fedbus creates the bucket; at least 100ms)"`
 	MaxObjectBytes     int64         `env:"FED_MAX_OBJECT_BYTES" desc:"largest streamed body, in bytes; a larger one fails with payload-too-large"`
 	MaxObjectTransfers int           `env:"FED_MAX_OBJECT_TRANSFERS" desc:"streamed bodies one process moves at once (into or out of the object store); more wait for a free slot until their deadline"`
-	OpsAddr             string        `env:"FED_OPS_ADDR" desc:"address of the operations endpoints (plain HTTP: /livez, /readyz, /metrics); empty turns them off"`
+	OpsAddr            string        `env:"FED_OPS_ADDR" desc:"address of the operations endpoints (plain HTTP: /livez, /readyz, /metrics); empty turns them off"`
 }
 
 // Identity modes (FED_IDENTITY).

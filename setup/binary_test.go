@@ -138,6 +138,8 @@ func (w *world) env(changes map[string]string) map[string]string {
 		"FED_STRATEGY": "allow-list", "FED_ALLOW_LIST": "b.example.com", "FED_KV_BUCKET": "",
 		"FED_TLS_CERT": files.Cert, "FED_TLS_KEY": files.Key, "FED_TLS_CA": files.CA,
 		"FED_INGRESS_ADDR": "127.0.0.1:0",
+		// Tests run in parallel on one host: the ops endpoint on a port of its own.
+		"FED_OPS_ADDR": "127.0.0.1:0",
 	}
 	for k, v := range changes {
 		if v == unset {

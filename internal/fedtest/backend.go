@@ -251,6 +251,9 @@ func backendEnv(opts *BackendOptions, natsURL string) (map[string]string, testbe
 		"FED_COMPONENTS": strings.Join(opts.Components, ","), "FED_REQUEST_TIMEOUT": opts.RequestTimeout.String(),
 		"FED_ALLOW_PRIVATE_TARGETS": "true", "FED_SHUTDOWN_TIMEOUT": "10s", "FED_KV_BUCKET": opts.KVBucket,
 		"FED_TLS_RELOAD_INTERVAL": opts.TLSReloadInterval.String(), "FED_MAX_BODY_BYTES": fmt.Sprint(opts.MaxBodyBytes),
+		// Process backends run several binaries on one host: each its own
+		// ops port (in-process backends serve no ops endpoint).
+		"FED_OPS_ADDR": "127.0.0.1:0",
 	}
 	for k, v := range opts.Env {
 		env[k] = v
