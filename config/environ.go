@@ -10,7 +10,7 @@ import (
 // Reserved are variables of the contract that this version does not use
 // yet: setting one is not a mistake, but it changes nothing (a warning).
 // A variable that a Config gains stops being reserved by itself.
-var Reserved = []string{"FED_OPS_ADDR"}
+var Reserved []string
 
 // serviceLink matches the variables Kubernetes adds to every container for
 // each Service of its namespace (docker links use the same form): a

@@ -12,6 +12,10 @@ import (
 
 func TestCheckEnviron(t *testing.T) {
 	known := Variables(&cliConfig{})
+	// No variable of the contract is reserved now (FED_OPS_ADDR is used):
+	// the rule is tested with one made up.
+	defer func(r []string) { Reserved = r }(Reserved)
+	Reserved = []string{"FED_RESERVED_FOR_LATER"}
 	tests := []struct {
 		name     string
 		environ  []string
@@ -23,7 +27,7 @@ func TestCheckEnviron(t *testing.T) {
 		{name: "plural", environ: []string{"FED_NATS_URLS=nats://x:4222"}, wantErr: "did you mean FED_NATS_URL?"},
 		{name: "lower case", environ: []string{"fed_domain=a.example.com"}, wantErr: "fed_domain is not a fedbus variable: did you mean FED_DOMAIN?"},
 		{name: "unlike any variable", environ: []string{"FED_SOMETHING_ELSE_ENTIRELY=1"}, wantWarn: "FED_SOMETHING_ELSE_ENTIRELY is not a fedbus variable: ignored"},
-		{name: "reserved by the contract", environ: []string{"FED_OPS_ADDR=:9090"}, wantWarn: "FED_OPS_ADDR is not used by this version"},
+		{name: "reserved by the contract", environ: []string{"FED_RESERVED_FOR_LATER=1"}, wantWarn: "FED_RESERVED_FOR_LATER is not used by this version"},
 		{name: "kubernetes service links", environ: []string{"FED_SERVICE_HOST=10.0.0.1", "FED_SERVICE_PORT=8443", "FED_SERVICE_PORT_HTTPS=8443", "FED_PORT=tcp://10.0.0.1:8443", "FED_PORT_8443_TCP=tcp://10.0.0.1:8443", "FED_PORT_8443_TCP_PROTO=tcp", "FED_PORT_8443_TCP_ADDR=10.0.0.1"}},
 		{name: "other prefixes", environ: []string{"FEDBUS_TEST_LOG=1", "FEDERATION=x"}},
 	}

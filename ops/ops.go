@@ -139,7 +139,7 @@ func (s *Server) Start(addr string) error {
 			s.log.Error("ops endpoint failed", "addr", addr, "err", err)
 		}
 	}()
-	s.log.Info("ops endpoint serving", "addr", ln.Addr().String(), "paths", PathLive+" "+PathReady+" "+PathMetrics)
+	s.log.Info("ops endpoint listening", "addr", ln.Addr().String(), "paths", PathLive+" "+PathReady+" "+PathMetrics)
 	return nil
 }
 

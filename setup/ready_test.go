@@ -87,6 +87,7 @@ func TestReadyz(t *testing.T) {
 	c.DNSServer = dns.Addr()
 	c.TLSCert, c.TLSKey, c.TLSCA = files.Cert, files.Key, files.CA
 	c.TLSReloadInterval = 50 * time.Millisecond
+	c.KVBucket = "" // the static configuration: this NATS has no JetStream
 	sh, err := setup.Open(c, "ready test", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -240,13 +243,31 @@ func TestMetricsMove(t *testing.T) {
 	})
 
 	t.Run("micro service", func(t *testing.T) {
-		// The federator answers $SRV.STATS with the requests it served.
-		msg, err := w.a.NATS.Request("$SRV.STATS."+contract.ServiceName, nil, 2*time.Second)
+		// The federator answers $SRV.STATS with the requests it served
+		// (every process answers: the federator's is the one with role
+		// federator).
+		inbox := nats.NewInbox()
+		sub, err := w.a.NATS.SubscribeSync(inbox)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(string(msg.Data), `"num_requests":`) || strings.Contains(string(msg.Data), `"num_requests":0`) {
-			t.Errorf("stats: %s", msg.Data)
+		defer sub.Unsubscribe()
+		if err := w.a.NATS.PublishRequest("$SRV.STATS."+contract.ServiceName, inbox, nil); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			msg, err := sub.NextMsg(2 * time.Second)
+			if err != nil {
+				t.Fatalf("no stats of the federator: %v", err)
+			}
+			var st micro.Stats
+			if json.Unmarshal(msg.Data, &st) != nil || st.Metadata[contract.MetaRole] != "federator" {
+				continue
+			}
+			if len(st.Endpoints) != 1 || st.Endpoints[0].NumRequests == 0 || st.Endpoints[0].NumErrors == 0 {
+				t.Errorf("stats: %s", msg.Data)
+			}
+			return
 		}
 	})
 }
