@@ -1,4 +1,5 @@
-// Package helm holds the test of the fedbus Helm chart (deploy/helm/fedbus):
+// Package helm holds the test of the fedbus Helm chart (deploy/helm/fedbus),
+// a Go module of its own so that fedbus does not depend on Helm:
 // helm lint --strict and helm template with the documented values, run
 // with Helm as a library.
 package helm
