@@ -295,6 +295,8 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 		return fmt.Errorf("configuration: %w", err)
 	}
 	log := slog.New(slog.DiscardHandler)
+	// The runtime settings of the federator binary.
+	setup.TuneRuntime(os.Getenv)
 	ns, err := testbed.StartNATS("")
 	if err != nil {
 		return err
