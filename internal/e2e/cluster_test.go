@@ -183,11 +183,15 @@ func checkOutcomes(t *testing.T, r faultReport, outs []outcome, at time.Time, wi
 		t.Errorf("%d duplicate replies", r.duplicates)
 	}
 	// A request lost with a server (its reply or itself) ends at its
-	// deadline; a request that found no federator or component
-	// subscribed during a reconnect is component-unavailable.
+	// deadline; one made while its connection reconnects, or that found
+	// no federator or component subscribed then, is component-unavailable
+	// (from B to A: A's ingress answers so, and B's caller sees it as the
+	// remote's error).
 	for label, n := range r.byLabel {
 		switch label {
-		case labelNoReply, contract.LabelTimeout, contract.LabelComponentUnavailable:
+		case labelNoReply, contract.LabelTimeout, contract.LabelComponentUnavailable,
+			contract.LabelRemoteError + "(inner " + contract.LabelComponentUnavailable + ")",
+			contract.LabelRemoteError + "(inner " + contract.LabelTimeout + ")":
 		default:
 			t.Errorf("%d requests failed with %s", n, label)
 		}

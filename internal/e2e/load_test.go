@@ -219,6 +219,9 @@ func classify(k kind, body []byte, m *nats.Msg) (string, string) {
 	}
 	if ev.Type == contract.TypeError {
 		e := contract.ParseError(500, ev.Data)
+		if e.Label == contract.LabelRemoteError && e.Inner != nil {
+			return e.Label + "(inner " + e.Inner.Label + ")", e.Inner.Message
+		}
 		return e.Label, e.Message
 	}
 	return "wrong-reply", werr.Error()
