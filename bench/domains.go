@@ -161,7 +161,7 @@ func RunDomains(ctx context.Context, cfg DomainsConfig) (err error) {
 	w.b, err = fedtest.StartBackend(fedtest.BackendOptions{
 		Domain: domainB, InfraHost: infraB, CA: w.ca, DNS: w.dns, Dir: w.dir,
 		Strategy: "allow-list", AllowList: []string{domainA}, Logger: w.log,
-		CertNames: []string{infraB, targetsSAN},
+		CertNames: []string{infraB, targetsSAN}, Env: unlimitedEnv,
 	})
 	if err != nil {
 		return err

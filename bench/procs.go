@@ -496,8 +496,9 @@ func (pw *procWorld) fedEnv(domain string, files testbed.Files, peer string, var
 		"FED_DOMAIN=" + domain, "FED_DNS_SERVER=" + pw.dns.Addr(), "FED_STRATEGY=allow-list", "FED_ALLOW_LIST=" + peer,
 		"FED_TLS_CERT=" + files.Cert, "FED_TLS_KEY=" + files.Key, "FED_TLS_CA=" + files.CA,
 		"FED_ALLOW_PRIVATE_TARGETS=true", "FED_LOG_LEVEL=warn",
+		"FED_KV_BUCKET=", // static configuration: the benchmark's NATS has no JetStream
 		// The benchmark measures the request path, not the limits.
-		"FED_INGRESS_ORIGIN_RATE=0", "FED_INGRESS_ORIGIN_CONCURRENCY=0",
+		"FED_INGRESS_ORIGIN_RATE=0", "FED_INGRESS_ORIGIN_CONCURRENCY=0", "FED_INGRESS_CERT_RATE=0", "FED_INGRESS_CERT_CONCURRENCY=0",
 	}
 	env = append(env, extra...)
 	return append(env, variant...)
@@ -514,13 +515,22 @@ func (pw *procWorld) startTopology(ctx context.Context, n int, variant []string,
 		}
 		return ok
 	})
+	// B's SRV record lists the ingresses first: each binary checks its
+	// own record at start.
 	var targets []testbed.SRVRecord
+	addrs := make([]string, n)
 	for i := range n {
 		addr, err := freePort()
 		if err != nil {
 			return err
 		}
 		_, port, _ := net.SplitHostPort(addr)
+		pt, _ := strconv.Atoi(port)
+		addrs[i] = addr
+		targets = append(targets, testbed.SRVRecord{Target: infraB, Port: uint16(pt), Priority: 10, Weight: 10})
+	}
+	pw.dns.SetSRV(domainB, 3600, targets...)
+	for i, addr := range addrs {
 		extra := []string{"FED_NATS_URL=" + pw.natsB, "FED_INGRESS_ADDR=" + addr}
 		if profile && i == 0 {
 			extra = append(extra, "FED_PPROF_ADDR=127.0.0.1:0")
@@ -533,10 +543,7 @@ func (pw *procWorld) startTopology(ctx context.Context, n int, variant []string,
 		if err := waitListening(ctx, p, addr); err != nil {
 			return err
 		}
-		pt, _ := strconv.Atoi(port)
-		targets = append(targets, testbed.SRVRecord{Target: infraB, Port: uint16(pt), Priority: 10, Weight: 10})
 	}
-	pw.dns.SetSRV(domainB, 3600, targets...)
 	for i := range n {
 		extra := []string{"FED_NATS_URL=" + pw.natsA}
 		if profile && i == 0 {
