@@ -317,6 +317,7 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 		"FED_TLS_CA":                cc.CA,
 		"FED_ALLOW_PRIVATE_TARGETS": "true",
 		"FED_IDLE_CONN_TIMEOUT":     cc.IdleTimeout.String(),
+		"FED_KV_BUCKET":             "", // static configuration: the child's NATS has no JetStream
 	}
 	fcfg := federator.NewConfig()
 	if err := config.Load(ctx, &fcfg, envconfig.MapLookuper(env)); err != nil {

@@ -17,8 +17,8 @@ import (
 // a thread for each goroutine made ready (runtime.wakep, futex,
 // runtime.findRunnable), and its scavenger runs at a fixed share of
 // GOMAXPROCS. Measured with the separate-process benchmark (fedbench
-// -scenario=procs, BENCHMARKS.md): one P takes the CPU per request of a
-// federator and an ingress down by about a sixth.
+// -scenario=procs, BENCHMARKS.md "Separate processes"): one P took the CPU
+// per request of a federator and an ingress down by 11–23%.
 const DefaultGOMAXPROCS = 1
 
 // TuneRuntime sets GOMAXPROCS to DefaultGOMAXPROCS when getenv (os.Getenv)
