@@ -96,8 +96,9 @@ func moveOffLameDuck(nc *nats.Conn, log *slog.Logger) {
 		wg.Go(func() { m.quiesce(ctx) })
 	}
 	wg.Wait()
+	timedOut := ctx.Err() != nil
 	cancel()
-	if ctx.Err() != nil {
+	if timedOut {
 		log.Warn("lame-duck move: requests still in flight, moving anyway", "server", from, "waited", quiesceTimeout.String())
 	}
 	defer func() {
