@@ -77,7 +77,8 @@ STATIC        := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w $(LDFLAGS)'
 # The seed's exact handle search, sent by the stand-in brig of A.
 REQUEST       ?= b.example.com brig get-user-by-handle '"alice"'
 
-.PHONY: images certs compose-up compose-down compose-config compose-request integration
+.PHONY: images certs compose-up compose-down compose-config compose-request integration \
+	compose-cluster-up compose-cluster-down compose-cluster-request
 
 ## images: fedbus:dev (the six static binaries, with OCI labels) and fedbus-nats:dev, both FROM scratch
 images:
@@ -99,10 +100,26 @@ compose-up: images certs
 compose-down:
 	$(COMPOSE) down --remove-orphans --timeout 20
 
-## compose-config: validate docker-compose.yml (with its defaults)
+## compose-config: validate docker-compose.yml and docker-compose.cluster.yml (with their defaults)
 compose-config:
 	$(COMPOSE) config -q
-	@echo "docker-compose.yml is valid"
+	$(COMPOSE) -f docker-compose.cluster.yml config -q
+	@echo "docker-compose.yml and docker-compose.cluster.yml are valid"
+
+## compose-cluster-up: both backends on 3-server NATS clusters (docs/compose.md); waits until A reaches B
+CLUSTER_COMPOSE := $(COMPOSE) -f docker-compose.cluster.yml
+compose-cluster-up: images certs
+	mkdir -p $(addprefix $(BIN)/nats-data/,a-1 a-2 a-3 b-1 b-2 b-3)
+	chmod 0777 $(addprefix $(BIN)/nats-data/,a-1 a-2 a-3 b-1 b-2 b-3)
+	NATS_IMAGE=$(NATS_DEV) FEDBUS_IMAGE=$(IMAGE) $(CLUSTER_COMPOSE) up -d
+	$(CLUSTER_COMPOSE) exec -T standin-a /standin call -retry-for 90s -timeout 5s $(REQUEST) >/dev/null
+	@echo "compose (clusters): both backends are up; try: make compose-cluster-request"
+
+compose-cluster-down:
+	$(CLUSTER_COMPOSE) down --remove-orphans --timeout 20
+
+compose-cluster-request:
+	$(CLUSTER_COMPOSE) exec -T standin-a /standin call $(REQUEST)
 
 ## compose-request: the seed's exact handle search for alice, from A to B, through the compose stack
 compose-request:
@@ -110,23 +127,26 @@ compose-request:
 
 ## integration: build the images, then the container fault tests (integration/, build tag integration)
 integration: images
-	TESTCONTAINERS_RYUK_DISABLED=true $(GO) test -tags integration -count=1 -timeout 15m -v ./integration/
+	FEDBUS_IMAGE=$(IMAGE) NATS_IMAGE=$(NATS_DEV) TESTCONTAINERS_RYUK_DISABLED=true $(GO) test -tags integration -count=1 -timeout 15m -v ./integration/
 
 ## bench: fedbench (see BENCHMARKS.md): every scenario at 64 in flight × 256 B plus a sweep
 ## (1, 16, 256 in flight; 64 KiB at 64); the key cell (64 × 256 B) again in 3 interleaved rounds,
-## whose ratios are the targets' verdicts; the 10,000-domain memory mode (Go defaults, then
-## GOMEMLIMIT=70MiB); the asset mode (a 50 MiB stream-asset through both object stores against
-## a raw HTTPS download, 5 interleaved rounds, then 8 at once for the memory per transfer, with
-## the production binaries and nats-server as processes); the bus, federator and ingress
-## micro-benchmarks. About 4.5 minutes. BENCH_FLAGS adds fedbench flags to the first run
-## (e.g. -matrix=full).
+## whose ratios are the targets' verdicts; the separate-process scaling table (two nats-server,
+## 1, 2 and 4 federator and ingress processes, the echo component and the load client each a
+## process, beside the in-process figure and nginx; fedbus's runtime defaults, then Go's); the
+## 10,000-domain memory mode (Go's GC defaults; FED_IDLE_CONN_TIMEOUT 3s, then the default 90s);
+## the asset mode (a 50 MiB stream-asset through both object stores against a raw HTTPS download,
+## 5 interleaved rounds, then 8 at once for the memory per transfer, with the production binaries
+## and nats-server as processes); the bus, federator and ingress micro-benchmarks. About 7
+## minutes. BENCH_FLAGS adds fedbench flags to the first run (e.g. -matrix=full).
 BENCH_FLAGS ?=
 .PHONY: bench
 bench:
 	$(GO) build -o $(BIN)/ ./cmd/fedbench ./cmd/federator ./cmd/ingress github.com/nats-io/nats-server/v2
 	$(BIN)/fedbench -duration=3s -warmup=500ms $(BENCH_FLAGS)
 	$(BIN)/fedbench -inflight=64 -sizes=256 -duration=2s -rounds=3
+	$(BIN)/fedbench -scenario=procs -bin=$(BIN) -workers=1,2,4 -duration=3s -warmup=500ms -rounds=2 -procs-env='|GOMAXPROCS=$(shell nproc) GOGC=100'
 	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=3s
-	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=3s -gomemlimit=70MiB
+	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=90s
 	$(BIN)/fedbench -scenario=asset -asset-size=52428800 -rounds=5 -inflight=8 -bin=$(BIN)
 	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./bus ./federator ./policy ./discovery ./contract ./ingress

@@ -161,7 +161,7 @@ func RunDomains(ctx context.Context, cfg DomainsConfig) (err error) {
 	w.b, err = fedtest.StartBackend(fedtest.BackendOptions{
 		Domain: domainB, InfraHost: infraB, CA: w.ca, DNS: w.dns, Dir: w.dir,
 		Strategy: "allow-list", AllowList: []string{domainA}, Logger: w.log,
-		CertNames: []string{infraB, targetsSAN},
+		CertNames: []string{infraB, targetsSAN}, Env: unlimitedEnv,
 	})
 	if err != nil {
 		return err
@@ -295,6 +295,8 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 		return fmt.Errorf("configuration: %w", err)
 	}
 	log := slog.New(slog.DiscardHandler)
+	// The runtime settings of the federator binary.
+	setup.TuneRuntime(os.Getenv)
 	ns, err := testbed.StartNATS("")
 	if err != nil {
 		return err
@@ -316,6 +318,7 @@ func DomainsChild(ctx context.Context, arg string, out io.Writer) (err error) {
 		"FED_ALLOW_PRIVATE_TARGETS": "true",
 		"FED_OPS_ADDR":              "127.0.0.1:0", // not the shared :9090 of the host
 		"FED_IDLE_CONN_TIMEOUT":     cc.IdleTimeout.String(),
+		"FED_KV_BUCKET":             "", // static configuration: the child's NATS has no JetStream
 	}
 	fcfg := federator.NewConfig()
 	if err := config.Load(ctx, &fcfg, envconfig.MapLookuper(env)); err != nil {

@@ -27,6 +27,8 @@ const (
 	// ScenarioDomains is the memory mode (RunDomains), not a throughput
 	// scenario.
 	ScenarioDomains = "domains"
+	// ScenarioProcs is the separate-process mode (RunProcs).
+	ScenarioProcs = "procs"
 )
 
 // AllScenarios are the throughput scenarios in their running order.
@@ -164,6 +166,9 @@ type scenario struct {
 	extCPU func() (time.Duration, error)
 	// skip, when set, is why the scenario does not run.
 	skip string
+	// mark, when set, is told when the measuring window starts ("T0")
+	// and ends ("T1"), once the counters are sampled.
+	mark func(edge string)
 }
 
 // Run sets up the selected scenarios, measures every cell and prints the
@@ -382,7 +387,13 @@ func measure(ctx context.Context, sc *scenario, cell Cell, warmup, length time.D
 		})
 	}
 	s0, err0 := sleepAndSample(cctx, t0, sc.extCPU)
+	if sc.mark != nil {
+		sc.mark("T0")
+	}
 	s1, err1 := sleepAndSample(cctx, t1, sc.extCPU)
+	if sc.mark != nil {
+		sc.mark("T1")
+	}
 	wg.Wait()
 	if err := errors.Join(err0, err1); err != nil {
 		return window{}, err

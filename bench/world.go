@@ -112,7 +112,7 @@ func newWorld(ctx context.Context, log *slog.Logger) (_ *world, err error) {
 func (w *world) startBackend(domain, infra, peer string) (*fedtest.Backend, error) {
 	be, err := fedtest.StartBackend(fedtest.BackendOptions{
 		Domain: domain, InfraHost: infra, CA: w.ca, DNS: w.dns, Dir: w.dir,
-		Strategy: "allow-list", AllowList: []string{peer}, Logger: w.log,
+		Strategy: "allow-list", AllowList: []string{peer}, Logger: w.log, Env: unlimitedEnv,
 	})
 	if err != nil {
 		return nil, err
@@ -123,6 +123,11 @@ func (w *world) startBackend(domain, infra, peer string) (*fedtest.Backend, erro
 	}
 	return be, nil
 }
+
+// unlimitedEnv lifts the ingress's per-certificate limits
+// (FED_INGRESS_CERT_RATE and FED_INGRESS_CERT_CONCURRENCY): the benchmark's
+// one client certificate sends far more than one peer's default share.
+var unlimitedEnv = map[string]string{"FED_INGRESS_CERT_RATE": "0", "FED_INGRESS_CERT_CONCURRENCY": "0"}
 
 // unlimited lifts the ingress's per-origin rate and concurrency limits
 // (FED_INGRESS_ORIGIN_RATE and friends): the benchmark measures the

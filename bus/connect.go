@@ -10,9 +10,11 @@ import (
 )
 
 // Connect connects to NATS with the options every fedbus process wants:
-// endless reconnects, a bounded reconnect buffer, and logged state changes.
-// extra options (credentials, TLS) are applied last. The error never holds
-// a password or token of urls (masked, as in the reconnect log lines).
+// endless reconnects, a bounded reconnect buffer, logged state changes,
+// and a move to another server of the cluster when its server enters
+// lame-duck mode (lameduck.go). extra options (credentials, TLS) are
+// applied last. The error never holds a password or token of urls
+// (masked, as in the reconnect log lines).
 func Connect(urls, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
@@ -30,6 +32,8 @@ func Connect(urls, name string, log *slog.Logger, extra ...nats.Option) (*nats.C
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
+		// The move ends within quiesceTimeout + moveTimeout.
+		nats.LameDuckModeHandler(func(nc *nats.Conn) { go moveOffLameDuck(nc, log) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""
 			if sub != nil {

@@ -52,16 +52,24 @@ type EventHandler func(ctx context.Context, subject string, ev Event) Event
 // reply larger than the server's max payload is replaced by
 // payload-too-large), and a graceful Shutdown.
 type Loop struct {
-	cfg LoopConfig
-	nc  *nats.Conn
-	h   EventHandler
-	log *slog.Logger
-	sub *nats.Subscription
-	out *Outbox
-	sem chan struct{}
-	wg  sync.WaitGroup
+	cfg   LoopConfig
+	nc    *nats.Conn
+	h     EventHandler
+	log   *slog.Logger
+	out   *Outbox
+	sem   chan struct{}
+	wg    sync.WaitGroup
+	onMsg nats.MsgHandler // the subscription's callback (handler contexts from Listen's)
+	// unregister removes the Loop from the users that move with the
+	// connection off a server in lame-duck mode (lameduck.go).
+	unregister func()
 
-	stats Counter
+	mu       sync.Mutex
+	sub      *nats.Subscription // replaced when the connection moves
+	drained  *nats.Subscription // drained by a move, not yet replaced
+	stopping bool               // Shutdown was called: no new subscription
+
+	stats Counter // for NATS service discovery (Announce)
 }
 
 // Counter counts the requests a service answered, for the NATS micro
@@ -108,7 +116,10 @@ func (l *Loop) Stats() LoopStats { return l.stats.Stats() }
 // PendingBytes returns the bytes of the requests received and not yet
 // taken by a handler.
 func (l *Loop) PendingBytes() int {
-	_, b, err := l.sub.Pending()
+	l.mu.Lock()
+	sub := l.sub
+	l.mu.Unlock()
+	_, b, err := sub.Pending()
 	if err != nil {
 		return 0
 	}
@@ -138,30 +149,84 @@ func Listen(ctx context.Context, nc *nats.Conn, cfg LoopConfig, h EventHandler) 
 		pending = -1
 	}
 	l := &Loop{cfg: cfg, nc: nc, h: h, log: cfg.Logger, sem: make(chan struct{}, cfg.MaxInFlight)}
+	l.cfg.PendingBytes = pending
+	l.onMsg = func(msg *nats.Msg) { l.dispatch(ctx, msg) }
 	out, err := NewOutbox(nc, l.log)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Subject, err)
 	}
 	l.out = out
-	sub, err := nc.QueueSubscribe(cfg.Subject, cfg.Queue, func(msg *nats.Msg) { l.onMsg(ctx, msg) })
+	sub, err := l.subscribe()
 	if err != nil {
 		l.out.Close()
-		return nil, fmt.Errorf("listen on %s: subscribe: %w", cfg.Subject, err)
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Subject, err)
 	}
 	l.sub = sub
-	if err := sub.SetPendingLimits(-1, pending); err != nil {
-		l.stop()
-		return nil, fmt.Errorf("listen on %s: pending limits: %w", cfg.Subject, err)
-	}
-	// The server has the subscription before Listen returns.
-	if err := nc.Flush(); err != nil {
-		l.stop()
-		return nil, fmt.Errorf("listen on %s: flush: %w", cfg.Subject, err)
-	}
+	l.unregister = register(nc, l)
 	return l, nil
 }
 
-func (l *Loop) onMsg(ctx context.Context, msg *nats.Msg) {
+// subscribe makes the Loop's queue subscription and returns once the
+// server has it.
+func (l *Loop) subscribe() (*nats.Subscription, error) {
+	sub, err := l.nc.QueueSubscribe(l.cfg.Subject, l.cfg.Queue, l.onMsg)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	if err := sub.SetPendingLimits(-1, l.cfg.PendingBytes); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("pending limits: %w", err)
+	}
+	if err := l.nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("flush: %w", err)
+	}
+	return sub, nil
+}
+
+// quiesce drains the subscription before the connection moves off a
+// server in lame-duck mode: the cluster gives new requests to the other
+// members of the queue group; those already delivered are handled (their
+// replies are published after the move, nats.go buffers them).
+func (l *Loop) quiesce(ctx context.Context) {
+	l.mu.Lock()
+	sub := l.sub
+	stopping := l.stopping
+	l.mu.Unlock()
+	if stopping {
+		return
+	}
+	if err := sub.Drain(); err != nil {
+		l.log.Warn("lame-duck move: drain", "subject", l.cfg.Subject, "err", err)
+		return
+	}
+	l.mu.Lock()
+	l.drained = sub
+	l.mu.Unlock()
+	for sub.IsValid() && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// resume subscribes again once the connection has moved (nats.go sends
+// the subscription when it is connected, if it is not yet).
+func (l *Loop) resume() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopping || l.drained == nil || l.drained != l.sub {
+		return
+	}
+	l.drained = nil
+	sub, err := l.nc.QueueSubscribe(l.cfg.Subject, l.cfg.Queue, l.onMsg)
+	if err != nil {
+		l.log.Error("lame-duck move: subscribe again", "subject", l.cfg.Subject, "err", err)
+		return
+	}
+	_ = sub.SetPendingLimits(-1, l.cfg.PendingBytes)
+	l.sub = sub
+}
+
+func (l *Loop) dispatch(ctx context.Context, msg *nats.Msg) {
 	l.sem <- struct{}{}
 	l.wg.Add(1)
 	go func() {
@@ -229,22 +294,22 @@ func (l *Loop) publishFailed(reply *nats.Msg, requestID string, err error) {
 // the same way).
 const smallReply = 4 << 10
 
-// stop undoes a Listen that failed half way.
-func (l *Loop) stop() {
-	_ = l.sub.Unsubscribe()
-	l.out.Close()
-}
-
 // Shutdown stops taking requests, lets the pending and running ones finish
 // and publishes their replies, and returns when they have or ctx ends
 // (cancel Listen's context to stop the handlers still running then).
 func (l *Loop) Shutdown(ctx context.Context) error {
-	if err := l.sub.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+	l.unregister()
+	l.mu.Lock()
+	l.stopping = true
+	sub := l.sub
+	l.mu.Unlock()
+	// A subscription drained by a lame-duck move is no longer valid.
+	if err := sub.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
 		return fmt.Errorf("shutdown %s: drain: %w", l.cfg.Subject, err)
 	}
 	done := make(chan struct{})
 	go func() {
-		for l.sub.IsValid() {
+		for sub.IsValid() {
 			select {
 			case <-ctx.Done():
 				return

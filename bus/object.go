@@ -117,6 +117,9 @@ type ObjectsConfig struct {
 	// (FED_MAX_OBJECT_TRANSFERS); more wait for a slot until their
 	// context ends. Zero: no bound.
 	MaxTransfers int
+	// Replicas of the bucket when Put creates it (FED_JETSTREAM_REPLICAS:
+	// 3 on a NATS cluster); zero means one.
+	Replicas int
 }
 
 // Objects moves bodies into and out of the JetStream object store in
@@ -211,6 +214,7 @@ func (o *Objects) store(ctx context.Context, bucket string, create bool) (jetstr
 			Description: "fedbus: large and streamed bodies of federated calls (contract section 8)",
 			TTL:         o.cfg.TTL,
 			Storage:     jetstream.FileStorage,
+			Replicas:    max(o.cfg.Replicas, 1),
 		})
 		if errors.Is(err, jetstream.ErrBucketExists) { // made by another process meanwhile
 			st, err = o.js.ObjectStore(ctx, bucket)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -42,9 +43,16 @@ type Requester struct {
 	sub    *nats.Subscription
 	tokens *replyTokens
 
+	// unregister removes the Requester from the users that move with the
+	// connection off a server in lame-duck mode (lameduck.go).
+	unregister func()
+
 	mu      sync.Mutex
 	closed  bool
 	pending map[string]chan result
+	// hold, while the connection moves off a server in lame-duck mode,
+	// makes new requests wait (closed when they may go).
+	hold chan struct{}
 }
 
 // result is what ends a request: its reply, or the error that ended it
@@ -83,12 +91,52 @@ func NewRequester(nc *nats.Conn, out *Outbox, logger *slog.Logger) (*Requester, 
 		return nil, fmt.Errorf("new requester: subscribe %s*: %w", r.prefix, err)
 	}
 	r.sub = sub
+	r.unregister = register(nc, r)
 	return r, nil
 }
 
 // IsConnected reports whether the NATS connection is up: while it is not,
-// Exchange fails requests at once (component-unavailable).
-func (r *Requester) IsConnected() bool { return r.nc.IsConnected() }
+// Exchange fails requests at once (component-unavailable). A connection
+// moving off a server in lame-duck mode counts as up: its requests wait
+// for the move (quiesce, resume).
+func (r *Requester) IsConnected() bool {
+	if r.nc.IsConnected() {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.hold != nil
+}
+
+// quiesce holds new requests and returns once those in flight have their
+// reply (or ctx ended), before the connection moves off a server in
+// lame-duck mode: a reply on its way when the connection moves is lost.
+func (r *Requester) quiesce(ctx context.Context) {
+	r.mu.Lock()
+	if r.hold == nil {
+		r.hold = make(chan struct{})
+	}
+	r.mu.Unlock()
+	for ctx.Err() == nil {
+		r.mu.Lock()
+		n := len(r.pending)
+		r.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// resume lets the held requests go.
+func (r *Requester) resume() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.hold != nil {
+		close(r.hold)
+		r.hold = nil
+	}
+}
 
 // deliver hands a reply to the request waiting for it; a reply nobody
 // waits for (its request timed out) is dropped, as nats.go does.
@@ -129,6 +177,16 @@ func (r *Requester) RequestMsgWithContext(ctx context.Context, msg *nats.Msg) (*
 	token := msg.Reply[len(r.prefix):]
 	ch := make(chan result, 1)
 	r.mu.Lock()
+	for r.hold != nil && !r.closed {
+		hold := r.hold
+		r.mu.Unlock()
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		r.mu.Lock()
+	}
 	if r.closed {
 		r.mu.Unlock()
 		return nil, ErrRequesterClosed
@@ -157,8 +215,13 @@ func (r *Requester) RequestMsgWithContext(ctx context.Context, msg *nats.Msg) (*
 // Close unsubscribes the inbox; requests still waiting end at once with
 // ErrRequesterClosed. It closes the Outbox if the Requester made it.
 func (r *Requester) Close() error {
+	r.unregister()
 	r.mu.Lock()
 	r.closed = true
+	if r.hold != nil {
+		close(r.hold)
+		r.hold = nil
+	}
 	for token, ch := range r.pending {
 		// Not sent to yet: end removes an entry before sending.
 		ch <- result{err: ErrRequesterClosed}

@@ -34,7 +34,7 @@ func TestFromEnvHelpListsEveryVariable(t *testing.T) {
 	}
 	for _, name := range []string{"FED_DOMAIN", "FED_NATS_URL", "FED_SUBJECT_PREFIX", "FED_DNS_SERVER", "FED_STRATEGY", "FED_ALLOW_LIST",
 		"FED_TLS_CERT", "FED_TLS_KEY", "FED_TLS_CA", "FED_COMPONENTS", "FED_REQUEST_TIMEOUT", "FED_ALLOW_PRIVATE_TARGETS", "FED_TEST_EXTRA",
-		"FED_OBJECT_BUCKET", "FED_OBJECT_TTL", "FED_MAX_OBJECT_BYTES", "FED_MAX_OBJECT_TRANSFERS"} {
+		"FED_OBJECT_BUCKET", "FED_OBJECT_TTL", "FED_MAX_OBJECT_BYTES", "FED_MAX_OBJECT_TRANSFERS", "FED_JETSTREAM_REPLICAS", "FED_NATS_IN_ORDER"} {
 		if !strings.Contains(out.String(), name) {
 			t.Errorf("-h does not list %s", name)
 		}
@@ -53,6 +53,7 @@ func TestFromEnvReportsEveryProblemAtOnce(t *testing.T) {
 	t.Setenv("FED_OBJECT_TTL", "10ms")
 	t.Setenv("FED_MAX_OBJECT_BYTES", "0")
 	t.Setenv("FED_MAX_OBJECT_TRANSFERS", "-1")
+	t.Setenv("FED_JETSTREAM_REPLICAS", "7")
 	cfg := cliConfig{Common: DefaultCommon(), Extra: 1}
 	_, err := FromEnv(context.Background(), Command{Prog: "federator", Out: &bytes.Buffer{}}, &cfg)
 	if err == nil {
@@ -60,7 +61,7 @@ func TestFromEnvReportsEveryProblemAtOnce(t *testing.T) {
 	}
 	for _, want := range []string{"FED_DOMAIN is required", "FED_STRATEGY", "FED_ALLOW_LIST", "FED_TLS_CERT is required", "FED_TLS_KEY is required",
 		"FED_TLS_CA is required", "FED_COMPONENTS", "FED_DNS_SERVER", "FED_TEST_EXTRA",
-		"FED_OBJECT_BUCKET", "FED_OBJECT_TTL", "FED_MAX_OBJECT_BYTES", "FED_MAX_OBJECT_TRANSFERS"} {
+		"FED_OBJECT_BUCKET", "FED_OBJECT_TTL", "FED_MAX_OBJECT_BYTES", "FED_MAX_OBJECT_TRANSFERS", "FED_JETSTREAM_REPLICAS 7 is not 1 to 5"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}

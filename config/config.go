@@ -26,6 +26,7 @@ import (
 type Common struct {
 	Domain              string        `env:"FED_DOMAIN" desc:"this backend's domain (required)"`
 	NATSURL             string        `env:"FED_NATS_URL" secret:"userinfo" desc:"NATS server(s), comma-separated"`
+	NATSInOrder         bool          `env:"FED_NATS_IN_ORDER" desc:"connect to the servers of FED_NATS_URL in the order given (the first first, the others on failover) instead of in random order: places a process on the server of its zone"`
 	SubjectPrefix       string        `env:"FED_SUBJECT_PREFIX" desc:"first subject token"`
 	DNSServer           string        `env:"FED_DNS_SERVER" desc:"host:port of the resolver(s) for SRV and address lookups, comma-separated; system resolver if unset"`
 	Strategy            string        `env:"FED_STRATEGY" desc:"allow-none, allow-all or allow-list"`
@@ -38,12 +39,14 @@ type Common struct {
 	AllowPrivateTargets bool          `env:"FED_ALLOW_PRIVATE_TARGETS" desc:"allow targets on loopback, private or link-local addresses (tests and local demos only)"`
 	NATS                NATSAuth
 	KVBucket            string        `env:"FED_KV_BUCKET" desc:"JetStream key-value bucket with the dynamic federation config (remote domains and their rules), the one fedctl manages; set it empty for the static configuration only"`
+	JetStreamReplicas   int           `env:"FED_JETSTREAM_REPLICAS" desc:"replicas of every JetStream asset fedbus creates (the config bucket through fedctl, the object bucket, streams): 1 on a single NATS server, 3 on a NATS cluster"`
 	TLSReloadInterval   time.Duration `env:"FED_TLS_RELOAD_INTERVAL" desc:"how often the certificate, key and CA files are checked for changes"`
 	TLSMinVersion       string        `env:"FED_TLS_MIN_VERSION" desc:"lowest TLS version for federation traffic: 1.3 or 1.2"`
 	ShutdownTimeout     time.Duration `env:"FED_SHUTDOWN_TIMEOUT" desc:"how long a stopping process waits for requests in flight"`
 	LogFormat           string        `env:"FED_LOG_FORMAT" desc:"json or text"`
 	LogLevel            string        `env:"FED_LOG_LEVEL" desc:"debug, info, warn or error"`
 	Identity            string        `env:"FED_IDENTITY" desc:"how the ingress ties a client certificate to its origin domain: srv (a DNS SAN is an SRV target of the origin) or srv-or-domain (also a DNS SAN equal to the origin domain)"`
+	PprofAddr           string        `env:"FED_PPROF_ADDR" desc:"address of a debug listener serving Go's profiles (/debug/pprof/) on plain HTTP, e.g. 127.0.0.1:6060; empty: none. Never expose it"`
 	RequireDNSSEC       bool          `env:"FED_REQUIRE_DNSSEC" desc:"trust only SRV answers that the resolver validated with DNSSEC (AD flag), for the ingress's identity check and the federator's discovery of remotes; needs a validating resolver on a trusted path"`
 	IdentityStaleGrace  time.Duration `env:"FED_IDENTITY_STALE_GRACE" desc:"while the DNS servers fail, how long past its expiry an origin's SRV answer still proves a client certificate's identity (0: not at all); discovery of remotes keeps serving stale answers for an hour"`
 	DNSCacheEntries     int           `env:"FED_DNS_CACHE_ENTRIES" desc:"DNS answers kept, per kind (SRV, addresses); the least recently used go first"`
@@ -93,6 +96,7 @@ func DefaultCommon() Common {
 		MaxObjectBytes:     contract.DefaultMaxObjectBytes,
 		MaxObjectTransfers: 32,
 		OpsAddr:            ":9090",
+		JetStreamReplicas:  1,
 	}
 }
 
@@ -146,6 +150,9 @@ func (c *Common) Validate() error {
 	}
 	if c.KVBucket != "" && !contract.ValidBucket(c.KVBucket) {
 		add("FED_KV_BUCKET %q is not [A-Za-z0-9_-]+", c.KVBucket)
+	}
+	if err := ValidReplicas(c.JetStreamReplicas); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, c.NATS.validate()...)
 	errs = append(errs, c.ValidateServing())
@@ -246,6 +253,17 @@ func CheckListenAddr(addr string) error {
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return fmt.Errorf("%q: port is not a number 0-65535", addr)
+	}
+	return nil
+}
+
+// MaxReplicas is the most replicas NATS JetStream keeps of a stream.
+const MaxReplicas = 5
+
+// ValidReplicas checks a FED_JETSTREAM_REPLICAS value.
+func ValidReplicas(n int) error {
+	if n < 1 || n > MaxReplicas {
+		return fmt.Errorf("FED_JETSTREAM_REPLICAS %d is not 1 to %d", n, MaxReplicas)
 	}
 	return nil
 }

@@ -225,7 +225,7 @@ func checkAllowList(ctx context.Context, r *findings, d Diag, nc *nats.Conn, buc
 	dynamic := 0
 	if nc != nil && bucket != "" {
 		if js, err := jetstream.New(nc); err == nil {
-			if st, err := policy.OpenStore(ctx, js, bucket, false); err == nil {
+			if st, err := policy.OpenStore(ctx, js, bucket, 0); err == nil {
 				if entries, _, err := st.List(ctx); err == nil {
 					dynamic = len(entries)
 				}

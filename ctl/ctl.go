@@ -42,15 +42,22 @@ var (
 	ErrUnknownComponent = errors.New("component not federated")
 )
 
-// probeTimeout bounds the check that NATS lets fedctl read its replies.
-const probeTimeout = 5 * time.Second
+// probeTimeout bounds the check that NATS lets fedctl read its replies;
+// replicateTimeout bounds moving the bucket to FED_JETSTREAM_REPLICAS.
+const (
+	probeTimeout     = 5 * time.Second
+	replicateTimeout = 30 * time.Second
+)
 
 // Config is fedctl's configuration (environment). Start from NewConfig.
 type Config struct {
 	NATSURL    string   `env:"FED_NATS_URL" secret:"userinfo" desc:"NATS server(s), comma-separated"`
 	Bucket     string   `env:"FED_KV_BUCKET" desc:"key-value bucket of the federation config: the services' FED_KV_BUCKET"`
 	Components []string `env:"FED_COMPONENTS" desc:"components a rule may name when no running service says which it federates: the services' FED_COMPONENTS"`
-	NATS       config.NATSAuth
+	// Replicas of the bucket: create makes it with them, or moves an
+	// existing bucket to them.
+	Replicas int `env:"FED_JETSTREAM_REPLICAS" desc:"replicas of the bucket: 3 on a NATS cluster (create moves an existing bucket to this count)"`
+	NATS     config.NATSAuth
 	// Diag is what the diagnostic commands read of this backend's set-up.
 	Diag Diag
 }
@@ -59,7 +66,7 @@ type Config struct {
 // services (the same bucket, NATS URL and components).
 func NewConfig() Config {
 	d := config.DefaultCommon()
-	return Config{NATSURL: d.NATSURL, Bucket: config.DefaultBucket, Components: d.Components, Diag: newDiag()}
+	return Config{NATSURL: d.NATSURL, Bucket: config.DefaultBucket, Components: d.Components, Replicas: d.JetStreamReplicas, Diag: newDiag()}
 }
 
 // Validate reports every problem at once.
@@ -76,6 +83,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("FED_COMPONENTS entry %q is not [a-z0-9-]{1,63}", comp))
 		}
 	}
+	if err := config.ValidReplicas(c.Replicas); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -84,7 +94,7 @@ func (c *Config) Normalize() {}
 
 // Usage is fedctl's help text.
 const Usage = `Usage:
-  fedctl create                                            create the bucket (FED_KV_BUCKET)
+  fedctl create                                            create the bucket (FED_KV_BUCKET) with FED_JETSTREAM_REPLICAS replicas, or move it to them
   fedctl remotes list
   fedctl remotes add <domain> [-allow component:rpc]...   (rpc "*" = every rpc)
   fedctl remotes remove <domain>
@@ -151,7 +161,7 @@ func Run(ctx context.Context, cfg Config, args []string, out, warn io.Writer) er
 	if args[0] == "create" {
 		return create(ctx, nc, js, cfg, out, warn)
 	}
-	st, err := policy.OpenStore(ctx, js, cfg.Bucket, false)
+	st, err := policy.OpenStore(ctx, js, cfg.Bucket, 0)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return fmt.Errorf("%w: bucket %s (FED_KV_BUCKET) does not exist: create it with 'fedctl create' (and check FED_KV_BUCKET against the services')", ErrNoBucket, cfg.Bucket)
 	}
@@ -192,18 +202,35 @@ func connect(cfg Config) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// create makes the bucket, or says it exists.
+// create makes the bucket with FED_JETSTREAM_REPLICAS replicas, or says
+// it exists and moves it to that count (a backend whose single NATS
+// server became a cluster).
 func create(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg Config, out, warn io.Writer) error {
+	replicas := max(cfg.Replicas, 1)
 	if _, err := js.KeyValue(ctx, cfg.Bucket); err == nil {
-		fmt.Fprintf(out, "bucket %s exists already\n", cfg.Bucket)
+		st, err := policy.OpenStore(ctx, js, cfg.Bucket, 0)
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, replicateTimeout)
+		had, err := st.Replicate(rctx, replicas)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if had != replicas {
+			fmt.Fprintf(out, "bucket %s exists already: %d replica(s) → %d (FED_JETSTREAM_REPLICAS)\n", cfg.Bucket, had, replicas)
+		} else {
+			fmt.Fprintf(out, "bucket %s exists already\n", cfg.Bucket)
+		}
 	} else {
 		if !errors.Is(err, jetstream.ErrBucketNotFound) {
 			return fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
 		}
-		if _, err := policy.OpenStore(ctx, js, cfg.Bucket, true); err != nil {
+		if _, err := policy.OpenStore(ctx, js, cfg.Bucket, replicas); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "created bucket %s\n", cfg.Bucket)
+		fmt.Fprintf(out, "created bucket %s (%d replica(s))\n", cfg.Bucket, replicas)
 	}
 	services, askErr := askServices(nc)
 	report(cfg.Bucket, services, watching(services, cfg.Bucket), askErr, out, warn)

@@ -144,3 +144,34 @@ func TestServicesAndBucket(t *testing.T) {
 		{name: "components from the services", args: "rules set galley:*", err: ErrUnknownComponent},
 	})
 }
+
+// TestReplicasOnACluster: on a NATS cluster, create makes the bucket with
+// FED_JETSTREAM_REPLICAS replicas, and moves a bucket made with fewer
+// (before the single server became a cluster) to them.
+func TestReplicasOnACluster(t *testing.T) {
+	c, err := testbed.StartCluster(testbed.ClusterOptions{Name: "ctl", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Shutdown)
+	cfg := NewConfig()
+	cfg.NATSURL = strings.Join(c.URLs(0), ",")
+	noService := "no running federator or ingress answers"
+	three := cfg
+	three.Replicas = 3
+	runSteps(t, cfg, []step{{name: "made with one replica", args: "create", want: []string{"created bucket fedbus (1 replica(s))"}, warn: noService}})
+	runSteps(t, three, []step{
+		{name: "moved to three", args: "create", want: []string{"bucket fedbus exists already: 1 replica(s) → 3"}, warn: noService},
+		{name: "three already", args: "create", want: []string{"bucket fedbus exists already\n"}, warn: noService},
+		{name: "writable", args: "remotes add b.example.com", want: []string{"added b.example.com"}, warn: noService},
+	})
+	for i := range c.Size() {
+		info, err := c.Server(i).Jsz(&server.JSzOptions{Streams: true, Accounts: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Streams != 1 {
+			t.Errorf("%s holds %d streams, want the bucket's replica", c.Server(i).Name(), info.Streams)
+		}
+	}
+}

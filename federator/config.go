@@ -17,6 +17,7 @@ type Config struct {
 	MaxInFlight      int           `env:"FED_MAX_IN_FLIGHT" desc:"requests one federator worker handles at once"`
 	MaxPerRemote     int           `env:"FED_MAX_IN_FLIGHT_PER_REMOTE" desc:"requests in flight to one remote domain; more get too-many-requests at once, so one slow remote cannot take every worker (0: no limit)"`
 	IdleConnTimeout  time.Duration `env:"FED_IDLE_CONN_TIMEOUT" desc:"idle connections to remote backends are closed after this time"`
+	MaxRemoteConns   int           `env:"FED_MAX_REMOTE_CONNS" desc:"connections to remote backends kept open at most: opening one more closes the least recently used idle ones (busy ones stay; 0: no limit)"`
 	MaxResponseBytes int64         `env:"FED_MAX_RESPONSE_BYTES" desc:"largest remote response body passed on inline; lowered at start to what one NATS message carries (the server's max_payload less room for headers); a larger one goes through the object store (FED_OBJECT_BUCKET)"`
 	AllowSelfCalls   bool          `env:"FED_ALLOW_SELF_CALLS" desc:"allow requests whose target is this backend's own domain (FED_DOMAIN); refused with federation-denied by default"`
 	StatusBucket     string        `env:"FED_STATUS_BUCKET" desc:"JetStream key-value bucket of the remotes' up/down state, shared by the workers so that each change gives one remote status event (created when missing; empty: no status events)"`
@@ -31,6 +32,7 @@ func NewConfig() Config {
 		MaxInFlight:      2048,
 		MaxPerRemote:     512,
 		IdleConnTimeout:  90 * time.Second,
+		MaxRemoteConns:   512,
 		MaxResponseBytes: 16 << 20,
 		StatusBucket:     contract.DefaultStatusBucket,
 		RemoteDownAfter:  3,
@@ -53,6 +55,9 @@ func (c *Config) validateWorker() error {
 	}
 	if c.IdleConnTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("FED_IDLE_CONN_TIMEOUT must be positive"))
+	}
+	if c.MaxRemoteConns < 0 {
+		errs = append(errs, fmt.Errorf("FED_MAX_REMOTE_CONNS must not be negative"))
 	}
 	if c.MaxResponseBytes <= 0 {
 		errs = append(errs, fmt.Errorf("FED_MAX_RESPONSE_BYTES must be positive"))

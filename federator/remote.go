@@ -71,6 +71,7 @@ type remoteClient struct {
 	certs       *tlsconf.Store
 	client      *http.Client
 	transport   *http2.Transport
+	pool        *connPool
 	maxResponse int64
 	dialer      net.Dialer
 	now         func() time.Time
@@ -83,9 +84,6 @@ func newRemoteClient(origin string, cfg Config, res resolver, store *tlsconf.Sto
 	rc := &remoteClient{origin: origin, resolver: res, certs: store, maxResponse: cfg.MaxResponseBytes, now: now, metrics: m}
 	rc.dialer = net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	rc.transport = &http2.Transport{
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return rc.dialTLS(ctx, network, addr)
-		},
 		IdleConnTimeout:    cfg.IdleConnTimeout,
 		DisableCompression: true,
 		// No HTTP/2 health-check pings: x/net/http2 (v0.62) keeps a closed
@@ -95,11 +93,15 @@ func newRemoteClient(origin string, cfg Config, res resolver, store *tlsconf.Sto
 		// the request deadline instead.
 		ReadIdleTimeout: 0,
 	}
+	rc.pool = newConnPool(rc.transport, cfg.MaxRemoteConns, func(ctx context.Context, addr string) (net.Conn, error) {
+		return rc.dialTLS(ctx, "tcp", addr)
+	})
+	rc.transport.ConnPool = rc.pool
 	rc.client = &http.Client{Transport: rc.transport, CheckRedirect: noRedirects}
 	return rc
 }
 
-func (rc *remoteClient) closeIdle() { rc.transport.CloseIdleConnections() }
+func (rc *remoteClient) closeIdle() { rc.pool.closeIdle() }
 
 // dialTLS resolves host through the resolver, connects to the first
 // reachable address and completes the TLS handshake, verifying the server

@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,12 +25,14 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/testcontainers/testcontainers-go"
 	tcnats "github.com/testcontainers/testcontainers-go/modules/nats"
 	"github.com/testcontainers/testcontainers-go/wait"
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/policy"
 )
 
 // The two backends of the suite.
@@ -43,7 +47,13 @@ const (
 	requestTimeout = 5 * time.Second
 	// startTimeout bounds the start of one container.
 	startTimeout = 90 * time.Second
+	// configBucket is A's FED_KV_BUCKET.
+	configBucket = "fedbus"
 )
+
+// Where the processes of A are placed (FED_NATS_URL in order): server 0
+// holds federator-a-1 and ingress-a, server 1 federator-a-2 and standin-a,
+// server 2 federator-a-3 and the test's own components.
 
 // image returns the image named by the environment variable, or def.
 func image(envVar, def string) string {
@@ -53,10 +63,16 @@ func image(envVar, def string) string {
 	return def
 }
 
+// clusterSize is the number of NATS servers of A.
+const clusterSize = 3
+
 // ports are the 127.0.0.1 ports of one run (all containers share the
-// host's network).
+// host's network). A's NATS is a cluster: client, monitoring and route
+// port of each server.
 type ports struct {
-	natsA, monA, natsB, monB, ingressA, ingressB, dns int
+	natsA, monA, routeA     [clusterSize]int
+	natsB, monB             int
+	ingressA, ingressB, dns int
 }
 
 // service is one container of the suite.
@@ -76,7 +92,8 @@ type env struct {
 	mu       sync.Mutex
 	services []*service
 
-	natsA, natsB       *service
+	natsA              [clusterSize]*service
+	natsB              *service
 	fedA               []*service
 	fedB               *service
 	ingressA, ingressB *service
@@ -107,43 +124,59 @@ func setup(t *testing.T) *env {
 	e.ports = freePorts(t)
 	e.writeConfig()
 	start := time.Now()
-	err = parallel(
-		func() (err error) { e.natsA, err = e.startNATS(ctx, "nats-a", e.ports.natsA, e.ports.monA); return },
-		func() (err error) { e.natsB, err = e.startNATS(ctx, "nats-b", e.ports.natsB, e.ports.monB); return },
+	infra := []func() error{
+		func() (err error) {
+			e.natsB, err = e.startNATS(ctx, "nats-b", "-a", "127.0.0.1", "-p", strconv.Itoa(e.ports.natsB), "-m", strconv.Itoa(e.ports.monB), "-n", "nats-b")
+			return
+		},
 		func() (err error) {
 			e.devdns, err = e.start(ctx, "devdns", []string{"/devdns", "-listen", e.dnsAddr(), "-zone", confDir + "/test.zone"}, nil, "devdns serving")
 			return
 		},
-	)
-	if err != nil {
+	}
+	for i := range clusterSize {
+		infra = append(infra, func() (err error) {
+			e.natsA[i], err = e.startNATS(ctx, natsAName(i), "-c", confDir+"/"+natsAName(i)+".conf")
+			return
+		})
+	}
+	if err := parallel(infra...); err != nil {
 		t.Fatalf("start infrastructure: %v", err)
+	}
+	if err := e.waitClusterA(ctx, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The dynamic federation config, replicated three times, as fedctl
+	// makes it (FED_JETSTREAM_REPLICAS=3).
+	if err := e.createBucket(ctx); err != nil {
+		t.Fatal(err)
 	}
 	e.fedA = make([]*service, 3)
 	starts := []func() error{
 		func() (err error) {
-			e.fedB, err = e.start(ctx, "federator-b", []string{"/federator"}, e.fedEnv(domainB), "federator started")
+			e.fedB, err = e.start(ctx, "federator-b", []string{"/federator"}, e.fedEnv(domainB, 0), "federator started")
 			return
 		},
 		func() (err error) {
-			e.ingressA, err = e.start(ctx, "ingress-a", []string{"/ingress"}, e.fedEnv(domainA), `"msg":"serving"`)
+			e.ingressA, err = e.start(ctx, "ingress-a", []string{"/ingress"}, e.fedEnv(domainA, 0), `"msg":"serving"`)
 			return
 		},
 		func() (err error) {
-			e.ingressB, err = e.start(ctx, "ingress-b", []string{"/ingress"}, e.fedEnv(domainB), `"msg":"serving"`)
+			e.ingressB, err = e.start(ctx, "ingress-b", []string{"/ingress"}, e.fedEnv(domainB, 0), `"msg":"serving"`)
 			return
 		},
 		func() (err error) {
-			e.standinA, err = e.start(ctx, "standin-a", []string{"/standin", "serve"}, e.standinEnv(domainA), "standin serving")
+			e.standinA, err = e.start(ctx, "standin-a", []string{"/standin", "serve"}, e.standinEnv(domainA, 1), "standin serving")
 			return
 		},
 		func() (err error) {
-			e.standinB, err = e.start(ctx, "standin-b", []string{"/standin", "serve"}, e.standinEnv(domainB), "standin serving")
+			e.standinB, err = e.start(ctx, "standin-b", []string{"/standin", "serve"}, e.standinEnv(domainB, 0), "standin serving")
 			return
 		},
 	}
 	for i := range e.fedA {
 		starts = append(starts, func() (err error) {
-			e.fedA[i], err = e.start(ctx, fmt.Sprintf("federator-a-%d", i+1), []string{"/federator"}, e.fedEnv(domainA), "federator started")
+			e.fedA[i], err = e.start(ctx, fmt.Sprintf("federator-a-%d", i+1), []string{"/federator"}, e.fedEnv(domainA, i), "federator started")
 			return
 		})
 	}
@@ -159,7 +192,9 @@ func setup(t *testing.T) *env {
 			log.Warn("test client: nats disconnected", "err", err)
 		}
 	})
-	if e.ncA, err = bus.Connect(e.natsURL(e.ports.natsA), "integration "+domainA, log, quiet); err != nil {
+	// The test's components of A are on A's last server (no fault
+	// touches it), B's on B's.
+	if e.ncA, err = bus.Connect(e.natsURLsA(clusterSize-1), "integration "+domainA, log, quiet, nats.DontRandomize()); err != nil {
 		t.Fatal(err)
 	}
 	if e.ncB, err = bus.Connect(e.natsURL(e.ports.natsB), "integration "+domainB, log, quiet); err != nil {
@@ -187,7 +222,7 @@ func (e *env) cleanup() {
 	e.mu.Lock()
 	var fedbus, infra []*service
 	for _, s := range e.services {
-		if s == e.natsA || s == e.natsB || s == e.devdns {
+		if slices.Contains(e.natsA[:], s) || s == e.natsB || s == e.devdns {
 			infra = append(infra, s)
 		} else {
 			fedbus = append(fedbus, s)
@@ -283,7 +318,10 @@ func freePorts(tb testing.TB) ports {
 		return ln.Addr().(*net.TCPAddr).Port
 	}
 	var p ports
-	p.natsA, p.monA, p.natsB, p.monB, p.ingressA, p.ingressB = tcp(), tcp(), tcp(), tcp(), tcp(), tcp()
+	for i := range clusterSize {
+		p.natsA[i], p.monA[i], p.routeA[i] = tcp(), tcp(), tcp()
+	}
+	p.natsB, p.monB, p.ingressA, p.ingressB = tcp(), tcp(), tcp(), tcp()
 	for range 50 {
 		port := tcp()
 		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
@@ -299,6 +337,19 @@ func freePorts(tb testing.TB) ports {
 
 func (e *env) dnsAddr() string         { return net.JoinHostPort("127.0.0.1", strconv.Itoa(e.ports.dns)) }
 func (e *env) natsURL(port int) string { return "nats://127.0.0.1:" + strconv.Itoa(port) }
+
+// natsAName is the name of A's server i (nats-a-1 …).
+func natsAName(i int) string { return "nats-a-" + strconv.Itoa(i+1) }
+
+// natsURLsA is FED_NATS_URL of a process of A placed on server first: every
+// server of A's cluster, first first (with FED_NATS_IN_ORDER).
+func (e *env) natsURLsA(first int) string {
+	urls := make([]string, 0, clusterSize)
+	for k := range clusterSize {
+		urls = append(urls, e.natsURL(e.ports.natsA[(first+k)%clusterSize]))
+	}
+	return strings.Join(urls, ",")
+}
 
 // writeConfig writes the CA, the backends' certificates and the zone file
 // into e.dir, readable by the containers' unprivileged user.
@@ -328,20 +379,48 @@ _wire-server-federator._tcp.%s. IN SRV 10 5 %d %s.
 %s. IN A 127.0.0.1
 %s. IN A 127.0.0.1
 `, domainA, e.ports.ingressA, infraA, domainB, e.ports.ingressB, infraB, infraA, infraB))
+	for i := range clusterSize {
+		var routes []string
+		for j := range clusterSize {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", e.ports.routeA[j]))
+			}
+		}
+		write(natsAName(i)+".conf", fmt.Appendf(nil, `server_name: %s
+listen: 127.0.0.1:%d
+http: 127.0.0.1:%d
+jetstream { store_dir: /data }
+cluster { name: a, listen: 127.0.0.1:%d, routes: [%s] }
+lame_duck_grace_period: 1s
+lame_duck_duration: 30s
+`, natsAName(i), e.ports.natsA[i], e.ports.monA[i], e.ports.routeA[i], strings.Join(routes, ", ")))
+		// The server's JetStream store, kept across restarts of its
+		// container, writable by the image's user.
+		data := filepath.Join(e.dir, natsAName(i)+"-data")
+		if err := os.Mkdir(data, 0o777); err != nil {
+			e.tb.Fatal(err)
+		}
+		if err := os.Chmod(data, 0o777); err != nil {
+			e.tb.Fatal(err)
+		}
+	}
 	if err := os.Chmod(e.dir, 0o755); err != nil {
 		e.tb.Fatal(err)
 	}
 }
 
 // fedEnv is the environment of a federator or ingress of domain.
-func (e *env) fedEnv(domain string) map[string]string {
-	natsPort, ingressPort, other := e.ports.natsA, e.ports.ingressA, domainB
+// A process of A is placed on server server of A's cluster (FED_NATS_URL
+// in order); B has one server.
+func (e *env) fedEnv(domain string, server int) map[string]string {
+	natsURL, ingressPort, other := e.natsURLsA(server), e.ports.ingressA, domainB
 	if domain == domainB {
-		natsPort, ingressPort, other = e.ports.natsB, e.ports.ingressB, domainA
+		natsURL, ingressPort, other = e.natsURL(e.ports.natsB), e.ports.ingressB, domainA
 	}
 	return map[string]string{
 		"FED_DOMAIN":                domain,
-		"FED_NATS_URL":              e.natsURL(natsPort),
+		"FED_NATS_URL":              natsURL,
+		"FED_NATS_IN_ORDER":         "true",
 		"FED_DNS_SERVER":            e.dnsAddr(),
 		"FED_STRATEGY":              "allow-list",
 		"FED_ALLOW_LIST":            other,
@@ -352,22 +431,34 @@ func (e *env) fedEnv(domain string) map[string]string {
 		"FED_ALLOW_PRIVATE_TARGETS": "true",
 		"FED_REQUEST_TIMEOUT":       requestTimeout.String(),
 		"FED_SHUTDOWN_TIMEOUT":      "15s",
-		"FED_KV_BUCKET":             "", // the static configuration only: no JetStream here
 		// Several processes share the host's network: each its own port.
 		"FED_OPS_ADDR": "127.0.0.1:0",
 		// The suite loads one origin with several hundred requests per
 		// second; the ingress's per-origin rate limit is not under test.
 		"FED_INGRESS_ORIGIN_RATE": "0",
+		// A's dynamic config, replicated on its cluster; B has no
+		// JetStream (static configuration only).
+		"FED_KV_BUCKET": bucketOf(domain),
 	}
 }
 
-// standinEnv is the environment of the stand-in brig of domain.
-func (e *env) standinEnv(domain string) map[string]string {
-	port := e.ports.natsA
-	if domain == domainB {
-		port = e.ports.natsB
+// bucketOf is FED_KV_BUCKET of a backend: A's cluster holds one, B has
+// none (static configuration).
+func bucketOf(domain string) string {
+	if domain == domainA {
+		return configBucket
 	}
-	return map[string]string{"FED_DOMAIN": domain, "FED_NATS_URL": e.natsURL(port)}
+	return ""
+}
+
+// standinEnv is the environment of the stand-in brig of domain (on server
+// server of A's cluster).
+func (e *env) standinEnv(domain string, server int) map[string]string {
+	url := e.natsURLsA(server)
+	if domain == domainB {
+		url = e.natsURL(e.ports.natsB)
+	}
+	return map[string]string{"FED_DOMAIN": domain, "FED_NATS_URL": url, "FED_NATS_IN_ORDER": "true"}
 }
 
 // hostNetwork runs a container on the host's network (no published ports).
@@ -404,11 +495,18 @@ func (e *env) start(ctx context.Context, name string, cmd []string, vars map[str
 	return s, nil
 }
 
-// startNATS runs the NATS image through the testcontainers NATS module.
-func (e *env) startNATS(ctx context.Context, name string, port, monitor int) (*service, error) {
+// startNATS runs the NATS image through the testcontainers NATS module
+// with the arguments args (a server of A's cluster gets its JetStream
+// store mounted on /data).
+func (e *env) startNATS(ctx context.Context, name string, args ...string) (*service, error) {
 	ctr, err := tcnats.Run(ctx, image("NATS_IMAGE", "fedbus-nats:dev"),
-		testcontainers.WithCmd("-a", "127.0.0.1", "-p", strconv.Itoa(port), "-m", strconv.Itoa(monitor), "-n", name),
-		testcontainers.WithHostConfigModifier(e.hostNetwork),
+		testcontainers.WithCmd(args...),
+		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
+			e.hostNetwork(hc)
+			if strings.HasPrefix(name, "nats-a-") {
+				hc.Binds = append(hc.Binds, filepath.Join(e.dir, name+"-data")+":/data")
+			}
+		}),
 		testcontainers.WithWaitStrategyAndDeadline(startTimeout, wait.ForLog("Server is ready")),
 	)
 	var s *service
@@ -419,6 +517,68 @@ func (e *env) startNATS(ctx context.Context, name string, port, monitor int) (*s
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	return s, nil
+}
+
+// waitClusterA waits until every server of A reports healthy (routes up,
+// JetStream current): GET /healthz on its monitoring port.
+func (e *env) waitClusterA(ctx context.Context, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for i := range clusterSize {
+		for {
+			err := healthz(ctx, e.ports.monA[i])
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s not healthy after %v: %w", natsAName(i), within, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func healthz(ctx context.Context, monitor int) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/healthz", monitor), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("healthz %d: %s", resp.StatusCode, body)
+	}
+	return nil
+}
+
+// createBucket makes A's dynamic-config bucket with three replicas, as
+// fedctl does with FED_JETSTREAM_REPLICAS=3.
+func (e *env) createBucket(ctx context.Context) error {
+	nc, err := nats.Connect(e.natsURLsA(0))
+	if err != nil {
+		return fmt.Errorf("create bucket: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("create bucket: %w", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := policy.OpenStore(cctx, js, configBucket, clusterSize)
+		cancel()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // kill sends signal to a container's main process.
@@ -469,8 +629,9 @@ type connInfo struct {
 }
 
 // connz returns the connections of the NATS server whose monitoring port
-// is monitor, by client name prefix (all with "").
-func connz(ctx context.Context, monitor int, namePrefix string) (map[uint64]connInfo, error) {
+// is monitor, by client name prefix (all with ""), keyed by the server's
+// port and the connection id.
+func connz(ctx context.Context, monitor int, namePrefix string) (map[string]connInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/connz?limit=1024", monitor), nil)
@@ -488,22 +649,41 @@ func connz(ctx context.Context, monitor int, namePrefix string) (map[uint64]conn
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		return nil, fmt.Errorf("connz: decode: %w", err)
 	}
-	out := make(map[uint64]connInfo)
+	out := make(map[string]connInfo)
 	for _, c := range body.Connections {
 		if strings.HasPrefix(c.Name, namePrefix) {
-			out[c.CID] = c
+			out[fmt.Sprintf("%d/%d", monitor, c.CID)] = c
 		}
 	}
 	return out, nil
 }
 
-// federatorsOf returns the federator connections of domain on its NATS.
-func (e *env) federatorsOf(ctx context.Context, domain string) (map[uint64]connInfo, error) {
-	mon := e.ports.monA
-	if domain == domainB {
-		mon = e.ports.monB
+// connsOf returns the connections of domain's processes whose name starts
+// with prefix, on every running NATS server of the domain.
+func (e *env) connsOf(ctx context.Context, domain, prefix string) (map[string]connInfo, error) {
+	mons := []int{e.ports.monB}
+	if domain == domainA {
+		mons = e.ports.monA[:]
 	}
-	return connz(ctx, mon, "federator "+domain)
+	out := make(map[string]connInfo)
+	var errs []error
+	for _, mon := range mons {
+		conns, err := connz(ctx, mon, prefix)
+		if err != nil {
+			errs = append(errs, err) // a server that is down
+			continue
+		}
+		maps.Copy(out, conns)
+	}
+	if len(errs) == len(mons) {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+// federatorsOf returns the federator connections of domain.
+func (e *env) federatorsOf(ctx context.Context, domain string) (map[string]connInfo, error) {
+	return e.connsOf(ctx, domain, "federator "+domain)
 }
 
 // waitFederators waits until n federators of domain are connected and

@@ -40,6 +40,8 @@ func TestFederation(t *testing.T) {
 	t.Run("round-trip-and-spread", func(t *testing.T) { testRoundTripAndSpread(t, e, a) })
 	t.Run("sigkill-federator", func(t *testing.T) { testSIGKILL(t, e, a) })
 	t.Run("remote-ingress-stopped", func(t *testing.T) { testIngressStopped(t, e, a) })
+	t.Run("nats-node-killed", func(t *testing.T) { testNodeKilled(t, e, a, b) })
+	t.Run("nats-node-lame-duck", func(t *testing.T) { testNodeLameDuck(t, e, a, b) })
 	t.Run("nats-restart", func(t *testing.T) { testNATSRestart(t, e, a, b) })
 	t.Run("sigterm-federator", func(t *testing.T) { testSIGTERM(t, e, a) })
 	t.Logf("suite took %v", time.Since(suiteStart).Round(time.Second))
@@ -153,7 +155,7 @@ func testRoundTripAndSpread(t *testing.T, e *env, a *caller) {
 }
 
 // victim returns the connection present in before and gone in after.
-func victim(before, after map[uint64]connInfo) (connInfo, bool) {
+func victim(before, after map[string]connInfo) (connInfo, bool) {
 	for cid, c := range before {
 		if _, ok := after[cid]; !ok {
 			return c, true
@@ -279,18 +281,18 @@ func testNATSRestart(t *testing.T, e *env, a, b *caller) {
 	ctx := context.Background()
 	stopLoad := a.startLoad(loadSpec{workers: 4, rpc: "echo", timeout: 2 * time.Second, pause: 50 * time.Millisecond})
 	time.Sleep(time.Second)
-	if err := parallel(
-		func() error { return stop(ctx, e.natsA, 5*time.Second) },
-		func() error { return stop(ctx, e.natsB, 5*time.Second) },
-	); err != nil {
+	servers := append([]*service{e.natsB}, e.natsA[:]...)
+	var stops, starts []func() error
+	for _, s := range servers {
+		stops = append(stops, func() error { return stop(ctx, s, 5*time.Second) })
+		starts = append(starts, func() error { return restart(ctx, s) })
+	}
+	if err := parallel(stops...); err != nil {
 		stopLoad()
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
-	if err := parallel(
-		func() error { return restart(ctx, e.natsA) },
-		func() error { return restart(ctx, e.natsB) },
-	); err != nil {
+	if err := parallel(starts...); err != nil {
 		stopLoad()
 		t.Fatal(err)
 	}

@@ -78,19 +78,80 @@ func ParseEntry(key string, value []byte) (Entry, error) {
 
 // Store manages the bucket (used by fedctl).
 type Store struct {
+	js jetstream.JetStream
 	kv jetstream.KeyValue
 }
 
-// OpenStore opens the bucket, creating it when create is set.
-func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, create bool) (*Store, error) {
+// OpenStore opens the bucket. With replicas above 0 it creates a missing
+// bucket with that many replicas (FED_JETSTREAM_REPLICAS: 3 on a NATS
+// cluster, so that the config survives the loss of a server); with 0 it
+// only opens an existing one (jetstream.ErrBucketNotFound otherwise).
+func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*Store, error) {
 	kv, err := js.KeyValue(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) && create {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Description: "fedbus federation config", History: 5})
+	if errors.Is(err, jetstream.ErrBucketNotFound) && replicas > 0 {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Description: "fedbus federation config", History: 5, Replicas: replicas})
+		if err != nil && replicas > 1 {
+			err = fmt.Errorf("%w (with %d replicas: the NATS cluster needs at least %d JetStream servers)", err, replicas, replicas)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", bucket, err)
 	}
-	return &Store{kv: kv}, nil
+	return &Store{js: js, kv: kv}, nil
+}
+
+// Replicate sets the bucket's replica count to replicas (a bucket made
+// before a single server became a cluster is moved to 3 replicas this
+// way) and returns the count it had.
+func (s *Store) Replicate(ctx context.Context, replicas int) (int, error) {
+	st, err := s.kv.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("replicate bucket: %w", err)
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return 0, fmt.Errorf("replicate bucket: status of type %T has no stream", st)
+	}
+	info := bs.StreamInfo()
+	had := info.Config.Replicas
+	if had == replicas {
+		return had, nil
+	}
+	cfg := info.Config
+	cfg.Replicas = replicas
+	stream, err := s.js.UpdateStream(ctx, cfg)
+	if err != nil {
+		return had, fmt.Errorf("replicate bucket %s: %d to %d replicas: %w", s.kv.Bucket(), had, replicas, err)
+	}
+	// Writes wait for the new replicas to catch up with the leader.
+	for {
+		info, err := stream.Info(ctx)
+		if err == nil && caughtUp(info, replicas) {
+			return had, nil
+		}
+		select {
+		case <-ctx.Done():
+			return had, fmt.Errorf("replicate bucket %s: waiting for %d current replicas: %w", s.kv.Bucket(), replicas, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// caughtUp reports whether a stream has a leader and replicas-1 current
+// followers.
+func caughtUp(info *jetstream.StreamInfo, replicas int) bool {
+	if replicas == 1 {
+		return true
+	}
+	if info.Cluster == nil || info.Cluster.Leader == "" || len(info.Cluster.Replicas) != replicas-1 {
+		return false
+	}
+	for _, p := range info.Cluster.Replicas {
+		if !p.Current {
+			return false
+		}
+	}
+	return true
 }
 
 // KV returns the underlying bucket.

@@ -28,7 +28,7 @@ func TestBucketChangeReachesInstances(t *testing.T) {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
 	admin := connect(t, srv.ClientURL())
-	store, err := OpenStore(ctx, jsOf(t, admin), "fedbus", true)
+	store, err := OpenStore(ctx, jsOf(t, admin), "fedbus", 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -141,6 +141,19 @@ func Run(prog string, args []string, cfg Config, build Build) int {
 		return 1
 	}
 	defer stopTracing()
+	logRuntime(log, TuneRuntime(os.Getenv))
+	if c.PprofAddr != "" {
+		d, err := startDebug(c.PprofAddr, log)
+		if err != nil {
+			log.Error("start failed", "err", err)
+			return 1
+		}
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = d.stop(dctx)
+		}()
+	}
 	// An unset FED_KV_BUCKET is the default bucket, which may not exist
 	// yet: it is waited for. One the operator named must exist.
 	_, named := os.LookupEnv("FED_KV_BUCKET")

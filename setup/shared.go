@@ -106,6 +106,9 @@ func open(c config.Common, name string, log *slog.Logger, waitForBucket bool) (*
 	// A refused subscription is then reported on the subscription, which
 	// the inbox probe needs.
 	natsOpts = append(natsOpts, nats.PermissionErrOnSubscribe(true))
+	if c.NATSInOrder {
+		natsOpts = append(natsOpts, nats.DontRandomize())
+	}
 	nc, err := bus.Connect(c.NATSURL, name, log.With("component", "nats"), natsOpts...)
 	if err != nil {
 		_ = res.Close()
@@ -125,7 +128,7 @@ func open(c config.Common, name string, log *slog.Logger, waitForBucket bool) (*
 		return nil, fmt.Errorf("open %s: jetstream: %w", name, err)
 	}
 	m.SetNATS(func() (bool, uint64) { return nc.IsConnected(), nc.Stats().Reconnects })
-	objects, err := bus.NewObjects(js, bus.ObjectsConfig{Bucket: c.ObjectBucket, TTL: c.ObjectTTL, MaxBytes: c.MaxObjectBytes, MaxTransfers: c.MaxObjectTransfers})
+	objects, err := bus.NewObjects(js, bus.ObjectsConfig{Bucket: c.ObjectBucket, TTL: c.ObjectTTL, MaxBytes: c.MaxObjectBytes, MaxTransfers: c.MaxObjectTransfers, Replicas: c.JetStreamReplicas})
 	if err != nil {
 		cancel()
 		nc.Close()
@@ -204,7 +207,7 @@ func (s *Shared) watchConfig(ctx context.Context, bucket string, log *slog.Logge
 func (s *Shared) openBucket(bucket string) (*policy.Store, error) {
 	octx, cancel := context.WithTimeout(context.Background(), kvLoadTimeout)
 	defer cancel()
-	return policy.OpenStore(octx, s.JetStream, bucket, false)
+	return policy.OpenStore(octx, s.JetStream, bucket, 0)
 }
 
 // bucketError explains why the bucket cannot be used, with the fix.

@@ -11,6 +11,7 @@
 //	go run ./cmd/fedbench -scenario=federated -inflight=64 -sizes=256 -cpuprofile=fed.pprof
 //	go run ./cmd/fedbench -scenario=domains
 //	go run ./cmd/fedbench -scenario=asset -asset-size=52428800 -rounds=5
+//	bin/fedbench -scenario=procs -bin bin -workers 1,2,4   # every part its own process (make bench builds bin/)
 package main
 
 import (
@@ -41,7 +42,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fedbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		scenarios  = fs.String("scenario", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios ("+strings.Join(bench.AllScenarios, ", ")+"), or "+bench.ScenarioDomains+" alone for the memory mode, or "+bench.ScenarioAsset+" alone for the asset mode")
+		scenarios  = fs.String("scenario", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios ("+strings.Join(bench.AllScenarios, ", ")+"), or "+bench.ScenarioDomains+" alone for the memory mode, or "+bench.ScenarioAsset+" alone for the asset mode, or "+bench.ScenarioProcs+" alone for the separate-process mode")
 		sizes      = fs.String("sizes", "256,65536", "comma-separated request body sizes in bytes")
 		inflight   = fs.String("inflight", "1,16,64,256", "comma-separated numbers of requests kept in flight")
 		matrix     = fs.String("matrix", bench.MatrixKey, "key: every in-flight count with the first size, and 64 in flight with the other sizes; full: every size with every count")
@@ -60,7 +61,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		memlimit   = fs.String("gomemlimit", "", "domains mode: GOMEMLIMIT of the federator process, e.g. 80MiB (default: not set)")
 		child      = fs.String("domains-child", "", "internal: run as the federator process of the domains mode with this JSON configuration")
 		assetSize  = fs.Int64("asset-size", 50<<20, "asset mode: bytes of the asset")
-		binDir     = fs.String("bin", "", "asset mode: directory with the federator, ingress and nats-server binaries (default: built with go build)")
+		binDir     = fs.String("bin", "", "asset and procs modes: directory with the federator, ingress and nats-server binaries (asset mode default: built with go build; procs mode default: bin)")
+		procChild  = fs.String("proc", "", "internal: run as a child process of the procs mode with this JSON configuration")
+		workers    = fs.String("workers", "1,2,4", "procs mode: numbers of federator (and ingress) processes")
+		procsEnv   = fs.String("procs-env", "", "procs mode: variants of the federators' and ingresses' environment, separated by |, each space-separated VAR=value (e.g. '|GOMAXPROCS=2': fedbus's defaults and GOMAXPROCS=2); bin=DIR takes their binaries from DIR")
+		infraEnv   = fs.String("procs-infra-env", "", "procs mode: space-separated VAR=value added to the environment of nats-server, the echo component and the load clients")
+		procsProf  = fs.String("procs-profile", "", "procs mode: directory for CPU profiles of a federator and an ingress process (first window)")
 	)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -78,6 +84,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		level = slog.LevelInfo
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if *procChild != "" {
+		if err := bench.ProcChild(ctx, *procChild, os.Stdin, stdout); err != nil && !errors.Is(err, context.Canceled) {
+			fmt.Fprintln(stderr, "fedbench child:", err)
+			return 1
+		}
+		return 0
+	}
 	if *child != "" {
 		if err := bench.DomainsChild(ctx, *child, stdout); err != nil {
 			fmt.Fprintln(stderr, "fedbench domains child:", err)
@@ -106,6 +119,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 			cfg.InFlight = n[0]
 		}
 		if err := bench.RunDomains(ctx, cfg); err != nil {
+			fmt.Fprintln(stderr, "fedbench:", err)
+			return 1
+		}
+		return 0
+	}
+	if len(names) == 1 && names[0] == bench.ScenarioProcs {
+		w, err := parseInts(*workers)
+		if err != nil {
+			fmt.Fprintln(stderr, "fedbench:", err)
+			return 2
+		}
+		dir := *binDir
+		if dir == "" {
+			dir = "bin"
+		}
+		cfg := bench.ProcsConfig{BinDir: dir, Workers: w, InFlight: bench.KeyInFlight, Body: 256, Duration: *duration, Warmup: *warmup,
+			Rounds: *rounds, NginxPath: *nginx, Variants: strings.Split(*procsEnv, "|"), InfraEnv: strings.Fields(*infraEnv), ProfileDir: *procsProf, Out: stdout, Logger: log}
+		if n, err := parseInts(*inflight); err == nil && len(n) == 1 {
+			cfg.InFlight = n[0]
+		}
+		if n, err := parseInts(*sizes); err == nil && len(n) == 1 {
+			cfg.Body = n[0]
+		}
+		if err := bench.RunProcs(ctx, cfg); err != nil {
 			fmt.Fprintln(stderr, "fedbench:", err)
 			return 1
 		}

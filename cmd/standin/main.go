@@ -56,6 +56,7 @@ const retryInterval = 500 * time.Millisecond
 // like ServeConfig, so that go-envconfig fills the embedded struct).
 type BusConfig struct {
 	NATSURL       string `env:"FED_NATS_URL, default=nats://127.0.0.1:4222" desc:"NATS server(s), comma-separated"`
+	NATSInOrder   bool   `env:"FED_NATS_IN_ORDER" desc:"connect to the servers of FED_NATS_URL in the order given instead of in random order"`
 	SubjectPrefix string `env:"FED_SUBJECT_PREFIX, default=fed" desc:"first subject token"`
 	LogLevel      string `env:"FED_LOG_LEVEL, default=info" desc:"debug, info, warn or error"`
 }
@@ -133,14 +134,17 @@ func loadBus(ctx context.Context, cfg any, env envconfig.Lookuper) error {
 }
 
 // connect is bus.Connect without the warning of a deliberate Close.
-func connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
+func connect(cfg BusConfig, name string, log *slog.Logger) (*nats.Conn, error) {
 	log = log.With("component", "nats")
-	quiet := nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+	opts := []nats.Option{nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 		if err != nil {
 			log.Warn("nats disconnected", "err", err)
 		}
-	})
-	nc, err := bus.Connect(url, name, log, quiet)
+	})}
+	if cfg.NATSInOrder {
+		opts = append(opts, nats.DontRandomize())
+	}
+	nc, err := bus.Connect(cfg.NATSURL, name, log, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -174,7 +178,7 @@ func serve(ctx context.Context, args []string, env envconfig.Lookuper, stderr io
 	if err != nil {
 		return err
 	}
-	nc, err := connect(cfg.NATSURL, "standin "+cfg.Component+" "+domain, log)
+	nc, err := connect(cfg.BusConfig, "standin "+cfg.Component+" "+domain, log)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -256,7 +260,7 @@ func call(ctx context.Context, args []string, env envconfig.Lookuper, stdout, st
 	if err != nil {
 		return err
 	}
-	nc, err := connect(cfg.NATSURL, "standin call", log)
+	nc, err := connect(cfg, "standin call", log)
 	if err != nil {
 		return fmt.Errorf("call: %w", err)
 	}

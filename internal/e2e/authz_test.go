@@ -47,7 +47,7 @@ func TestDynamicRemotesAndRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	store, err := policy.OpenStore(ctx, js, "fedbus", false)
+	store, err := policy.OpenStore(ctx, js, "fedbus", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

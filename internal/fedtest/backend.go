@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -59,6 +60,14 @@ type BackendOptions struct {
 	TrustPEM []byte
 	// CertNames overrides the certificate's DNS SANs (default InfraHost).
 	CertNames []string
+	// Cluster, when set, is the NATS cluster the backend runs on instead
+	// of an embedded server of its own (the caller starts and stops it).
+	// FED_NATS_URL lists every server; each process prefers one server
+	// (the components' connection server 0, federator i server i+1, the
+	// ingress the next one, modulo the cluster's size) and fails over to
+	// the others in order (FED_NATS_IN_ORDER). JetStream assets get
+	// FED_JETSTREAM_REPLICAS = min(3, size) unless Env sets it.
+	Cluster *testbed.Cluster
 }
 
 // Backend is a whole backend in one process: an embedded NATS server, a
@@ -78,8 +87,17 @@ type Backend struct {
 	// process each: their Metrics), IngressShared those of the ingress.
 	FederatorShared []*setup.Shared
 	IngressShared   *setup.Shared
+	// Cluster is BackendOptions.Cluster (nil on an embedded server).
+	Cluster *testbed.Cluster
 
-	shared  []*setup.Shared
+	ctx     context.Context // of the federators' requests
+	env     map[string]string
+	log     *slog.Logger
+	hook    func(requestID, step string)
+	maxPer  int
+	fedNATS []*nats.Conn    // each federator's connection
+	fedSh   []*setup.Shared // each federator's shared services (nil once stopped)
+	shared  []*setup.Shared // the ingress's
 	cancel  context.CancelFunc
 	serveCh chan error
 	icfg    ingress.Config
@@ -103,12 +121,19 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
-	ns, err := testbed.StartNATS(storeDir)
-	if err != nil {
-		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Backend{Domain: opts.Domain, NATSServer: ns, NATSURL: ns.ClientURL(), cancel: cancel, serveCh: make(chan error, 1)}
+	b := &Backend{Domain: opts.Domain, Cluster: opts.Cluster, ctx: ctx, log: opts.Logger, hook: opts.FederatorHook,
+		maxPer: opts.MaxPerRemote, cancel: cancel, serveCh: make(chan error, 1)}
+	if opts.Cluster == nil {
+		ns, err := testbed.StartNATS(storeDir)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+		}
+		b.NATSServer, b.NATSURL = ns, ns.ClientURL()
+	} else {
+		b.NATSURL = strings.Join(opts.Cluster.URLs(0), ",")
+	}
 	defer func() {
 		if err != nil {
 			cctx, c := context.WithTimeout(context.Background(), 5*time.Second)
@@ -120,7 +145,7 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
-	b.Files = files
+	b.Files, b.env = files, env
 	b.Common = config.DefaultCommon()
 	if err := config.Load(ctx, &b.Common, envconfig.MapLookuper(env)); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
@@ -132,7 +157,7 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	if b.Subjects, err = contract.NewSubjects(contract.DefaultPrefix); err != nil {
 		return nil, err
 	}
-	if b.NATS, err = bus.Connect(b.NATSURL, "components "+opts.Domain, opts.Logger); err != nil {
+	if b.NATS, err = bus.Connect(b.urls(0), "components "+opts.Domain, opts.Logger, nats.DontRandomize()); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	if opts.KVBucket != "" {
@@ -140,40 +165,18 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 		}
-		if _, err := policy.OpenStore(ctx, js, opts.KVBucket, true); err != nil {
+		if _, err := policy.OpenStore(ctx, js, opts.KVBucket, b.Common.JetStreamReplicas); err != nil {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 		}
 	}
 	for i := range opts.Federators {
-		sh, err := setup.Open(b.Common, "federator "+strconv.Itoa(i), opts.Logger)
-		if err != nil {
+		if _, err := b.AddFederator(b.urls(i + 1)); err != nil {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 		}
-		b.shared = append(b.shared, sh)
-		b.FederatorShared = append(b.FederatorShared, sh)
-		fcfg := federator.NewConfig()
-		if err := config.Load(ctx, &fcfg, envconfig.MapLookuper(env)); err != nil {
-			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
-		}
-		fcfg.Normalize()
-		if opts.MaxPerRemote != 0 {
-			fcfg.MaxPerRemote = opts.MaxPerRemote
-		}
-		f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Hook: opts.FederatorHook, Metrics: sh.Metrics})
-		if err != nil {
-			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
-		}
-		if err := f.Start(ctx); err != nil {
-			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
-		}
-		b.Federators = append(b.Federators, f)
-		ann, err := setup.Announce(sh.NATS, "federator", &b.Common, f.Endpoints())
-		if err != nil {
-			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
-		}
-		b.announced = append(b.announced, ann)
 	}
-	sh, err := setup.Open(b.Common, "ingress", opts.Logger)
+	ingressCommon := b.Common
+	ingressCommon.NATSURL = b.urls(opts.Federators + 1)
+	sh, err := setup.Open(ingressCommon, "ingress", opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
@@ -254,6 +257,10 @@ func backendEnv(opts *BackendOptions, natsURL string) (map[string]string, testbe
 		// Process backends run several binaries on one host: each its own
 		// ops port (in-process backends serve no ops endpoint).
 		"FED_OPS_ADDR": "127.0.0.1:0",
+		"FED_NATS_IN_ORDER": "true",
+	}
+	if opts.Cluster != nil {
+		env["FED_JETSTREAM_REPLICAS"] = strconv.Itoa(min(3, opts.Cluster.Size()))
 	}
 	for k, v := range opts.Env {
 		env[k] = v
@@ -292,6 +299,87 @@ func (b *Backend) StartIngress() error {
 	return nil
 }
 
+// urls is FED_NATS_URL of the process placed on server i of the cluster
+// (every server, server i mod size first; the one server without a
+// cluster).
+func (b *Backend) urls(i int) string {
+	if b.Cluster == nil {
+		return b.NATSURL
+	}
+	return strings.Join(b.Cluster.URLs(i%b.Cluster.Size()), ",")
+}
+
+// AddFederator starts one more federator worker whose NATS connection uses
+// urls (comma-separated, tried in order: the first is its server), e.g.
+// the servers of another region's cluster. It returns the worker's index
+// in Federators and FederatorNATS.
+func (b *Backend) AddFederator(urls string) (int, error) {
+	i := len(b.Federators)
+	c := b.Common
+	c.NATSURL = urls
+	sh, err := setup.Open(c, "federator "+strconv.Itoa(i), b.log)
+	if err != nil {
+		return 0, err
+	}
+	fcfg := federator.NewConfig()
+	if err := config.Load(b.ctx, &fcfg, envconfig.MapLookuper(b.env)); err != nil {
+		_ = sh.Close(b.ctx)
+		return 0, err
+	}
+	fcfg.Normalize()
+	if b.maxPer != 0 {
+		fcfg.MaxPerRemote = b.maxPer
+	}
+	f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: b.log, Hook: b.hook, Metrics: sh.Metrics})
+	if err == nil {
+		err = f.Start(b.ctx)
+	}
+	var ann *bus.Announcement
+	if err == nil {
+		if ann, err = setup.Announce(sh.NATS, "federator", &b.Common, f.Endpoints()); err != nil {
+			_ = f.Shutdown(b.ctx)
+		}
+	}
+	if err != nil {
+		_ = sh.Close(b.ctx)
+		return 0, err
+	}
+	b.Federators = append(b.Federators, f)
+	b.FederatorShared = append(b.FederatorShared, sh)
+	b.announced = append(b.announced, ann)
+	b.fedNATS = append(b.fedNATS, sh.NATS)
+	b.fedSh = append(b.fedSh, sh)
+	return i, nil
+}
+
+// StopFederator shuts federator i down gracefully (its requests in flight
+// finish, bounded by ctx) and closes its connection.
+func (b *Backend) StopFederator(ctx context.Context, i int) error {
+	sh := b.fedSh[i]
+	if sh == nil {
+		return fmt.Errorf("federator %d already stopped", i)
+	}
+	b.fedSh[i] = nil
+	return errors.Join(b.announced[i].Stop(), b.Federators[i].Shutdown(ctx), sh.Close(ctx))
+}
+
+// FederatorNATS returns the NATS connection of federator i (its
+// statistics count the requests it received).
+func (b *Backend) FederatorNATS(i int) *nats.Conn { return b.fedNATS[i] }
+
+// Policies returns the federation policy of every running process of the
+// backend (the federators', then the ingress's): each applies the dynamic
+// config of the bucket on its own.
+func (b *Backend) Policies() []*policy.Policy {
+	var out []*policy.Policy
+	for _, sh := range slices.Concat(b.fedSh, b.shared) {
+		if sh != nil {
+			out = append(out, sh.Policy)
+		}
+	}
+	return out
+}
+
 // Client returns a component client of this backend.
 func (b *Backend) Client(source string) *bus.Client {
 	return bus.NewClient(b.NATS, b.Subjects, source)
@@ -314,13 +402,19 @@ func (b *Backend) Close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, f := range b.Federators {
+	for i, f := range b.Federators {
+		if b.fedSh[i] == nil {
+			continue // stopped already
+		}
 		if err := f.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	b.cancel()
-	for _, sh := range b.shared {
+	for _, sh := range slices.Concat(b.fedSh, b.shared) {
+		if sh == nil {
+			continue
+		}
 		if err := sh.Close(ctx); err != nil {
 			errs = append(errs, err)
 		}

@@ -857,3 +857,16 @@ func TestObjects(t *testing.T) {
 		users["fedctl"].wantViolation(t, "Publish", "$JS.API.STREAM.INFO.OBJ_fedbus-objects")
 	})
 }
+
+// TestClusterExampleParses: deploy/nats/cluster.conf is a valid server
+// configuration with a cluster of three, JetStream and lame-duck settings.
+func TestClusterExampleParses(t *testing.T) {
+	t.Setenv("SERVER_NAME", "nats-a-1")
+	opts, err := server.ProcessConfigFile("../../deploy/nats/cluster.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.ServerName != "nats-a-1" || opts.Cluster.Name != "a" || len(opts.Routes) != 3 || !opts.JetStream || opts.LameDuckDuration != 30*time.Second {
+		t.Errorf("parsed %q, cluster %q with %d routes, JetStream %v, lame duck %v", opts.ServerName, opts.Cluster.Name, len(opts.Routes), opts.JetStream, opts.LameDuckDuration)
+	}
+}
