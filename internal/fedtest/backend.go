@@ -256,7 +256,7 @@ func backendEnv(opts *BackendOptions, natsURL string) (map[string]string, testbe
 		"FED_TLS_RELOAD_INTERVAL": opts.TLSReloadInterval.String(), "FED_MAX_BODY_BYTES": fmt.Sprint(opts.MaxBodyBytes),
 		// Process backends run several binaries on one host: each its own
 		// ops port (in-process backends serve no ops endpoint).
-		"FED_OPS_ADDR": "127.0.0.1:0",
+		"FED_OPS_ADDR":      "127.0.0.1:0",
 		"FED_NATS_IN_ORDER": "true",
 	}
 	if opts.Cluster != nil {
