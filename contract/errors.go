@@ -32,6 +32,17 @@ const (
 	// LabelServerError is used when a component handler fails with an error
 	// that is not a *Error (not a contract label: an addition of fedbus).
 	LabelServerError = "server-error"
+	// Notifications (fedbus additions around section 6):
+	// LabelStoreFull: a notification store (the sender's stream, or the
+	// receiving ingress's inbox) is at its limit and refuses new
+	// notifications; nothing stored is dropped. A sender retries later.
+	LabelStoreFull = "notification-store-full"
+	// LabelNotificationExpired: the dead-letter reason of a notification
+	// older than FED_NOTIFY_MAX_AGE when it could be sent.
+	LabelNotificationExpired = "notification-expired"
+	// LabelBacklogLimit: the dead-letter reason of a notification pushed
+	// out of its destination's backlog by FED_NOTIFY_MAX_BACKLOG.
+	LabelBacklogLimit = "backlog-limit"
 )
 
 // statusOf is the contract's table of labels and HTTP statuses.
@@ -54,6 +65,9 @@ var statusOf = map[string]int{
 	LabelPayloadTooLarge:       http.StatusRequestEntityTooLarge,
 	LabelTooManyRequests:       http.StatusTooManyRequests,
 	LabelServerError:           http.StatusInternalServerError,
+	LabelStoreFull:             http.StatusInsufficientStorage,
+	LabelNotificationExpired:   http.StatusGone,
+	LabelBacklogLimit:          http.StatusInsufficientStorage,
 }
 
 // StatusOf returns the HTTP status of a label, 500 for an unknown one.
@@ -95,6 +109,7 @@ var (
 	ErrComponentUnavailable  = sentinel(LabelComponentUnavailable)
 	ErrPayloadTooLarge       = sentinel(LabelPayloadTooLarge)
 	ErrTooManyRequests       = sentinel(LabelTooManyRequests)
+	ErrStoreFull             = sentinel(LabelStoreFull)
 )
 
 func sentinel(label string) *Error {

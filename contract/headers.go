@@ -52,6 +52,57 @@ const (
 	HTTPNotificationID = "Fedbus-Notification-Id"
 )
 
+// Headers of the fedbus-to-fedbus extensions of section 6 (a remote that is
+// not fedbus ignores them; see README "Notifications").
+const (
+	// HTTPNotificationSeq is the sender's sequence number of a notification
+	// (its sequence in the sender's notification stream): increasing in
+	// publish order per destination. The receiving ingress remembers the
+	// highest it stored per origin, so that a notification sent again
+	// after its duplicate window is still recognised.
+	HTTPNotificationSeq = "Fedbus-Notification-Seq"
+	// HTTPNotificationEpoch names the sender's notification stream
+	// instance (its creation time): sequence numbers compare only within
+	// one epoch.
+	HTTPNotificationEpoch = "Fedbus-Notification-Epoch"
+	// HTTPBatchMaxEntries and HTTPBatchMaxBytes are set by a fedbus
+	// ingress on its answers to notifications: it accepts batches (POST
+	// BatchPath) of up to that many notifications and body bytes. A sender
+	// sends batches only to a remote that said so.
+	HTTPBatchMaxEntries = "Fedbus-Batch-Max-Entries"
+	HTTPBatchMaxBytes   = "Fedbus-Batch-Max-Bytes"
+)
+
+// Headers of a dead letter (a notification set aside, kept on fed.dead):
+// the notification's own headers and body, plus why and when.
+const (
+	// HeaderDeadLabel is the contract label of the refusal, e.g.
+	// federation-remote-error, unknown-component, notification-expired.
+	HeaderDeadLabel = "Fedbus-Dead-Label"
+	// HeaderDeadStatus is the HTTP status of the refusal (the remote's, or
+	// the label's).
+	HeaderDeadStatus = "Fedbus-Dead-Status"
+	// HeaderDeadError is the contract error body (JSON, the remote's own
+	// body under "inner").
+	HeaderDeadError = "Fedbus-Dead-Error"
+	// HeaderDeadSubject is the notification's subject.
+	HeaderDeadSubject = "Fedbus-Dead-Subject"
+	// HeaderDeadTime is when it was set aside (RFC 3339, UTC).
+	HeaderDeadTime = "Fedbus-Dead-Time"
+	// HeaderDeadPublished is when it was published (RFC 3339, UTC).
+	HeaderDeadPublished = "Fedbus-Dead-Published"
+	// HeaderDeadAttempts is how many delivery attempts it had.
+	HeaderDeadAttempts = "Fedbus-Dead-Attempts"
+)
+
+// JetStream's own headers that fedbus reads (set by the server on
+// republished messages and direct gets).
+const (
+	HeaderJSSubject   = "Nats-Subject"
+	HeaderJSSequence  = "Nats-Sequence"
+	HeaderJSTimeStamp = "Nats-Time-Stamp"
+)
+
 // CloudEvents attribute values.
 const (
 	SpecVersion       = "1.0"

@@ -8,6 +8,10 @@ import (
 // PathPrefix is the first segment of every federation endpoint.
 const PathPrefix = "/federation/"
 
+// BatchPath is the endpoint of notification batches between two fedbus
+// backends (a fedbus addition to section 6): POST with a Batch body.
+const BatchPath = "/fedbus/notifications"
+
 // Path returns the HTTP path of an RPC: /federation/<component>/<rpc>. The
 // tokens must be valid (the caller checked them, e.g. through Subjects).
 func Path(component, rpc string) string {

@@ -16,6 +16,10 @@ const (
 	kindNotify = "notify" // section 6: component → federator, JetStream
 	kindInbox  = "inbox"  // section 6: ingress → component, JetStream
 	kindStatus = "status" // section 7: remote status events
+	// fedbus additions around section 6 (not in the contract's text):
+	kindDead     = "dead"     // dead letters: notifications set aside
+	kindNotified = "notified" // headers of each stored notification (stream RePublish)
+	kindContact  = "contact"  // an inbound request of a remote arrived (ingress → federators)
 )
 
 // Subjects builds and parses the subjects of one deployment (one prefix).
@@ -25,6 +29,7 @@ const (
 type Subjects struct {
 	prefix                         string // validated, e.g. "fed"
 	out, in, notify, inbox, status string // "fed.out." and so on
+	dead, notified, contact        string
 }
 
 // NewSubjects returns the subject registry for a prefix (FED_SUBJECT_PREFIX).
@@ -40,7 +45,8 @@ func NewSubjects(prefix string) (Subjects, error) {
 	}
 	p := prefix + "."
 	return Subjects{prefix: prefix, out: p + kindOut + ".", in: p + kindIn + ".", notify: p + kindNotify + ".",
-		inbox: p + kindInbox + ".", status: p + kindStatus + "."}, nil
+		inbox: p + kindInbox + ".", status: p + kindStatus + ".",
+		dead: p + kindDead + ".", notified: p + kindNotified + ".", contact: p + kindContact + "."}, nil
 }
 
 // Prefix returns the first subject token(s).
@@ -72,6 +78,17 @@ func (s Subjects) Notify(component, rpc, target string) (string, error) {
 func (s Subjects) Inbox(component, rpc, origin string) (string, error) {
 	return build(s.inbox, component, rpc, origin)
 }
+
+// Dead returns fed.dead.<component>.<rpc>.<target>: where a notification
+// to target that was set aside is kept (a fedbus addition to section 6).
+func (s Subjects) Dead(component, rpc, target string) (string, error) {
+	return build(s.dead, component, rpc, target)
+}
+
+// DeadInvalid is the dead-letter subject of a notification whose own
+// subject breaks the token rules (its component, rpc or domain cannot
+// name a dead-letter subject): fed.dead._invalid.
+func (s Subjects) DeadInvalid() string { return s.dead + "_invalid" }
 
 // Status returns fed.status.<domain> (section 7).
 func (s Subjects) Status(domain string) (string, error) {
@@ -117,6 +134,29 @@ func (s Subjects) NotifyAll() string { return s.notify + ">" }
 // InboxAll is what the inbound notification stream holds: fed.inbox.>.
 func (s Subjects) InboxAll() string { return s.inbox + ">" }
 
+// DeadAll is what the dead-letter stream holds: fed.dead.>.
+func (s Subjects) DeadAll() string { return s.dead + ">" }
+
+// NotifiedAll is where the notification stream republishes the headers of
+// each notification it stored (fed.notified.<component>.<rpc>.<target>):
+// the federators' wake-up call. It mirrors NotifyAll token for token.
+func (s Subjects) NotifiedAll() string { return s.notified + ">" }
+
+// Contact returns fed.contact.<origin>: the ingress tells the federators
+// that a request of origin arrived, so that notifications waiting for it
+// are retried at once.
+func (s Subjects) Contact(origin string) (string, error) {
+	d, err := NormalizeDomain(origin)
+	if err != nil {
+		return "", err
+	}
+	return s.contact + d, nil
+}
+
+// ContactAll is the federators' subscription to contact signals:
+// fed.contact.>.
+func (s Subjects) ContactAll() string { return s.contact + ">" }
+
 // StatusAll is the subscription to every remote status event: fed.status.>.
 func (s Subjects) StatusAll() string { return s.status + ">" }
 
@@ -128,6 +168,16 @@ func (s Subjects) NotifyDomain(target string) (string, error) {
 		return "", err
 	}
 	return s.notify + "*.*." + d, nil
+}
+
+// DeadDomain is the filter of one destination's dead letters:
+// fed.dead.*.*.<target>.
+func (s Subjects) DeadDomain(target string) (string, error) {
+	d, err := NormalizeDomain(target)
+	if err != nil {
+		return "", err
+	}
+	return s.dead + "*.*." + d, nil
 }
 
 // InComponent is a component's subscription: fed.in.<component>.>.
@@ -159,6 +209,22 @@ func (s Subjects) ParseNotify(subject string) (Route, error) { return parse(s.no
 
 // ParseInbox parses an inbound notification subject.
 func (s Subjects) ParseInbox(subject string) (Route, error) { return parse(s.inbox, subject) }
+
+// ParseDead parses a dead-letter subject (not DeadInvalid).
+func (s Subjects) ParseDead(subject string) (Route, error) { return parse(s.dead, subject) }
+
+// ParseNotified parses the subject of a republished notification's
+// headers and returns the route of the notification.
+func (s Subjects) ParseNotified(subject string) (Route, error) { return parse(s.notified, subject) }
+
+// ParseContact parses fed.contact.<origin> and returns the origin.
+func (s Subjects) ParseContact(subject string) (string, error) {
+	rest, ok := strings.CutPrefix(subject, s.contact)
+	if !ok {
+		return "", Errorf(LabelInvalidEndpoint, "subject %q does not start with %q", Truncate(subject, 64), s.contact)
+	}
+	return NormalizeDomain(rest)
+}
 
 // ParseStatus parses fed.status.<domain> and returns the domain.
 func (s Subjects) ParseStatus(subject string) (string, error) {

@@ -22,6 +22,8 @@ type Config struct {
 	AllowSelfCalls   bool          `env:"FED_ALLOW_SELF_CALLS" desc:"allow requests whose target is this backend's own domain (FED_DOMAIN); refused with federation-denied by default"`
 	StatusBucket     string        `env:"FED_STATUS_BUCKET" desc:"JetStream key-value bucket of the remotes' up/down state, shared by the workers so that each change gives one remote status event (created when missing; empty: no status events)"`
 	RemoteDownAfter  int           `env:"FED_REMOTE_DOWN_AFTER" desc:"unreachable failures in a row (connection refused, TLS, discovery, timeout) after which a worker judges a remote down"`
+	// Notify configures the delivery of notifications (section 6).
+	Notify NotifyConfig
 }
 
 // NewConfig returns the federator's configuration with every default: the
@@ -36,6 +38,7 @@ func NewConfig() Config {
 		MaxResponseBytes: 16 << 20,
 		StatusBucket:     contract.DefaultStatusBucket,
 		RemoteDownAfter:  3,
+		Notify:           defaultNotifyConfig(),
 	}
 }
 
@@ -68,5 +71,6 @@ func (c *Config) validateWorker() error {
 	if c.StatusBucket != "" && !contract.ValidBucket(c.StatusBucket) {
 		errs = append(errs, fmt.Errorf("FED_STATUS_BUCKET %q is not [A-Za-z0-9_-]+", c.StatusBucket))
 	}
+	errs = append(errs, c.Notify.validate())
 	return errors.Join(errs...)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
@@ -30,10 +31,14 @@ type Deps struct {
 	// Objects is the object store of the answers that do not travel
 	// inline (contract section 8; setup.Shared has it). Without it such
 	// answers fail with server-error.
-	Objects  *bus.Objects
-	Resolver *discovery.Resolver
-	Policy   *policy.Policy
-	Certs    *tlsconf.Store
+	Objects *bus.Objects
+	// JetStream, when set, enables the delivery of notifications (section
+	// 6): the federator creates their streams and buckets at start (in the
+	// background, retrying while JetStream is unavailable).
+	JetStream jetstream.JetStream
+	Resolver  *discovery.Resolver
+	Policy    *policy.Policy
+	Certs     *tlsconf.Store
 	// Logger receives the federator's logs (required).
 	Logger *slog.Logger
 	// Hook, when set, is told of each step of a request (used by the demo
@@ -62,6 +67,7 @@ type Federator struct {
 	loop       *bus.Loop // nil until Start
 	metrics    *metrics.Metrics
 	status     *statusTracker
+	notify     *notifier // nil without JetStream
 }
 
 // New builds a federator; Start subscribes it. cfg starts from NewConfig;
@@ -126,7 +132,11 @@ func (f *Federator) Start(ctx context.Context) error {
 	f.loop = loop
 	f.status.start(ctx, f.cfg.StatusBucket)
 	f.metrics.AddPending(f.subjects.OutAll(), loop.PendingBytes)
-	f.log.Info("federator started", "subject", f.subjects.OutAll(), "queue", contract.FederatorQueueGroup)
+	if f.deps.JetStream != nil {
+		f.notify = newNotifier(f, f.deps.JetStream)
+		f.notify.start(ctx)
+	}
+	f.log.Info("federator started", "subject", f.subjects.OutAll(), "queue", contract.FederatorQueueGroup, "notifications", f.notify != nil)
 	f.ensureBucket(ctx)
 	return nil
 }
@@ -140,8 +150,15 @@ func (f *Federator) Shutdown(ctx context.Context) error {
 	defer f.client.closeIdle()
 	f.metrics.AddPending(f.subjects.OutAll(), nil)
 	defer f.status.stop()
+	var nerr error
+	if f.notify != nil {
+		nerr = f.notify.shutdown(ctx)
+	}
 	if err := f.loop.Shutdown(ctx); err != nil {
-		return fmt.Errorf("shutdown federator: %w", err)
+		return fmt.Errorf("shutdown federator: %w", errors.Join(err, nerr))
+	}
+	if nerr != nil {
+		return fmt.Errorf("shutdown federator: %w", nerr)
 	}
 	f.log.Info("federator stopped")
 	return nil
@@ -264,6 +281,9 @@ func (f *Federator) call(ctx context.Context, route contract.Route, ev bus.Event
 	}
 	sent := f.now()
 	a, err := f.client.do(ctx, route, ev, step, f.log)
+	if err == nil && f.notify != nil {
+		f.notify.reachable(route.Domain)
+	}
 	if ch, ok := f.remotes.outcome(rec, err); ok {
 		f.logChange(ch, ev.ID, err)
 	}

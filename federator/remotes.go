@@ -42,6 +42,9 @@ type remote struct {
 	timeouts int
 }
 
+func (r *remote) dueAt() time.Time { return r.until }
+func (r *remote) setIndex(i int)   { r.index = i }
+
 // idle reports whether r has nothing to remember.
 func (r *remote) idle() bool { return r.inFlight == 0 && r.index < 0 && !r.down && r.timeouts == 0 }
 
@@ -136,7 +139,7 @@ type remotes struct {
 
 	mu       sync.Mutex
 	byDomain map[string]*remote
-	waits    waitHeap // records with a wait, the earliest end first
+	waits    timeHeap[*remote] // records with a wait, the earliest end first
 	downs    int      // records that are down
 	counting int      // records counting timeouts in a row
 }
@@ -254,35 +257,6 @@ func (rs *remotes) dropIfIdleLocked(r *remote) {
 	if r.idle() && rs.byDomain[r.domain] == r {
 		delete(rs.byDomain, r.domain)
 	}
-}
-
-// waitHeap orders waiting records by the end of their wait
-// (container/heap).
-type waitHeap []*remote
-
-func (h waitHeap) Len() int           { return len(h) }
-func (h waitHeap) Less(i, j int) bool { return h[i].until.Before(h[j].until) }
-func (h waitHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
-}
-
-func (h *waitHeap) Push(x any) {
-	r, ok := x.(*remote)
-	if !ok { // cannot happen: only wait pushes, a *remote
-		return
-	}
-	r.index = len(*h)
-	*h = append(*h, r)
-}
-
-func (h *waitHeap) Pop() any {
-	old := *h
-	r := old[len(old)-1]
-	old[len(old)-1] = nil
-	r.index = -1
-	*h = old[:len(old)-1]
-	return r
 }
 
 // inFlightOf returns the requests to domain now in flight.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/config"
+	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/notify"
 )
 
 // HTTP server limits of the ingress.
@@ -86,6 +88,25 @@ type Config struct {
 	// IdleTimeout closes connections without requests for that long,
 	// FED_INGRESS_IDLE_TIMEOUT.
 	IdleTimeout time.Duration `env:"FED_INGRESS_IDLE_TIMEOUT" desc:"connections without a request for this long are closed"`
+
+	// Notifications (section 6).
+
+	// InboxStream is the stream of inbound notifications (fed.inbox.>),
+	// created when missing, FED_INBOX_STREAM; its marks are in the
+	// key-value bucket <InboxStream>_MARKS.
+	InboxStream string `env:"FED_INBOX_STREAM" desc:"JetStream stream of inbound notifications (fed.inbox.>), created when missing; the bucket <name>_MARKS too"`
+	// InboxMaxBytes bounds the inbox when the ingress creates it; a full
+	// inbox answers 507 notification-store-full (the sender retries).
+	InboxMaxBytes int64 `env:"FED_INBOX_MAX_BYTES" desc:"bytes the inbound notification stream may hold when the ingress creates it; when full, notifications are refused with 507 and their senders retry (0: the server's limit)"`
+	// InboxDuplicates is the inbox's deduplication window of
+	// <origin>/<ce-id>, FED_INBOX_DUPLICATE_WINDOW.
+	InboxDuplicates time.Duration `env:"FED_INBOX_DUPLICATE_WINDOW" desc:"how long the inbound stream remembers <origin>/<notification id> to recognise a notification sent again (fedbus senders are recognised after it too, by their sequence)"`
+	// InboxReplicas is the replicas of the inbox and its marks bucket.
+	InboxReplicas int `env:"FED_INBOX_REPLICAS" desc:"replicas of the inbound stream and its bucket when the ingress creates them (1 on a single server, 3 in a cluster)"`
+	// BatchMax and BatchMaxBytes bound a batch of notifications from a
+	// fedbus sender; the ingress announces them on its answers.
+	BatchMax      int   `env:"FED_INGRESS_BATCH_MAX" desc:"notifications a fedbus sender may send in one batch request (announced to senders; 0: no batches)"`
+	BatchMaxBytes int64 `env:"FED_INGRESS_BATCH_MAX_BYTES" desc:"largest body of a batch request"`
 }
 
 // NewConfig returns the ingress's configuration with every default: the
@@ -106,6 +127,12 @@ func NewConfig() Config {
 		MaxStreams:        250,
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       90 * time.Second,
+		InboxStream:       contract.DefaultInboxStream,
+		InboxMaxBytes:     1 << 30,
+		InboxDuplicates:   2 * time.Minute,
+		InboxReplicas:     1,
+		BatchMax:          1000,
+		BatchMaxBytes:     4 << 20,
 	}
 }
 
@@ -131,6 +158,24 @@ func (c *Config) validateOwn() error {
 	}
 	if c.IdleTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("FED_INGRESS_IDLE_TIMEOUT must be positive, got %v", c.IdleTimeout))
+	}
+	if !notify.ValidName(c.InboxStream) {
+		errs = append(errs, fmt.Errorf("FED_INBOX_STREAM %q is not [A-Za-z0-9_-]{1,128}", c.InboxStream))
+	}
+	if c.InboxMaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("FED_INBOX_MAX_BYTES must not be negative, got %d", c.InboxMaxBytes))
+	}
+	if c.InboxDuplicates <= 0 {
+		errs = append(errs, fmt.Errorf("FED_INBOX_DUPLICATE_WINDOW must be positive, got %v", c.InboxDuplicates))
+	}
+	if c.InboxReplicas < 1 || c.InboxReplicas > 5 {
+		errs = append(errs, fmt.Errorf("FED_INBOX_REPLICAS must be 1 to 5, got %d", c.InboxReplicas))
+	}
+	if c.BatchMax < 0 || c.BatchMax > 10000 {
+		errs = append(errs, fmt.Errorf("FED_INGRESS_BATCH_MAX must be 0 to 10000, got %d", c.BatchMax))
+	}
+	if c.BatchMaxBytes < 1024 {
+		errs = append(errs, fmt.Errorf("FED_INGRESS_BATCH_MAX_BYTES must be at least 1024, got %d", c.BatchMaxBytes))
 	}
 	return errors.Join(errs...)
 }

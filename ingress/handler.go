@@ -202,9 +202,12 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	if r.URL.Opaque != "" {
 		return bus.Event{}, contract.Errorf(contract.LabelInvalidEndpoint, "path %s is not %s<component>/<rpc>", contract.Quote(r.URL.Opaque), contract.PathPrefix)
 	}
-	req.component, req.rpc, err = contract.ParsePath(r.URL.EscapedPath(), in.known)
-	if err != nil {
-		return bus.Event{}, err
+	batch := r.URL.EscapedPath() == contract.BatchPath // fedbus notification batch (section 6)
+	if !batch {
+		req.component, req.rpc, err = contract.ParsePath(r.URL.EscapedPath(), in.known)
+		if err != nil {
+			return bus.Event{}, err
+		}
 	}
 	req.span.SetName("ingress " + req.component + "." + req.rpc)
 	req.span.SetAttributes(tracing.AttrComponent.String(req.component), tracing.AttrRPC.String(req.rpc))
@@ -238,6 +241,7 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 		}
 		return bus.Event{}, err
 	}
+	in.contacted(req.origin)
 	// The origin's limits, now that the origin is proven: nobody can
 	// spend another origin's budget.
 	release, err := in.admit(req)
@@ -248,6 +252,9 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	req.span.SetAttributes(tracing.AttrDomain.String(req.origin))
 	in.metrics.InFlight(metrics.Inbound, req.origin, 1)
 	defer in.metrics.InFlight(metrics.Inbound, req.origin, -1)
+	if batch {
+		return in.serveBatch(ctx, w, r, req)
+	}
 	// Per-request authorization (after the origin is proven, so that the
 	// rules are not revealed to anybody else): the origin's rules must
 	// allow this component and rpc.
@@ -259,7 +266,11 @@ func (in *Ingress) handle(w http.ResponseWriter, r *http.Request, req *request) 
 	if err != nil {
 		return bus.Event{}, err
 	}
-	return in.publish(ctx, req, contract.CleanTraceParent(r.Header.Get(contract.HTTPTraceParent)), body)
+	traceParent := contract.CleanTraceParent(r.Header.Get(contract.HTTPTraceParent))
+	if r.Header.Get(contract.HTTPNotificationID) != "" {
+		return in.storeNotification(ctx, w, req, r.Header, traceParent, body)
+	}
+	return in.publish(ctx, req, traceParent, body)
 }
 
 // clientCertificate returns the verified leaf certificate of the peer, or
@@ -446,7 +457,11 @@ func (in *Ingress) admitCert(req *request, cert certKey) (*certLimiter, *contrac
 // readBody reads the request body, at most MaxBodyBytes (w is told when
 // the limit is hit, so that the server closes the connection).
 func (in *Ingress) readBody(w http.ResponseWriter, r *http.Request, req *request) ([]byte, *contract.Error) {
-	limit := in.cfg.MaxBodyBytes
+	return in.readLimited(w, r, req, in.cfg.MaxBodyBytes)
+}
+
+// readLimited reads the request body, at most limit bytes.
+func (in *Ingress) readLimited(w http.ResponseWriter, r *http.Request, req *request, limit int64) ([]byte, *contract.Error) {
 	if r.ContentLength > limit {
 		return nil, contract.Errorf(contract.LabelPayloadTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, limit)
 	}

@@ -70,6 +70,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
@@ -98,6 +99,11 @@ type Deps struct {
 	Logger *slog.Logger
 	// Metrics, when set, records the requests (nil: none).
 	Metrics *metrics.Metrics
+	// JetStream, when set, lets the ingress take notifications (section
+	// 6): it creates the inbound stream when missing. Without it a
+	// notification is answered component-unavailable (503, its sender
+	// retries).
+	JetStream jetstream.JetStream
 }
 
 // targetResolver is what the ingress needs of discovery; tests substitute
@@ -129,6 +135,9 @@ type Ingress struct {
 	certLimits atomic.Pointer[certLimiter]   // nil: no per-certificate limit
 	authFails  atomic.Pointer[certLimiter]   // failed authentications per certificate; nil: no limit
 	fresh      sync.Map                      // net.Conn -> *time.Timer: connections without a request yet
+	nc         *nats.Conn                    // contact signals; nil in tests that substitute exchange
+	inbox      inbox                         // notifications
+	contacts   contacts                      // origins last signalled to the federators
 
 	mu   sync.Mutex
 	addr net.Addr
@@ -183,6 +192,8 @@ func New(cfg Config, deps Deps) (*Ingress, error) {
 		return nil, err
 	}
 	in.requester = req
+	in.nc = deps.NATS
+	in.inbox.js = deps.JetStream
 	deps.Metrics.AddPending("ingress replies", req.PendingBytes)
 	return in, nil
 }
@@ -340,6 +351,13 @@ func (in *Ingress) Serve(ln net.Listener) error {
 	in.addr = ln.Addr()
 	in.mu.Unlock()
 	in.log.Info("serving", "addr", ln.Addr().String())
+	if in.inbox.js != nil {
+		// The inbound notification stream, when missing; a failure
+		// here is retried by the first notification.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _ = in.inboxReady(ctx)
+		cancel()
+	}
 	// The certificate comes from TLSConfig.GetConfigForClient, hence no
 	// files. ServeTLS configures HTTP/2 on the TLS listener. Connections
 	// of refused peers close gracefully (lingerListener).

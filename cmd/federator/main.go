@@ -14,6 +14,6 @@ import (
 func main() {
 	cfg := federator.NewConfig()
 	os.Exit(setup.Run("federator", os.Args[1:], &cfg, func(sh *setup.Shared, log *slog.Logger) (setup.Service, error) {
-		return federator.New(cfg, federator.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: log, Metrics: sh.Metrics})
+		return federator.New(cfg, federator.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: log, Metrics: sh.Metrics, JetStream: sh.JetStream})
 	}))
 }

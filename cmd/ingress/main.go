@@ -15,6 +15,6 @@ import (
 func main() {
 	cfg := ingress.NewConfig()
 	os.Exit(setup.Run("ingress", os.Args[1:], &cfg, func(sh *setup.Shared, log *slog.Logger) (setup.Service, error) {
-		return ingress.New(cfg, ingress.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: log, Metrics: sh.Metrics})
+		return ingress.New(cfg, ingress.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: log, Metrics: sh.Metrics, JetStream: sh.JetStream})
 	}))
 }

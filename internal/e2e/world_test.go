@@ -75,15 +75,25 @@ func startBackend(tb testing.TB, opts fedtest.BackendOptions) *fedtest.Backend {
 // newWorld starts A and B; A allows B (and the extra domains), B allows A.
 func newWorld(tb testing.TB, extraAllowA ...string) *world {
 	tb.Helper()
+	return newWorldWith(tb, fedtest.BackendOptions{}, fedtest.BackendOptions{}, extraAllowA...)
+}
+
+// newWorldWith is newWorld with more options of A and B (their domain,
+// infrastructure host, CA, DNS, directory, strategy and allow list are
+// set here).
+func newWorldWith(tb testing.TB, optsA, optsB fedtest.BackendOptions, extraAllowA ...string) *world {
+	tb.Helper()
 	ca, err := testbed.NewCA("e2e CA")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	w := &world{ca: ca, dns: testbed.StartDNS(tb), dir: tb.TempDir()}
-	w.a = startBackend(tb, fedtest.BackendOptions{Domain: domainA, InfraHost: infraA, CA: ca, DNS: w.dns, Dir: w.dir,
-		Strategy: "allow-list", AllowList: append([]string{domainB}, extraAllowA...)})
-	w.b = startBackend(tb, fedtest.BackendOptions{Domain: domainB, InfraHost: infraB, CA: ca, DNS: w.dns, Dir: w.dir,
-		Strategy: "allow-list", AllowList: []string{domainA}})
+	optsA.Domain, optsA.InfraHost, optsA.CA, optsA.DNS, optsA.Dir = domainA, infraA, ca, w.dns, w.dir
+	optsA.Strategy, optsA.AllowList = "allow-list", append([]string{domainB}, extraAllowA...)
+	w.a = startBackend(tb, optsA)
+	optsB.Domain, optsB.InfraHost, optsB.CA, optsB.DNS, optsB.Dir = domainB, infraB, ca, w.dns, w.dir
+	optsB.Strategy, optsB.AllowList = "allow-list", []string{domainA}
+	w.b = startBackend(tb, optsB)
 	return w
 }
 

@@ -76,7 +76,8 @@ type Backend struct {
 	Domain      string
 	NATSServer  *server.Server
 	NATSURL     string
-	NATS        *nats.Conn // a connection for local components
+	NATS        *nats.Conn          // a connection for local components
+	JetStream   jetstream.JetStream // on NATS, for local components' notifications
 	Subjects    contract.Subjects
 	Federators  []*federator.Federator
 	Ingress     *ingress.Ingress
@@ -160,12 +161,11 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	if b.NATS, err = bus.Connect(b.urls(0), "components "+opts.Domain, opts.Logger, nats.DontRandomize()); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
+	if b.JetStream, err = jetstream.New(b.NATS); err != nil {
+		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
+	}
 	if opts.KVBucket != "" {
-		js, err := jetstream.New(b.NATS)
-		if err != nil {
-			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
-		}
-		if _, err := policy.OpenStore(ctx, js, opts.KVBucket, b.Common.JetStreamReplicas); err != nil {
+		if _, err := policy.OpenStore(ctx, b.JetStream, opts.KVBucket, b.Common.JetStreamReplicas); err != nil {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 		}
 	}
@@ -188,7 +188,7 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	icfg.Normalize()
-	in, err := ingress.New(icfg, ingress.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Metrics: sh.Metrics})
+	in, err := ingress.New(icfg, ingress.Deps{NATS: sh.NATS, Objects: sh.Objects, JetStream: sh.JetStream, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Metrics: sh.Metrics})
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
@@ -198,7 +198,7 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	}
 	b.Ingress = in
 	b.icfg = icfg
-	b.ideps = ingress.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Metrics: sh.Metrics}
+	b.ideps = ingress.Deps{NATS: sh.NATS, Objects: sh.Objects, JetStream: sh.JetStream, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Metrics: sh.Metrics}
 	b.IngressAddr = ln.Addr().String()
 	if b.ingressAnn, err = setup.Announce(sh.NATS, "ingress", &b.Common, in.Endpoints()); err != nil {
 		_ = ln.Close()
@@ -330,7 +330,7 @@ func (b *Backend) AddFederator(urls string) (int, error) {
 	if b.maxPer != 0 {
 		fcfg.MaxPerRemote = b.maxPer
 	}
-	f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Objects: sh.Objects, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: b.log, Hook: b.hook, Metrics: sh.Metrics})
+	f, err := federator.New(fcfg, federator.Deps{NATS: sh.NATS, Objects: sh.Objects, JetStream: sh.JetStream, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: b.log, Hook: b.hook, Metrics: sh.Metrics})
 	if err == nil {
 		err = f.Start(b.ctx)
 	}
@@ -378,6 +378,11 @@ func (b *Backend) Policies() []*policy.Policy {
 		}
 	}
 	return out
+}
+
+// Notifier returns a component notifier of this backend.
+func (b *Backend) Notifier(source string) *bus.Notifier {
+	return bus.NewNotifier(b.JetStream, b.Subjects, source)
 }
 
 // Client returns a component client of this backend.
