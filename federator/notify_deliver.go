@@ -333,9 +333,15 @@ type delivery struct {
 func (s *session) process(items []*item) (delivered bool, fail *delivery) {
 	n := s.n
 	now := time.Now()
+	excess := s.excess()
 	var ready []*item
 	for _, it := range items {
-		if e := n.check(it, now); e != nil {
+		e := n.check(it, now)
+		if e == nil && excess > 0 {
+			e = contract.Errorf(contract.LabelBacklogLimit, "more than FED_NOTIFY_MAX_BACKLOG (%d) notifications to %s wait: the oldest are set aside", n.cfg.MaxBacklog, s.domain)
+		}
+		excess--
+		if e != nil {
 			if err := s.setAside(it, e); err != nil {
 				return delivered, &delivery{err: contract.AsError(err), retry: true}
 			}
@@ -383,6 +389,29 @@ func (s *session) process(items []*item) (delivered bool, fail *delivery) {
 	return delivered, nil
 }
 
+// excess is how many notifications of the destination are beyond
+// MaxBacklog (0 without a limit): the oldest, which the fetched batch
+// starts with.
+func (s *session) excess() int64 {
+	max := s.n.cfg.MaxBacklog
+	if max <= 0 {
+		return 0
+	}
+	filter, err := s.n.f.subjects.NotifyDomain(s.domain)
+	if err != nil {
+		return 0
+	}
+	info, err := s.n.stream.Info(s.ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return 0
+	}
+	var total int64
+	for _, c := range info.State.Subjects {
+		total += int64(c)
+	}
+	return total - max
+}
+
 // batchLen is how many of items go in the next batch: at most entries, and
 // at most bytes of bodies (at least one).
 func batchLen(items []*item, entries int, bytes int64) int {
@@ -398,8 +427,8 @@ func batchLen(items []*item, entries int, bytes int64) int {
 
 // check returns why a notification is set aside before it is sent, or nil:
 // it must be a valid CloudEvent on a subject that names a component of
-// FED_COMPONENTS and a destination the policy allows, younger than MaxAge
-// and within MaxBacklog.
+// FED_COMPONENTS and a destination the policy allows, and younger than
+// MaxAge.
 func (n *notifier) check(it *item, now time.Time) *contract.Error {
 	m := it.msg
 	subject := m.Subject()
@@ -427,9 +456,6 @@ func (n *notifier) check(it *item, now time.Time) *contract.Error {
 	}
 	if n.cfg.MaxAge > 0 && now.Sub(it.md.Timestamp) > n.cfg.MaxAge {
 		return contract.Errorf(contract.LabelNotificationExpired, "stored %s ago, longer than FED_NOTIFY_MAX_AGE (%s)", now.Sub(it.md.Timestamp).Round(time.Second), n.cfg.MaxAge)
-	}
-	if n.cfg.MaxBacklog > 0 && it.md.NumPending+1 > uint64(n.cfg.MaxBacklog) {
-		return contract.Errorf(contract.LabelBacklogLimit, "%d notifications to %s wait, more than FED_NOTIFY_MAX_BACKLOG (%d): the oldest are set aside", it.md.NumPending+1, r.Domain, n.cfg.MaxBacklog)
 	}
 	return nil
 }

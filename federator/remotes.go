@@ -140,8 +140,8 @@ type remotes struct {
 	mu       sync.Mutex
 	byDomain map[string]*remote
 	waits    timeHeap[*remote] // records with a wait, the earliest end first
-	downs    int      // records that are down
-	counting int      // records counting timeouts in a row
+	downs    int               // records that are down
+	counting int               // records counting timeouts in a row
 }
 
 func newRemotes(maxPerRemote, maxWaits int, now func() time.Time) *remotes {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/fedtest"
 )
 
@@ -97,6 +98,10 @@ func publish(tb testing.TB, a *fedtest.Backend, target string, from, count int, 
 	if len(rpcs) == 0 {
 		rpcs = []string{"on-member-join", "on-conversation-updated", "on-typing"}
 	}
+	waitFor(tb, 10*time.Second, "the notification stream", func() bool {
+		_, err := a.JetStream.Stream(context.Background(), contract.DefaultNotifyStream)
+		return err == nil
+	})
 	n := a.Notifier("/galley")
 	ids := make([]string, 0, count)
 	for i := from; i < from+count; i++ {
@@ -106,6 +111,20 @@ func publish(tb testing.TB, a *fedtest.Backend, target string, from, count int, 
 			tb.Fatalf("notify %d: %v", i, err)
 		}
 		ids = append(ids, id)
+	}
+	return ids
+}
+
+// backlog publishes count notifications from A to B while B's ingress is
+// down, then starts it again: A has a backlog for B.
+func backlog(tb testing.TB, w *world, count int) []string {
+	tb.Helper()
+	if err := w.b.StopIngress(withTimeout(tb, 10*time.Second)); err != nil {
+		tb.Fatal(err)
+	}
+	ids := publish(tb, w.a, domainB, 0, count)
+	if err := w.b.StartIngress(); err != nil {
+		tb.Fatal(err)
 	}
 	return ids
 }

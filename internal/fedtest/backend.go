@@ -68,6 +68,13 @@ type BackendOptions struct {
 	// the others in order (FED_NATS_IN_ORDER). JetStream assets get
 	// FED_JETSTREAM_REPLICAS = min(3, size) unless Env sets it.
 	Cluster *testbed.Cluster
+	// NoFederators starts no federator in this process (a test runs them
+	// as processes of their own, with Backend.Env).
+	NoFederators bool
+	// WrapIngress, when set, wraps the ingress's handler (e.g. to lose
+	// answers); the backend then serves it with an HTTPS server of its own
+	// (the ingress's connection limits do not apply).
+	WrapIngress func(http.Handler) http.Handler
 }
 
 // Backend is a whole backend in one process: an embedded NATS server, a
@@ -90,6 +97,9 @@ type Backend struct {
 	IngressShared   *setup.Shared
 	// Cluster is BackendOptions.Cluster (nil on an embedded server).
 	Cluster *testbed.Cluster
+	// Env is the environment of the backend's services (FED_*), for a
+	// test that runs a service as a process of its own.
+	Env map[string]string
 
 	ctx     context.Context // of the federators' requests
 	env     map[string]string
@@ -106,6 +116,8 @@ type Backend struct {
 	// NATS service discovery answers of the federators and the ingress.
 	announced  []*bus.Announcement
 	ingressAnn *bus.Announcement
+	wrap    func(http.Handler) http.Handler
+	wrapped *http.Server // serves the wrapped ingress; nil without WrapIngress
 }
 
 // StartBackend starts a backend. Close stops it.
@@ -124,7 +136,7 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Backend{Domain: opts.Domain, Cluster: opts.Cluster, ctx: ctx, log: opts.Logger, hook: opts.FederatorHook,
-		maxPer: opts.MaxPerRemote, cancel: cancel, serveCh: make(chan error, 1)}
+		maxPer: opts.MaxPerRemote, cancel: cancel, serveCh: make(chan error, 1), wrap: opts.WrapIngress}
 	if opts.Cluster == nil {
 		ns, err := testbed.StartNATS(storeDir)
 		if err != nil {
@@ -146,7 +158,7 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
-	b.Files, b.env = files, env
+	b.Files, b.env, b.Env = files, env, env
 	b.Common = config.DefaultCommon()
 	if err := config.Load(ctx, &b.Common, envconfig.MapLookuper(env)); err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
@@ -170,6 +182,9 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 		}
 	}
 	for i := range opts.Federators {
+		if opts.NoFederators {
+			break
+		}
 		if _, err := b.AddFederator(b.urls(i + 1)); err != nil {
 			return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 		}
@@ -188,23 +203,17 @@ func StartBackend(opts BackendOptions) (_ *Backend, err error) {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
 	icfg.Normalize()
-	in, err := ingress.New(icfg, ingress.Deps{NATS: sh.NATS, Objects: sh.Objects, JetStream: sh.JetStream, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Metrics: sh.Metrics})
-	if err != nil {
-		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
-	}
+	b.icfg = icfg
+	b.ideps = ingress.Deps{NATS: sh.NATS, Objects: sh.Objects, JetStream: sh.JetStream, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Metrics: sh.Metrics}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
-	b.Ingress = in
-	b.icfg = icfg
-	b.ideps = ingress.Deps{NATS: sh.NATS, Objects: sh.Objects, JetStream: sh.JetStream, Resolver: sh.Resolver, Policy: sh.Policy, Certs: sh.Certs, Logger: opts.Logger, Metrics: sh.Metrics}
 	b.IngressAddr = ln.Addr().String()
-	if b.ingressAnn, err = setup.Announce(sh.NATS, "ingress", &b.Common, in.Endpoints()); err != nil {
+	if err := b.serveIngress(ln); err != nil {
 		_ = ln.Close()
 		return nil, fmt.Errorf("start backend %s: %w", opts.Domain, err)
 	}
-	go func() { b.serveCh <- in.Serve(ln) }()
 	port := ln.Addr().(*net.TCPAddr).Port
 	opts.DNS.SetSRV(opts.Domain, 60, testbed.SRVRecord{Target: opts.InfraHost, Port: uint16(port), Priority: 10, Weight: 5})
 	if err := opts.DNS.SetA(opts.InfraHost, 60, "127.0.0.1"); err != nil {
@@ -266,37 +275,6 @@ func backendEnv(opts *BackendOptions, natsURL string) (map[string]string, testbe
 		env[k] = v
 	}
 	return env, files, nil
-}
-
-// StopIngress stops the ingress (its port refuses connections until
-// StartIngress).
-func (b *Backend) StopIngress(ctx context.Context) error {
-	_ = b.ingressAnn.Stop()
-	err := b.Ingress.Shutdown(ctx)
-	if serr := <-b.serveCh; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, serr)
-	}
-	return err
-}
-
-// StartIngress starts a new ingress on the address of the stopped one.
-func (b *Backend) StartIngress() error {
-	in, err := ingress.New(b.icfg, b.ideps)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", b.IngressAddr)
-	if err != nil {
-		return err
-	}
-	ann, err := setup.Announce(b.ideps.NATS, "ingress", &b.Common, in.Endpoints())
-	if err != nil {
-		_ = ln.Close()
-		return err
-	}
-	b.Ingress, b.ingressAnn = in, ann
-	go func() { b.serveCh <- in.Serve(ln) }()
-	return nil
 }
 
 // urls is FED_NATS_URL of the process placed on server i of the cluster
@@ -390,22 +368,88 @@ func (b *Backend) Client(source string) *bus.Client {
 	return bus.NewClient(b.NATS, b.Subjects, source)
 }
 
+// serveIngress makes a new ingress, announces it (NATS service
+// discovery) and serves it on ln.
+func (b *Backend) serveIngress(ln net.Listener) error {
+	in, err := ingress.New(b.icfg, b.ideps)
+	if err != nil {
+		return err
+	}
+	ann, err := setup.Announce(b.ideps.NATS, "ingress", &b.Common, in.Endpoints())
+	if err != nil {
+		return err
+	}
+	b.Ingress, b.ingressAnn = in, ann
+	if b.wrap == nil {
+		go func() { b.serveCh <- in.Serve(ln) }()
+		return nil
+	}
+	b.wrapped = &http.Server{Handler: b.wrap(in), TLSConfig: b.ideps.Certs.ServerConfig(), ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
+	srv := b.wrapped
+	go func() { b.serveCh <- srv.ServeTLS(ln, "", "") }()
+	return nil
+}
+
+// StopIngress stops the ingress (bounded by ctx): its port is closed, as
+// when the backend's ingress is down. StartIngress starts it again.
+func (b *Backend) StopIngress(ctx context.Context) error {
+	if b.Ingress == nil {
+		return nil
+	}
+	var errs []error
+	if b.ingressAnn != nil {
+		_ = b.ingressAnn.Stop()
+	}
+	if b.wrapped != nil {
+		errs = append(errs, b.wrapped.Shutdown(ctx))
+	}
+	errs = append(errs, b.Ingress.Shutdown(ctx))
+	if err := <-b.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		errs = append(errs, err)
+	}
+	b.Ingress, b.wrapped, b.ingressAnn = nil, nil, nil
+	return errors.Join(errs...)
+}
+
+// StartIngress starts a new ingress on the address of the one StopIngress
+// stopped.
+func (b *Backend) StartIngress() error {
+	ln, err := net.Listen("tcp", b.IngressAddr)
+	if err != nil {
+		return fmt.Errorf("start ingress: %w", err)
+	}
+	if err := b.serveIngress(ln); err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("start ingress: %w", err)
+	}
+	return nil
+}
+
+// RestartNATS stops the backend's NATS server, as a crash would, and
+// starts it again on the same port and JetStream store; every connection
+// reconnects.
+func (b *Backend) RestartNATS() error {
+	ns, err := testbed.RestartNATS(b.NATSServer)
+	if err != nil {
+		b.NATSServer = nil
+		return err
+	}
+	b.NATSServer = ns
+	return nil
+}
+
 // Close stops the ingress, the federators, the connections and the NATS
 // server, bounded by ctx.
 func (b *Backend) Close(ctx context.Context) error {
 	var errs []error
-	for _, a := range append(b.announced, b.ingressAnn) {
+	for _, a := range b.announced {
 		if a != nil {
 			_ = a.Stop()
 		}
 	}
-	if b.Ingress != nil {
-		if err := b.Ingress.Shutdown(ctx); err != nil {
-			errs = append(errs, err)
-		}
-		if err := <-b.serveCh; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs = append(errs, err)
-		}
+	if err := b.StopIngress(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	for i, f := range b.Federators {
 		if b.fedSh[i] == nil {
