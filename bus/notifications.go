@@ -76,9 +76,10 @@ const (
 	DefaultNotificationInFlight = 256
 	DefaultNotificationAckWait  = 30 * time.Second
 	DefaultNotificationRetryMax = 30 * time.Second
-	// notificationPull is how long one pull request of the serve loop
-	// waits; the pin of the instance is renewed with each.
-	notificationPull = 5 * time.Second
+	// maxNotificationPull bounds how long one pull request of the serve
+	// loop waits (half of AckWait when that is shorter); the pin of the
+	// instance is renewed with each.
+	maxNotificationPull = 5 * time.Second
 	// handledMemory bounds the stream sequences remembered as handled
 	// whose acknowledgement could not be confirmed.
 	handledMemory = 4096
@@ -116,9 +117,34 @@ type NotificationServer struct {
 }
 
 // originQueue is the notifications of one origin waiting to be handled,
-// in order; one runner goroutine handles them while it is not empty.
+// in stream order; one runner goroutine handles them while it is not
+// empty.
 type originQueue struct {
-	msgs []jetstream.Msg
+	msgs []queued
+	// verified: the runner checked, for its first notification, that no
+	// earlier one of the origin was left in the stream.
+	verified bool
+}
+
+// queued is a notification in an originQueue.
+type queued struct {
+	msg       jetstream.Msg
+	seq       uint64 // stream sequence
+	delivered uint64 // times the server handed it out
+}
+
+// insert puts e in stream order (usually at the end).
+func (q *originQueue) insert(e queued) {
+	i := len(q.msgs)
+	for i > 0 && q.msgs[i-1].seq > e.seq {
+		i--
+	}
+	q.msgs = slices.Insert(q.msgs, i, e)
+}
+
+// remove takes out the notification of seq.
+func (q *originQueue) remove(seq uint64) {
+	q.msgs = slices.DeleteFunc(q.msgs, func(e queued) bool { return e.seq == seq })
 }
 
 // ServeNotifications starts consuming the notifications of component from
@@ -198,7 +224,7 @@ func (s *NotificationServer) start(js jetstream.JetStream, filter string) error 
 		// instance dies, the notifications it held are free again (in
 		// stream order, ahead of newer ones) before another instance is
 		// pinned.
-		PinnedTTL: opts.AckWait + 2*notificationPull,
+		PinnedTTL: opts.AckWait + 2*pullWait(opts.AckWait),
 	})
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
@@ -212,7 +238,7 @@ func (s *NotificationServer) start(js jetstream.JetStream, filter string) error 
 	cc, err := consumer.Consume(s.onMsg,
 		jetstream.PullPriorityGroup(contract.InboxConsumerGroup),
 		jetstream.PullMaxMessages(opts.MaxInFlight),
-		jetstream.PullExpiry(notificationPull),
+		jetstream.PullExpiry(pullWait(opts.AckWait)),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 				s.log.Debug("notification pull", "err", err)
@@ -264,12 +290,13 @@ func (s *NotificationServer) onMsg(msg jetstream.Msg) {
 		return
 	}
 	s.held[seq] = msg
+	e := queued{msg: msg, seq: seq, delivered: md.NumDelivered}
 	q := s.origins[route.Domain]
 	if q != nil {
-		q.msgs = append(q.msgs, msg)
+		q.insert(e)
 		return
 	}
-	q = &originQueue{msgs: []jetstream.Msg{msg}}
+	q = &originQueue{msgs: []queued{e}}
 	s.origins[route.Domain] = q
 	s.wg.Add(1)
 	go s.runOrigin(route.Domain, q)
@@ -287,15 +314,78 @@ func (s *NotificationServer) runOrigin(origin string, q *originQueue) {
 			s.mu.Unlock()
 			return
 		}
-		msg := q.msgs[0]
+		head := q.msgs[0]
+		check := !q.verified || head.delivered > 1
 		s.mu.Unlock()
-		if !s.handle(msg) {
+		if check {
+			switch s.order(origin, head.seq) {
+			case orderWait:
+				t := time.NewTimer(orderPoll)
+				select {
+				case <-s.stop:
+					t.Stop()
+					return
+				case <-t.C:
+				}
+				continue
+			case orderSkip:
+				s.log.Info("notification handled already (no longer in the stream), acknowledged again", "stream_seq", head.seq, "origin", origin)
+				s.ack(head.msg, head.seq)
+				s.mu.Lock()
+				q.remove(head.seq)
+				s.mu.Unlock()
+				continue
+			}
+			s.mu.Lock()
+			q.verified = true
+			s.mu.Unlock()
+		}
+		if !s.handle(head.msg) {
 			return // stopping: the rest is given back by Shutdown
 		}
 		s.mu.Lock()
-		q.msgs[0] = nil
-		q.msgs = q.msgs[1:]
+		q.remove(head.seq)
 		s.mu.Unlock()
+	}
+}
+
+// What runOrigin does with the first notification of its queue.
+const (
+	orderHandle = iota // it is the first of its origin in the stream
+	orderWait          // an earlier one is still on its way (with another instance, or being handed back)
+	orderSkip          // it is no longer in the stream: handled already
+)
+
+// orderPoll is how often a runner waiting for an earlier notification of
+// its origin looks again.
+const orderPoll = 100 * time.Millisecond
+
+// order checks, in the stream, that the notification seq is the first of
+// its origin still there (the inbox is a work queue: handled ones are
+// gone). It runs for a runner's first notification and for every one
+// handed out again: after an instance died, or two instances both believed
+// they were pinned (a NATS restart), the server hands notifications back
+// in the order their ack waits ran out, not in stream order.
+func (s *NotificationServer) order(origin string, seq uint64) int {
+	filter, err := s.subjects.InboxOrigin(s.component, origin)
+	if err != nil {
+		return orderHandle
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 2*time.Second)
+	defer cancel()
+	first, err := s.stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(filter))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return orderSkip
+	case err != nil:
+		s.log.Debug("first notification of an origin", "origin", origin, "err", err)
+		return orderWait
+	case first.Sequence == seq:
+		return orderHandle
+	case first.Sequence > seq:
+		return orderSkip
+	default:
+		return orderWait
 	}
 }
 
@@ -475,6 +565,12 @@ func (s *NotificationServer) Shutdown(ctx context.Context) error {
 	}
 	s.log.Info("stopped serving notifications", "given_back", len(seqs))
 	return err
+}
+
+// pullWait is how long a pull request waits: half of AckWait, between 1s
+// (nats.go's least) and maxNotificationPull.
+func pullWait(ackWait time.Duration) time.Duration {
+	return min(max(ackWait/2, time.Second), maxNotificationPull)
 }
 
 // retryWait is the jittered exponential wait before attempt+1: 1s,

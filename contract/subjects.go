@@ -185,6 +185,16 @@ func (s Subjects) InComponent(component string) (string, error) {
 	return s.componentAll(s.in, component)
 }
 
+// InboxOrigin is the filter of one origin's notifications to a component:
+// fed.inbox.<component>.*.<origin>.
+func (s Subjects) InboxOrigin(component, origin string) (string, error) {
+	r, err := checkRoute(component, "any", origin)
+	if err != nil {
+		return "", err
+	}
+	return s.inbox + r.Component + ".*." + r.Domain, nil
+}
+
 // InboxComponent is a component's notification filter: fed.inbox.<component>.>.
 func (s Subjects) InboxComponent(component string) (string, error) {
 	return s.componentAll(s.inbox, component)

@@ -82,13 +82,45 @@ func (n *notifier) session(ctx context.Context, d *dest, force bool) (outcome, t
 			n.log.Debug("destination consumer", "remote", domain, "err", err)
 			return trouble, time.Time{}
 		}
-		n.mu.Lock()
-		d.cons = s.cons
-		n.mu.Unlock()
 	}
+	if err := s.fresh(); err != nil {
+		n.log.Debug("destination consumer", "remote", domain, "err", err)
+		n.mu.Lock()
+		d.cons = nil
+		n.mu.Unlock()
+		return trouble, time.Time{}
+	}
+	n.mu.Lock()
+	d.cons = s.cons
+	n.mu.Unlock()
 	n.wg.Add(1)
 	go s.keepAlive()
 	return s.run()
+}
+
+// fresh makes sure the consumer hands the destination's notifications out
+// in stream order: when some are still out (held by a worker that died or
+// lost its lease, or handed back), the server would hand them out again
+// in the order their ack waits run out, so the consumer is made again,
+// and starts at the destination's first notification in the stream (a
+// work queue: delivered ones are gone).
+func (s *session) fresh() error {
+	info, err := s.cons.Info(s.ctx)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		s.cons, err = s.n.consumer(s.ctx, s.domain)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if info.NumAckPending == 0 && info.NumRedelivered == 0 {
+		return nil
+	}
+	if err := s.n.stream.DeleteConsumer(s.ctx, consumerName(s.domain)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return err
+	}
+	s.cons, err = s.n.consumer(s.ctx, s.domain)
+	return err
 }
 
 // consumer creates (or finds) the consumer of domain.
@@ -171,7 +203,7 @@ func (s *session) keepAlive() {
 func (s *session) run() (outcome, time.Time) {
 	n := s.n
 	sent := false
-	for limbo := time.Duration(0); ; {
+	for again := 0; ; {
 		if n.stopping() {
 			return stopped, time.Time{}
 		}
@@ -193,19 +225,9 @@ func (s *session) run() (outcome, time.Time) {
 			if err != nil {
 				return trouble, time.Time{}
 			}
-			if info.NumAckPending > 0 && limbo < n.store.LeaseTTL() {
-				// Held by a worker that died: free again once their ack
-				// wait passes (before its lease expired).
-				wait := 250 * time.Millisecond
-				limbo += wait
-				select {
-				case <-time.After(wait):
-				case <-s.ctx.Done():
-				}
-				continue
-			}
-			if info.NumPending > 0 && limbo < n.store.LeaseTTL() {
-				limbo += 10 * time.Millisecond
+			if info.NumPending > 0 && again < 100 {
+				again++ // stored after the fetch: fetch again
+				time.Sleep(5 * time.Millisecond)
 				continue
 			}
 			if s.state.Attempts > 0 && sent {
@@ -213,7 +235,7 @@ func (s *session) run() (outcome, time.Time) {
 			}
 			return drained, time.Time{}
 		}
-		limbo = 0
+		again = 0
 		delivered, fail := s.process(items)
 		s.prune()
 		if delivered {
@@ -243,11 +265,12 @@ func (s *session) fetch() ([]*item, error) {
 		}
 		items = append(items, &item{msg: m, seq: md.Sequence.Stream, md: md})
 	}
+	s.hold(items)
 	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-		s.hold(items)
 		return nil, err
 	}
-	s.hold(items)
+	// In stream order (a fresh consumer hands them out so; a guard).
+	slices.SortFunc(items, func(a, b *item) int { return compareSeq(a.seq, b.seq) })
 	return items, nil
 }
 
