@@ -25,7 +25,8 @@ FUZZ_TARGETS := \
 	./ingress:FuzzIngressRequest \
 	./policy:FuzzParseEntry \
 	./federator:FuzzParseRetryAfter \
-	./tracing:FuzzParseTraceParent
+	./tracing:FuzzParseTraceParent \
+	./ingress:FuzzNotificationBatch
 
 .PHONY: all build test unit vet fuzz demo demo-serve clean chart
 

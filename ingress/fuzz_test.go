@@ -70,3 +70,41 @@ func FuzzIngressRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNotificationBatch posts arbitrary batch bodies from a trusted
+// origin to an ingress with a real JetStream inbox. Every request gets one
+// answer: a batch answer with at most one result per entry, each 200 or a
+// contract error, or a contract error that is not a server error; what is
+// stored is a valid inbound notification.
+func FuzzNotificationBatch(f *testing.F) {
+	w := newNotifyWorld(f, nil)
+	cs := w.trusted(w.certA.Cert)
+	f.Add([]byte(`{"epoch":"e","notifications":[{"id":"n1","component":"galley","rpc":"on-x","seq":1,"body":{}}]}`))
+	f.Add([]byte(`{"notifications":[{"id":"n1","component":"galley","rpc":"on-x","body_base64":"AAEC"},{"id":"n2","component":"brig","rpc":"x"}]}`))
+	f.Add([]byte(`{"notifications":[{"id":"","component":"*","rpc":">","body":"x"}]}`))
+	f.Add([]byte(`{"notifications":null}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		h := http.Header{contract.HTTPOriginDomain: {originA}}
+		res, e := serve(t, w.in, newRequest("POST", contract.BatchPath, h, body, cs))
+		if e != nil {
+			if e.Code >= 500 && e.Label != contract.LabelStoreFull {
+				t.Fatalf("server error %s for %q", res.Body.Bytes(), body)
+			}
+			return
+		}
+		var b contract.Batch
+		if err := json.Unmarshal(body, &b); err != nil {
+			t.Fatalf("200 for a body that is not a batch: %q", body)
+		}
+		var br contract.BatchResponse
+		if err := json.Unmarshal(res.Body.Bytes(), &br); err != nil || len(br.Results) > len(b.Notifications) || len(br.Results) == 0 {
+			t.Fatalf("answer %s to %q", res.Body.Bytes(), body)
+		}
+		for i, r := range br.Results {
+			if r.Code != http.StatusOK && (r.Error == nil || r.Error.Code != r.Code) {
+				t.Fatalf("result %d: %+v", i, r)
+			}
+		}
+	})
+}

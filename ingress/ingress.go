@@ -192,8 +192,6 @@ func New(cfg Config, deps Deps) (*Ingress, error) {
 		return nil, err
 	}
 	in.requester = req
-	in.nc = deps.NATS
-	in.inbox.js = deps.JetStream
 	deps.Metrics.AddPending("ingress replies", req.PendingBytes)
 	return in, nil
 }
@@ -236,7 +234,9 @@ func newIngress(cfg Config, deps Deps, resolver targetResolver, exchange exchang
 		failed:      make(chan error, 1),
 		lingerConns: make(map[net.Conn]struct{}),
 		metrics:     deps.Metrics,
+		nc:          deps.NATS,
 	}
+	in.inbox.js = deps.JetStream
 	in.limits.Store(newOriginLimiter(cfg.OriginRate, cfg.OriginBurst, cfg.OriginConcurrency, nil))
 	in.certLimits.Store(newCertLimiter(cfg.CertRate, cfg.CertBurst, cfg.CertConcurrency, nil))
 	in.authFails.Store(newCertLimiter(cfg.AuthFailureRate, cfg.AuthFailureBurst, 0, nil))

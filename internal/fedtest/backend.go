@@ -116,8 +116,8 @@ type Backend struct {
 	// NATS service discovery answers of the federators and the ingress.
 	announced  []*bus.Announcement
 	ingressAnn *bus.Announcement
-	wrap    func(http.Handler) http.Handler
-	wrapped *http.Server // serves the wrapped ingress; nil without WrapIngress
+	wrap       func(http.Handler) http.Handler
+	wrapped    *http.Server // serves the wrapped ingress; nil without WrapIngress
 }
 
 // StartBackend starts a backend. Close stops it.
