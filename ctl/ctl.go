@@ -5,6 +5,8 @@
 // do not federate, and warns when no running federator or ingress watches
 // the bucket it writes (the services answer NATS service discovery with
 // their bucket and components).
+// It also shows and manages the notifications waiting for their
+// destinations and the dead letters (fedctl notifications).
 package ctl
 
 import (
@@ -26,6 +28,7 @@ import (
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/redact"
+	"github.com/fedbus/fedbus/notify"
 	"github.com/fedbus/fedbus/policy"
 )
 
@@ -57,7 +60,12 @@ type Config struct {
 	// Replicas of the bucket: create makes it with them, or moves an
 	// existing bucket to them.
 	Replicas int `env:"FED_JETSTREAM_REPLICAS" desc:"replicas of the bucket: 3 on a NATS cluster (create moves an existing bucket to this count)"`
-	NATS     config.NATSAuth
+	// SubjectPrefix, NotifyStream and DeadStream are the federators'
+	// (fedctl notifications).
+	SubjectPrefix string `env:"FED_SUBJECT_PREFIX" desc:"first subject token: the services' FED_SUBJECT_PREFIX"`
+	NotifyStream  string `env:"FED_NOTIFY_STREAM" desc:"stream of outbound notifications: the federators' FED_NOTIFY_STREAM"`
+	DeadStream    string `env:"FED_NOTIFY_DEAD_STREAM" desc:"stream of dead letters: the federators' FED_NOTIFY_DEAD_STREAM"`
+	NATS          config.NATSAuth
 	// Diag is what the diagnostic commands read of this backend's set-up.
 	Diag Diag
 }
@@ -66,7 +74,8 @@ type Config struct {
 // services (the same bucket, NATS URL and components).
 func NewConfig() Config {
 	d := config.DefaultCommon()
-	return Config{NATSURL: d.NATSURL, Bucket: config.DefaultBucket, Components: d.Components, Replicas: d.JetStreamReplicas, Diag: newDiag()}
+	return Config{NATSURL: d.NATSURL, Bucket: config.DefaultBucket, Components: d.Components, Replicas: d.JetStreamReplicas, Diag: newDiag(),
+		SubjectPrefix: d.SubjectPrefix, NotifyStream: contract.DefaultNotifyStream, DeadStream: contract.DefaultDeadStream}
 }
 
 // Validate reports every problem at once.
@@ -85,6 +94,12 @@ func (c *Config) Validate() error {
 	}
 	if err := config.ValidReplicas(c.Replicas); err != nil {
 		errs = append(errs, err)
+	}
+	if _, err := contract.NewSubjects(c.SubjectPrefix); err != nil {
+		errs = append(errs, fmt.Errorf("FED_SUBJECT_PREFIX: %w", err))
+	}
+	if !notify.ValidName(c.NotifyStream) || !notify.ValidName(c.DeadStream) {
+		errs = append(errs, errors.New("FED_NOTIFY_STREAM and FED_NOTIFY_DEAD_STREAM must be [A-Za-z0-9_-]{1,128}"))
 	}
 	return errors.Join(errs...)
 }
@@ -105,7 +120,7 @@ const Usage = `Usage:
   fedctl discover <domain> [--json]                         SRV targets in fedbus's order, addresses, the certificate each serves
   fedctl call <domain> <component> <rpc> [json] [--json]   one federated call: status, latency, trace id
   fedctl check [--json]                                     this backend's set-up: SRV record, certificates, NATS, services, components, allow list
-  fedctl -version
+` + NotificationsUsage + `  fedctl -version
 
 Writing commands warn when no running federator or ingress watches the
 bucket; rules may name only the components the services federate.
@@ -141,6 +156,7 @@ func Run(ctx context.Context, cfg Config, args []string, out, warn io.Writer) er
 	name := strings.Join(args[:min(len(args), 2)], " ")
 	cmd, ok := commands[name]
 	switch {
+	case len(args) > 0 && args[0] == "notifications":
 	case len(args) == 1 && args[0] == "create":
 	case len(args) < 2 && len(args) > 0 && (args[0] == "remotes" || args[0] == "rules"):
 		return fmt.Errorf("%w: %s needs a subcommand", ErrUsage, args[0])
@@ -157,6 +173,9 @@ func Run(ctx context.Context, cfg Config, args []string, out, warn io.Writer) er
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
+	}
+	if args[0] == "notifications" {
+		return notifications(ctx, cfg, js, args[1:], out)
 	}
 	if args[0] == "create" {
 		return create(ctx, nc, js, cfg, out, warn)
