@@ -4,9 +4,10 @@
 // seed's exact handle search (user 1 on A looks up "alice" on B), prints
 // every hop and the profile found, then downloads a multi-megabyte asset
 // from B's cargohold (stream-asset: it travels through the JetStream object
-// store of both backends, contract section 8) and checks its SHA-256, and
-// exits 0. With -serve it keeps running and prints how to send requests
-// with the nats CLI.
+// store of both backends, contract section 8) and checks its SHA-256; then
+// galley on A notifies B while B's ingress is down, and the notification
+// arrives once B is back (contract section 6). It exits 0. With -serve it
+// keeps running and prints how to send requests with the nats CLI.
 package main
 
 import (
@@ -32,6 +33,7 @@ import (
 	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/internal/version"
+	"github.com/fedbus/fedbus/notify"
 )
 
 // profile is what the stand-in brig knows of a user.
@@ -117,8 +119,11 @@ func run(ctx context.Context, handle string, assetSize int64, serve, verbose boo
 	fmt.Printf("fedbus demo: DNS on %s, CA %q\n", dns.Addr(), ca.Cert.Subject.CommonName)
 
 	hook := func(id, step string) { p.hop("[A] %s", step) }
+	// Notifications are retried within a second or two in the demo (the
+	// defaults wait up to 5 minutes between attempts).
+	fastRetry := map[string]string{"FED_NOTIFY_RETRY_MIN": "500ms", "FED_NOTIFY_RETRY_MAX": "1s"}
 	a, err := fedtest.StartBackend(fedtest.BackendOptions{Domain: "a.example.com", InfraHost: "federator.a-infra.example.net",
-		CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", AllowList: []string{"b.example.com"}, Logger: log, FederatorHook: hook})
+		CA: ca, DNS: dns, Dir: dir, Strategy: "allow-list", AllowList: []string{"b.example.com"}, Logger: log, FederatorHook: hook, Env: fastRetry})
 	if err != nil {
 		return err
 	}
@@ -208,6 +213,9 @@ func run(ctx context.Context, handle string, assetSize int64, serve, verbose boo
 	}
 	if err := downAndUp(ctx, p, a, b, body); err != nil {
 		return err
+	}
+	if err := notificationStory(ctx, p, a, b, log); err != nil {
+		return fmt.Errorf("notification: %w", err)
 	}
 	if !serve {
 		return nil
@@ -378,4 +386,89 @@ func closeBackend(b *fedtest.Backend) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = b.Close(ctx)
+}
+
+// notificationStory: galley on A notifies B that a member joined while B's
+// ingress is down; A keeps the notification and retries; B comes back and
+// galley on B gets it, once.
+func notificationStory(ctx context.Context, p *printer, a, b *fedtest.Backend, log *slog.Logger) error {
+	fmt.Printf("\ngalley on a.example.com notifies b.example.com that a member joined, while B's ingress is down:\n\n")
+	var mu sync.Mutex
+	var got []*bus.Notification
+	arrived := make(chan struct{}, 1)
+	galleyB, err := bus.ServeNotifications(ctx, b.JetStream, b.Subjects, "galley", func(_ context.Context, n *bus.Notification) error {
+		mu.Lock()
+		got = append(got, n)
+		mu.Unlock()
+		p.hop("[B] galley: notification %s from %s (id %s, body %s, handed over %d time(s)) → acknowledged", n.RPC, n.Origin, n.ID, n.Body, n.Delivery)
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
+		return nil
+	}, bus.NotificationOptions{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer galleyB.Shutdown(context.Background())
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := b.StopIngress(sctx); err != nil {
+		return err
+	}
+	p.start = time.Now()
+	p.hop("[B] ingress: down (its port is closed)")
+	for { // the federator of A creates the stream at start
+		if _, err := a.JetStream.Stream(sctx, contract.DefaultNotifyStream); err == nil {
+			break
+		}
+		select {
+		case <-sctx.Done():
+			return sctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	body := []byte(`{"conversation":"c-42","user":{"id":"7a1c5e2b","domain":"b.example.com"}}`)
+	id, err := a.Notifier("/galley").Notify(sctx, "b.example.com", "galley", "on-member-join", body)
+	if err != nil {
+		return err
+	}
+	p.hop("[A] galley: notification on-member-join for b.example.com stored in JetStream (%s, fed.notify.galley.on-member-join.b.example.com, id %s)", contract.DefaultNotifyStream, id)
+	store, err := notify.OpenStore(sctx, a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, true)
+	if err != nil {
+		return err
+	}
+	seen := 0
+	for seen < 2 {
+		st, err := store.State(sctx, "b.example.com")
+		if err != nil {
+			return err
+		}
+		if st.Attempts > seen {
+			seen = st.Attempts
+			p.hop("[A] federator: attempt %d failed (%s); the notification stays, next attempt in %s", st.Attempts, st.LastLabel, time.Until(st.NextAttempt).Round(10*time.Millisecond))
+		}
+		select {
+		case <-sctx.Done():
+			return sctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := b.StartIngress(); err != nil {
+		return err
+	}
+	p.hop("[B] ingress: back")
+	select {
+	case <-arrived:
+	case <-sctx.Done():
+		return fmt.Errorf("the notification did not arrive: %w", sctx.Err())
+	}
+	time.Sleep(500 * time.Millisecond) // a second copy would show by now
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0].ID != id {
+		return fmt.Errorf("galley on B got %d notifications, want the one", len(got))
+	}
+	fmt.Printf("\nthe notification arrived once, after %d failed attempt(s).\n", seen)
+	return nil
 }
