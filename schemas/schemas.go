@@ -5,12 +5,17 @@
 //     {"code", "label", "message", "inner"}.
 //   - asyncapi.json: AsyncAPI 3.0.0 description of the NATS side: the
 //     channels fed.out.{component}.{rpc}.{targetDomain} and
-//     fed.in.{component}.{rpc}.{originDomain}, their operations, messages and,
-//     under components.schemas, the JSON Schemas of the NATS headers and of
-//     the structured-mode CloudEvents (RequestHeaders, InboundRequestHeaders,
-//     ResponseHeaders, ErrorHeaders, StructuredHeaders, StructuredEvent,
-//     StructuredRequest, StructuredResponse, StructuredError, ErrorBody and
-//     the token schemas ComponentToken, RPCToken and DomainToken), and the
+//     fed.in.{component}.{rpc}.{originDomain}, the notification channels
+//     fed.notify.{component}.{rpc}.{targetDomain},
+//     fed.inbox.{component}.{rpc}.{originDomain} and the dead letters
+//     fed.dead.{component}.{rpc}.{targetDomain}, their operations, messages
+//     and, under components.schemas, the JSON Schemas of the NATS headers and
+//     of the structured-mode CloudEvents (RequestHeaders,
+//     InboundRequestHeaders, ResponseHeaders, ErrorHeaders,
+//     StructuredHeaders, StructuredEvent, StructuredRequest,
+//     StructuredResponse, StructuredError, ErrorBody, NotificationHeaders,
+//     InboundNotificationHeaders, DeadLetterHeaders and the token schemas
+//     ComponentToken, RPCToken, DomainToken and NotificationId), and the
 //     responses whose body is an object of the JetStream object store
 //     (contract section 8: ObjectResponseHeaders, StructuredObjectHeaders,
 //     StructuredObjectResponse, and the Fedbus-Object-* values ObjectBucket,

@@ -266,6 +266,9 @@ func TestAsyncAPIDocument(t *testing.T) {
 			{"inbound", "inbound", "fed.in.{component}.{rpc}.{originDomain}", []string{"component", "rpc", "originDomain"}, []string{"request"}},
 			{"outbound reply", "outboundReply", "", nil, []string{"response", "error", "responseStructured", "errorStructured", "responseObject", "responseObjectStructured"}},
 			{"inbound reply", "inboundReply", "", nil, []string{"response", "error", "responseObject"}},
+			{"notifications", "notify", "fed.notify.{component}.{rpc}.{targetDomain}", []string{"component", "rpc", "targetDomain"}, []string{"notification"}},
+			{"inbound notifications", "inbox", "fed.inbox.{component}.{rpc}.{originDomain}", []string{"component", "rpc", "originDomain"}, []string{"notification"}},
+			{"dead letters", "deadLetters", "fed.dead.{component}.{rpc}.{targetDomain}", []string{"component", "rpc", "targetDomain"}, []string{"deadLetter"}},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -302,6 +305,11 @@ func TestAsyncAPIDocument(t *testing.T) {
 			{"federator receives", "serveFederator", "receive", "outbound", "outboundReply", "federator"},
 			{"ingress sends", "publishInbound", "send", "inbound", "inboundReply", ""},
 			{"component receives", "serveInbound", "receive", "inbound", "inboundReply", ""},
+			{"component notifies", "publishNotification", "send", "notify", "", ""},
+			{"federator delivers", "deliverNotifications", "receive", "notify", "", ""},
+			{"ingress stores", "storeInbound", "send", "inbox", "", ""},
+			{"component consumes", "consumeInbound", "receive", "inbox", "", ""},
+			{"federator sets aside", "setAside", "send", "deadLetters", "", ""},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -322,6 +330,12 @@ func TestAsyncAPIDocument(t *testing.T) {
 					if !strings.HasPrefix(ref, "#/channels/"+tt.channel+"/messages/") {
 						t.Errorf("message %s is not a message of channel %s", ref, tt.channel)
 					}
+				}
+				if tt.replyChannel == "" {
+					if op["reply"] != nil {
+						t.Errorf("reply = %v, want none (a JetStream publish)", op["reply"])
+					}
+					return
 				}
 				reply := resolveRef(t, doc, op["reply"])
 				if ref, _ := lookup(reply, "/channel/$ref"); ref != "#/channels/"+tt.replyChannel {
@@ -399,7 +413,8 @@ func TestSchemasCompile(t *testing.T) {
 	}
 	slices.Sort(names)
 	for _, want := range []string{"RequestHeaders", "InboundRequestHeaders", "ResponseHeaders", "ErrorHeaders", "StructuredHeaders", "StructuredEvent", "StructuredRequest", "StructuredResponse", "StructuredError", "ErrorBody", "ComponentToken", "RPCToken", "DomainToken",
-		"ObjectBucket", "ObjectName", "ObjectSize", "ObjectResponseHeaders", "StructuredObjectHeaders", "StructuredObjectResponse"} {
+		"ObjectBucket", "ObjectName", "ObjectSize", "ObjectResponseHeaders", "StructuredObjectHeaders", "StructuredObjectResponse",
+		"NotificationId", "NotificationHeaders", "InboundNotificationHeaders", "DeadLetterHeaders"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("components.schemas.%s missing", want)
 		}
@@ -824,6 +839,9 @@ func TestSubjectsMatchChannels(t *testing.T) {
 	}
 	outRe, outParams := addressRegexp(t, doc, "outbound")
 	inRe, inParams := addressRegexp(t, doc, "inbound")
+	notifyRe, notifyParams := addressRegexp(t, doc, "notify")
+	inboxRe, inboxParams := addressRegexp(t, doc, "inbox")
+	deadRe, deadParams := addressRegexp(t, doc, "deadLetters")
 	label63 := strings.Repeat("a", 63)
 	long := strings.Join([]string{label63, label63, label63, strings.Repeat("b", 61)}, ".") // 253 characters
 	tests := []struct {
@@ -848,6 +866,9 @@ func TestSubjectsMatchChannels(t *testing.T) {
 			}{
 				{"out", "targetDomain", subjects.Out, outRe, outParams},
 				{"in", "originDomain", subjects.In, inRe, inParams},
+				{"notify", "targetDomain", subjects.Notify, notifyRe, notifyParams},
+				{"inbox", "originDomain", subjects.Inbox, inboxRe, inboxParams},
+				{"dead", "targetDomain", subjects.Dead, deadRe, deadParams},
 			} {
 				subject, err := c.build(tt.component, tt.rpc, tt.domain)
 				if err != nil {
@@ -867,7 +888,8 @@ func TestSubjectsMatchChannels(t *testing.T) {
 						t.Errorf("%s: parameter %s %q vs %s: %v", c.dir, name, tok, schemaName, err)
 					}
 				}
-				route, err := map[string]func(string) (contract.Route, error){"out": subjects.ParseOut, "in": subjects.ParseIn}[c.dir](subject)
+				route, err := map[string]func(string) (contract.Route, error){"out": subjects.ParseOut, "in": subjects.ParseIn,
+					"notify": subjects.ParseNotify, "inbox": subjects.ParseInbox, "dead": subjects.ParseDead}[c.dir](subject)
 				if err != nil || route.Domain != tt.wantDomain {
 					t.Errorf("%s: parse %q = %+v, %v", c.dir, subject, route, err)
 				}
@@ -1377,6 +1399,54 @@ func TestObjectReplyEndToEnd(t *testing.T) {
 			if err != nil || !bytes.Equal(got, body) || reply.Header.Get(contract.HeaderObjectSize) != strconv.Itoa(len(body)) {
 				t.Fatalf("object: %d bytes, %v", len(got), err)
 			}
+		})
+	}
+}
+
+// TestNotificationHeadersRefused checks that the notification schemas
+// refuse what the contract does not allow (the e2e test validates real
+// messages against them).
+func TestNotificationHeadersRefused(t *testing.T) {
+	notification := func() map[string][]string {
+		return map[string][]string{"ce-specversion": {"1.0"}, "ce-id": {"n1"}, "ce-source": {"/galley"}, "ce-type": {contract.TypeNotification}, "Nats-Msg-Id": {"n1"}}
+	}
+	inbound := func() map[string][]string {
+		h := notification()
+		h["ce-source"], h["ce-origindomain"], h["Nats-Msg-Id"] = []string{"//a.example.com/galley"}, []string{"a.example.com"}, []string{"a.example.com/n1"}
+		return h
+	}
+	dead := func() map[string][]string {
+		h := notification()
+		h["Fedbus-Dead-Label"], h["Fedbus-Dead-Status"] = []string{"unknown-component"}, []string{"403"}
+		h["Fedbus-Dead-Error"] = []string{`{"code":403,"label":"unknown-component","message":"component chat is not federated"}`}
+		h["Fedbus-Dead-Subject"], h["Fedbus-Dead-Time"], h["Fedbus-Dead-Attempts"] = []string{"fed.notify.chat.x.b.example.com"}, []string{"2026-12-01T12:00:00Z"}, []string{"0"}
+		h["Nats-Msg-Id"] = []string{"dead/7"}
+		return h
+	}
+	cases := []struct {
+		name, schema string
+		headers      map[string][]string
+		change       func(map[string][]string)
+		valid        bool
+	}{
+		{"notification", "NotificationHeaders", notification(), func(map[string][]string) {}, true},
+		{"notification without Nats-Msg-Id", "NotificationHeaders", notification(), func(h map[string][]string) { delete(h, "Nats-Msg-Id") }, false},
+		{"notification of a request type", "NotificationHeaders", notification(), func(h map[string][]string) { h["ce-type"] = []string{contract.TypeRequest} }, false},
+		{"notification with an origin", "NotificationHeaders", notification(), func(h map[string][]string) { h["ce-origindomain"] = []string{"a.example.com"} }, false},
+		{"notification id with a space", "NotificationHeaders", notification(), func(h map[string][]string) { h["ce-id"] = []string{"n 1"} }, false},
+		{"inbound", "InboundNotificationHeaders", inbound(), func(map[string][]string) {}, true},
+		{"inbound without origin", "InboundNotificationHeaders", inbound(), func(h map[string][]string) { delete(h, "ce-origindomain") }, false},
+		{"inbound Nats-Msg-Id without origin", "InboundNotificationHeaders", inbound(), func(h map[string][]string) { h["Nats-Msg-Id"] = []string{"n1"} }, false},
+		{"dead letter", "DeadLetterHeaders", dead(), func(map[string][]string) {}, true},
+		{"dead letter error not JSON", "DeadLetterHeaders", dead(), func(h map[string][]string) { h["Fedbus-Dead-Error"] = []string{"nope"} }, false},
+		{"dead letter error not a contract error", "DeadLetterHeaders", dead(), func(h map[string][]string) { h["Fedbus-Dead-Error"] = []string{`{"code":1}`} }, false},
+		{"dead letter without a label", "DeadLetterHeaders", dead(), func(h map[string][]string) { delete(h, "Fedbus-Dead-Label") }, false},
+		{"dead letter time not a date", "DeadLetterHeaders", dead(), func(h map[string][]string) { h["Fedbus-Dead-Time"] = []string{"yesterday"} }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.change(tc.headers)
+			expectValid(t, ValidateHeaders(tc.schema, tc.headers), tc.valid)
 		})
 	}
 }
