@@ -58,12 +58,14 @@ const (
 	// HTTPNotificationSeq is the sender's sequence number of a notification
 	// (its sequence in the sender's notification stream): increasing in
 	// publish order per destination. The receiving ingress remembers the
-	// highest it stored per origin, so that a notification sent again
-	// after its duplicate window is still recognised.
+	// highest it stored per origin and epoch, so that a notification sent
+	// again after its duplicate window is still recognised.
 	HTTPNotificationSeq = "Fedbus-Notification-Seq"
-	// HTTPNotificationEpoch names the sender's notification stream
-	// instance (its creation time): sequence numbers compare only within
-	// one epoch.
+	// HTTPNotificationEpoch names the sequence space of the sender's
+	// notifications to one destination: the creation time of its stream
+	// (Unix nanoseconds) and the destination domain, e.g.
+	// "1764590403123456789.b.example.com". Sequence numbers compare only
+	// within one epoch.
 	HTTPNotificationEpoch = "Fedbus-Notification-Epoch"
 	// HTTPBatchMaxEntries and HTTPBatchMaxBytes are set by a fedbus
 	// ingress on its answers to notifications: it accepts batches (POST

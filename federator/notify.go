@@ -64,10 +64,10 @@ type notifier struct {
 	log *slog.Logger
 
 	// Set up by setup, before anything else runs.
-	stream jetstream.Stream
-	dead   jetstream.Stream
-	store  *notify.Store
-	epoch  string // the stream's creation time: HTTPNotificationEpoch
+	stream  jetstream.Stream
+	dead    jetstream.Stream
+	store   *notify.Store
+	created time.Time // the stream's creation time: the epochs of HTTPNotificationEpoch
 
 	mu     sync.Mutex
 	dests  map[string]*dest
@@ -188,7 +188,7 @@ func (n *notifier) setup(ctx context.Context) error {
 		return err
 	}
 	n.stream, n.dead, n.store = stream, dead, store
-	n.epoch = stream.CachedInfo().Created.UTC().Format(time.RFC3339Nano)
+	n.created = stream.CachedInfo().Created
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/internal/iox"
 	"github.com/fedbus/fedbus/lookup"
+	"github.com/fedbus/fedbus/notify"
 )
 
 // maxNotifyAnswer bounds what is read of a remote's answer to a
@@ -41,7 +42,7 @@ func (n *notifier) sendOne(ctx context.Context, s *session, it *item) delivery {
 		if err != nil {
 			return nil, err
 		}
-		h := n.headers(ctx, req, it.ev.ID)
+		h := n.headers(ctx, req, s.domain, it.ev.ID)
 		h[contract.HTTPNotificationID] = []string{it.ev.ID}
 		h[contract.HTTPNotificationSeq] = []string{strconv.FormatUint(it.seq, 10)}
 		if it.ev.TraceParent != "" {
@@ -64,7 +65,7 @@ func (n *notifier) sendOne(ctx context.Context, s *session, it *item) delivery {
 // refused the batch itself (it no longer takes batches): the caller then
 // sends the items one by one.
 func (n *notifier) sendBatch(ctx context.Context, s *session, items []*item) []delivery {
-	b := contract.Batch{Epoch: n.epoch, Notifications: make([]contract.BatchEntry, len(items))}
+	b := contract.Batch{Epoch: notify.Epoch(n.created, s.domain), Notifications: make([]contract.BatchEntry, len(items))}
 	for i, it := range items {
 		e := &b.Notifications[i]
 		e.ID, e.Component, e.RPC, e.Seq, e.TraceParent = it.ev.ID, it.route.Component, it.route.RPC, it.seq, it.ev.TraceParent
@@ -80,7 +81,7 @@ func (n *notifier) sendBatch(ctx context.Context, s *session, items []*item) []d
 		if err != nil {
 			return nil, err
 		}
-		n.headers(ctx, req, id)
+		n.headers(ctx, req, s.domain, id)
 		return req, nil
 	})
 	if err != nil {
@@ -124,13 +125,14 @@ func entryError(r contract.BatchResult) *contract.Error {
 	return contract.RemoteError(inner)
 }
 
-// headers sets the headers of section 2 on req and returns them.
-func (n *notifier) headers(ctx context.Context, req *http.Request, id string) http.Header {
+// headers sets the headers of section 2 and the epoch of domain's
+// sequence numbers on req and returns them.
+func (n *notifier) headers(ctx context.Context, req *http.Request, domain, id string) http.Header {
 	h := req.Header
 	h[contract.HTTPOriginDomain] = []string{n.f.client.origin}
 	h[contract.HTTPContentType] = []string{contract.ContentTypeJSON}
 	h[contract.HTTPRequestID] = []string{id}
-	h[contract.HTTPNotificationEpoch] = []string{n.epoch}
+	h[contract.HTTPNotificationEpoch] = []string{notify.Epoch(n.created, domain)}
 	if dl, ok := ctx.Deadline(); ok {
 		h[contract.HTTPRequestTimeout] = []string{strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10)}
 	}

@@ -23,8 +23,8 @@ import (
 // fed.inbox.<component>.<rpc>.<origin> with JetStream (Nats-Msg-Id
 // <origin>/<ce-id>) and answered 200 {} once stored, or once recognised as
 // stored before: by the inbox's duplicate window, or, for a fedbus sender,
-// by the origin's mark (the highest Fedbus-Notification-Seq of its epoch
-// stored so far), which does not expire.
+// by the mark of its epoch (notify.Marks: the highest
+// Fedbus-Notification-Seq stored so far), which outlives the window.
 
 // inbox is the ingress's inbound stream and marks, set up on first use
 // (and at Start): a NATS without JetStream at start does not stop the
@@ -88,28 +88,29 @@ func (in *Ingress) storeNotification(ctx context.Context, w http.ResponseWriter,
 	}
 	e := entry{id: id, component: req.component, rpc: req.rpc, traceParent: traceParent, body: body}
 	epoch := h.Get(contract.HTTPNotificationEpoch)
-	if v := h.Get(contract.HTTPNotificationSeq); v != "" && epoch != "" {
+	if v := h.Get(contract.HTTPNotificationSeq); v != "" && notify.ValidEpoch(epoch) {
 		e.seq, _ = strconv.ParseUint(v, 10, 64)
 	}
-	var mark notify.Mark
+	var mark uint64
 	if e.seq > 0 {
-		mark = in.mark(ctx, marks, req.origin)
+		mark = in.mark(ctx, marks, req.origin, epoch)
 	}
-	if err := in.store(ctx, req.origin, epoch, mark, e); err != nil {
+	if err := in.store(ctx, req.origin, mark, e); err != nil {
 		return bus.Event{}, err
 	}
 	if e.seq > 0 {
-		in.advance(ctx, marks, req.origin, notify.Mark{Epoch: epoch, Seq: e.seq})
+		in.advance(ctx, marks, req.origin, epoch, e.seq)
 	}
 	in.announceBatches(w)
 	return answer([]byte("{}")), nil
 }
 
 // store stores one notification of origin on the inbox, unless the mark
-// shows it stored already. The error is the contract's: 507
-// notification-store-full when the inbox is full, 413, 503 or 504.
-func (in *Ingress) store(ctx context.Context, origin, epoch string, mark notify.Mark, e entry) *contract.Error {
-	if mark.Covers(epoch, e.seq) {
+// of its epoch shows it stored already (its sequence is at or below it).
+// The error is the contract's: 507 notification-store-full when the inbox
+// is full, 413, 503 or 504.
+func (in *Ingress) store(ctx context.Context, origin string, mark uint64, e entry) *contract.Error {
+	if e.seq > 0 && e.seq <= mark {
 		return nil
 	}
 	subject, err := in.subjects.Inbox(e.component, e.rpc, origin)
@@ -134,20 +135,20 @@ func (in *Ingress) store(ctx context.Context, origin, epoch string, mark notify.
 	return nil
 }
 
-// mark returns the mark of origin; a failure to read it is as no mark (the
-// duplicate window still applies).
-func (in *Ingress) mark(ctx context.Context, marks *notify.Marks, origin string) notify.Mark {
-	m, err := marks.Get(ctx, origin)
+// mark returns the mark of origin and epoch; a failure to read it is as no
+// mark (the duplicate window still applies).
+func (in *Ingress) mark(ctx context.Context, marks *notify.Marks, origin, epoch string) uint64 {
+	m, err := marks.Get(ctx, origin, epoch)
 	if err != nil {
 		in.log.Debug("read notification mark", "origin", origin, "err", err)
 	}
 	return m
 }
 
-// advance raises the mark of origin; a failure is logged (the duplicate
-// window still applies).
-func (in *Ingress) advance(ctx context.Context, marks *notify.Marks, origin string, to notify.Mark) {
-	if err := marks.Advance(context.WithoutCancel(ctx), origin, to); err != nil {
+// advance raises the mark of origin and epoch; a failure is logged (the
+// duplicate window still applies).
+func (in *Ingress) advance(ctx context.Context, marks *notify.Marks, origin, epoch string, seq uint64) {
+	if err := marks.Advance(context.WithoutCancel(ctx), origin, epoch, seq); err != nil {
 		in.log.Info("notification mark not advanced", "origin", origin, "err", err)
 	}
 }
@@ -192,23 +193,25 @@ func (in *Ingress) serveBatch(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return bus.Event{}, err
 	}
-	var mark notify.Mark
-	if b.Epoch != "" {
-		mark = in.mark(ctx, marks, req.origin)
+	var mark uint64
+	marked := notify.ValidEpoch(b.Epoch)
+	if marked {
+		mark = in.mark(ctx, marks, req.origin, b.Epoch)
 	}
 	results := make([]contract.BatchResult, 0, len(b.Notifications))
 	var top uint64
 	for i := range b.Notifications {
 		be := &b.Notifications[i]
 		e, cerr := in.checkEntry(req.origin, be)
+		if !marked {
+			e.seq = 0
+		}
 		if cerr == nil {
-			cerr = in.store(ctx, req.origin, b.Epoch, mark, e)
+			cerr = in.store(ctx, req.origin, mark, e)
 		}
 		if cerr == nil {
 			results = append(results, contract.BatchResult{Code: http.StatusOK})
-			if b.Epoch != "" && e.seq > top {
-				top = e.seq
-			}
+			top = max(top, e.seq)
 			continue
 		}
 		results = append(results, contract.BatchResult{Code: cerr.Code, Error: cerr})
@@ -219,7 +222,7 @@ func (in *Ingress) serveBatch(ctx context.Context, w http.ResponseWriter, r *htt
 		in.log.Info("notification of a batch refused", "request_id", req.id, "origin", req.origin, "notification_id", be.ID, "label", cerr.Label, "err", cerr.Message)
 	}
 	if top > 0 {
-		in.advance(ctx, marks, req.origin, notify.Mark{Epoch: b.Epoch, Seq: top})
+		in.advance(ctx, marks, req.origin, b.Epoch, top)
 	}
 	body, jerr := json.Marshal(contract.BatchResponse{Results: results})
 	if jerr != nil { // cannot happen: ints and valid errors

@@ -171,53 +171,43 @@ func TestState(t *testing.T) {
 }
 
 func TestMarks(t *testing.T) {
-	cases := []struct {
-		name  string
-		mark  Mark
-		epoch string
-		seq   uint64
-		want  bool
+	for epoch, want := range map[string]bool{"1764590403123456789.b.example.com": true, "e1": true, "": false, "a b": false, "a/b": false, strings.Repeat("e", 301): false} {
+		if got := ValidEpoch(epoch); got != want {
+			t.Errorf("ValidEpoch(%q) = %v", epoch, got)
+		}
+	}
+	if e := Epoch(time.Unix(1, 5), "b.example.com"); e != "1000000005.b.example.com" || !ValidEpoch(e) {
+		t.Errorf("Epoch = %q", e)
+	}
+	js := newJS(t)
+	m, err := OpenMarks(ctx(t), js, contract.DefaultInboxStream, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		origin, epoch string
+		to, want      uint64
 	}{
-		{"below", Mark{"e1", 10}, "e1", 9, true},
-		{"equal", Mark{"e1", 10}, "e1", 10, true},
-		{"above", Mark{"e1", 10}, "e1", 11, false},
-		{"other epoch", Mark{"e1", 10}, "e2", 1, false},
-		{"no epoch", Mark{"", 10}, "", 1, false},
-		{"no sequence", Mark{"e1", 10}, "e1", 0, false},
+		{"a.example.com", "e1", 5, 5},
+		{"a.example.com", "e1", 3, 5}, // never lowered
+		{"a.example.com", "e1", 9, 9},
+		{"a.example.com", "e2", 2, 2}, // each epoch (destination) has its own
+		{"c.example.com", "e1", 1, 1}, // and each origin
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := tc.mark.Covers(tc.epoch, tc.seq); got != tc.want {
-				t.Fatalf("Covers = %v", got)
-			}
-		})
-	}
-	t.Run("advance", func(t *testing.T) {
-		js := newJS(t)
-		m, err := OpenMarks(ctx(t), js, contract.DefaultInboxStream, 1)
-		if err != nil {
+	for _, s := range steps {
+		if err := m.Advance(ctx(t), s.origin, s.epoch, s.to); err != nil {
 			t.Fatal(err)
 		}
-		steps := []struct {
-			to, want Mark
-		}{
-			{Mark{"e1", 5}, Mark{"e1", 5}},
-			{Mark{"e1", 3}, Mark{"e1", 5}}, // never lowered
-			{Mark{"e1", 9}, Mark{"e1", 9}},
-			{Mark{"e2", 2}, Mark{"e2", 2}}, // a new epoch replaces it
+		if got, err := m.Get(ctx(t), s.origin, s.epoch); err != nil || got != s.want {
+			t.Fatalf("%s %s after %d: %d, %v; want %d", s.origin, s.epoch, s.to, got, err, s.want)
 		}
-		for _, s := range steps {
-			if err := m.Advance(ctx(t), "a.example.com", s.to); err != nil {
-				t.Fatal(err)
-			}
-			if got, err := m.Get(ctx(t), "a.example.com"); err != nil || got != s.want {
-				t.Fatalf("after %v: %v, %v; want %v", s.to, got, err, s.want)
-			}
-		}
-		if got, _ := m.Get(ctx(t), "c.example.com"); got != (Mark{}) {
-			t.Fatalf("unknown origin: %v", got)
-		}
-	})
+	}
+	if got, _ := m.Get(ctx(t), "a.example.com", "e1"); got != 9 {
+		t.Fatalf("epoch e1 after e2: %d", got)
+	}
+	if got, _ := m.Get(ctx(t), "a.example.com", "not/valid"); got != 0 {
+		t.Fatalf("invalid epoch: %d", got)
+	}
 }
 
 func TestBacklogDeadLettersAndReplay(t *testing.T) {

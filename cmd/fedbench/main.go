@@ -12,6 +12,7 @@
 //	go run ./cmd/fedbench -scenario=domains
 //	go run ./cmd/fedbench -scenario=asset -asset-size=52428800 -rounds=5
 //	bin/fedbench -scenario=procs -bin bin -workers 1,2,4   # every part its own process (make bench builds bin/)
+//	go run ./cmd/fedbench -scenario=notifications -batches=10,50,100,200,500,1000
 package main
 
 import (
@@ -42,7 +43,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fedbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		scenarios  = fs.String("scenario", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios ("+strings.Join(bench.AllScenarios, ", ")+"), or "+bench.ScenarioDomains+" alone for the memory mode, or "+bench.ScenarioAsset+" alone for the asset mode, or "+bench.ScenarioProcs+" alone for the separate-process mode")
+		scenarios  = fs.String("scenario", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios ("+strings.Join(bench.AllScenarios, ", ")+"), or "+bench.ScenarioDomains+" alone for the memory mode, or "+bench.ScenarioAsset+" alone for the asset mode, or "+bench.ScenarioProcs+" alone for the separate-process mode, or "+bench.ScenarioNotifications+" alone for the notification benchmark")
 		sizes      = fs.String("sizes", "256,65536", "comma-separated request body sizes in bytes")
 		inflight   = fs.String("inflight", "1,16,64,256", "comma-separated numbers of requests kept in flight")
 		matrix     = fs.String("matrix", bench.MatrixKey, "key: every in-flight count with the first size, and 64 in flight with the other sizes; full: every size with every count")
@@ -67,6 +68,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		procsEnv   = fs.String("procs-env", "", "procs mode: variants of the federators' and ingresses' environment, separated by |, each space-separated VAR=value (e.g. '|GOMAXPROCS=2': fedbus's defaults and GOMAXPROCS=2); bin=DIR takes their binaries from DIR")
 		infraEnv   = fs.String("procs-infra-env", "", "procs mode: space-separated VAR=value added to the environment of nats-server, the echo component and the load clients")
 		procsProf  = fs.String("procs-profile", "", "procs mode: directory for CPU profiles of a federator and an ingress process (first window)")
+		backlog    = fs.Int("backlog", 10000, "notifications mode: the backlog drained to one destination")
+		baseline   = fs.Int("baseline-backlog", 0, "notifications mode: the backlog of the one-per-request runs (default -backlog)")
+		rtt        = fs.Duration("rtt", 20*time.Millisecond, "notifications mode: round-trip time added by the delaying proxy")
+		batches    = fs.String("batches", "100", "notifications mode: comma-separated FED_NOTIFY_BATCH values of the batching runs")
+		dests      = fs.Int("destinations", 100, "notifications mode: destinations of the throughput run")
+		thru       = fs.Int("throughput", 20000, "notifications mode: notifications of the throughput run")
+		samples    = fs.Int("latency-samples", 300, "notifications mode: notifications of the latency run")
+		body       = fs.Int("body", 256, "notifications mode: bytes of each notification's body")
 	)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -108,6 +117,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			cfg.Bin = bench.BinariesIn(*binDir)
 		}
 		if err := bench.RunAsset(ctx, cfg); err != nil {
+			fmt.Fprintln(stderr, "fedbench:", err)
+			return 1
+		}
+		return 0
+	}
+	if len(names) == 1 && names[0] == bench.ScenarioNotifications {
+		sizes, err := parseInts(*batches)
+		if err != nil {
+			fmt.Fprintln(stderr, "fedbench:", err)
+			return 2
+		}
+		cfg := bench.NotifyConfig{Backlog: *backlog, BaselineBacklog: *baseline, RTT: *rtt, BatchSizes: sizes, Destinations: *dests,
+			Throughput: *thru, LatencySamples: *samples, BodySize: *body, Out: stdout, Logger: log}
+		if err := bench.RunNotify(ctx, cfg); err != nil {
 			fmt.Fprintln(stderr, "fedbench:", err)
 			return 1
 		}

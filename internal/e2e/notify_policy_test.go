@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/fedtest"
+	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/notify"
 	"github.com/fedbus/fedbus/policy"
 )
@@ -327,5 +331,53 @@ func TestNotificationsRefusedBeforeTheySend(t *testing.T) {
 		if got[id] != label {
 			t.Errorf("%s: dead letter label %q, want %q", id, got[id], label)
 		}
+	}
+}
+
+// TestDestinationsSharingABackend: two destination domains served by the
+// same backend (B's ingress) drain at once, their batches interleaved at
+// B; every notification arrives once, each destination's in order.
+func TestDestinationsSharingABackend(t *testing.T) {
+	const other = "b2.example.com"
+	w := newNotifyWorld(t, 2, map[string]string{"FED_NOTIFY_BATCH": "10"}, nil, other)
+	port, err := strconv.Atoi(w.b.IngressAddr[strings.LastIndexByte(w.b.IngressAddr, ':')+1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.dns.SetSRV(other, 60, testbed.SRVRecord{Target: infraB, Port: uint16(port), Priority: 10, Weight: 5})
+	r := serveNotifications(t, w.b, "galley")
+	if err := w.b.StopIngress(withTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{}
+	for i := range 400 {
+		target := []string{domainB, other}[i%2]
+		want[target] = append(want[target], publish(t, w.a, target, i, 1)...)
+	}
+	if err := w.b.StartIngress(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "400 notifications", func() bool { return r.len() >= 400 })
+	time.Sleep(200 * time.Millisecond) // a duplicate would arrive by now
+	got := r.snapshot()
+	if len(got) != 400 {
+		t.Fatalf("%d notifications handled, want 400", len(got))
+	}
+	index := map[string]int{}
+	for _, target := range []string{domainB, other} {
+		for i, id := range want[target] {
+			index[id] = i
+		}
+	}
+	next := map[string]int{}
+	for _, n := range got {
+		target := domainB
+		if slices.Contains(want[other], n.ID) {
+			target = other
+		}
+		if index[n.ID] != next[target] {
+			t.Fatalf("%s: notification %d of %s arrived when %d was due", n.ID, index[n.ID], target, next[target])
+		}
+		next[target]++
 	}
 }

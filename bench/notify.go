@@ -1,0 +1,530 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/net/http2"
+
+	"github.com/fedbus/fedbus/bus"
+	"github.com/fedbus/fedbus/contract"
+	"github.com/fedbus/fedbus/internal/fedtest"
+	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/notify"
+)
+
+// ScenarioNotifications is the notification benchmark (RunNotify).
+const ScenarioNotifications = "notifications"
+
+// NotifyConfig is the notification benchmark:
+//
+//   - drain: a backlog of Backlog notifications to one destination behind
+//     a proxy that adds RTT to every round trip, drained by fedbus with
+//     batches (each of BatchSizes), by fedbus to a remote that takes no
+//     batches (one notification per request, as to wire-server), and by
+//     the one-at-a-time model of wire-server (one notification in flight,
+//     acknowledged before the next is fetched, as a RabbitMQ consumer with
+//     prefetch 1);
+//   - throughput: Throughput notifications published to Destinations
+//     destinations (all served by one remote ingress), delivered by two
+//     federator workers;
+//   - latency: LatencySamples notifications published one at a time with
+//     nothing backed up, from the publish to the remote component's
+//     handler.
+type NotifyConfig struct {
+	Backlog int
+	// BaselineBacklog is the backlog of the two one-per-request runs
+	// (Backlog when 0): they take one round trip per notification, so a
+	// smaller backlog measures their rate in less time.
+	BaselineBacklog int
+	RTT             time.Duration
+	BatchSizes      []int
+	Destinations    int
+	Throughput      int
+	LatencySamples  int
+	BodySize        int
+	Out             io.Writer
+	Logger          *slog.Logger // progress
+}
+
+// The notification benchmark's backends.
+const (
+	notifyRPC       = "on-member-join"
+	notifyComponent = "galley"
+)
+
+// notifyWorld is a CA and a DNS server shared by the runs.
+type notifyWorld struct {
+	ca  *testbed.CA
+	dns *testbed.DNS
+	dir string
+	log *slog.Logger // services'
+}
+
+// sink counts the notifications a component handled and when the last
+// expected one arrived.
+type sink struct {
+	n      atomic.Int64
+	target int64
+	done   chan struct{}
+	once   sync.Once
+	last   chan time.Time // each handled notification's time, when not nil
+}
+
+func newSink(target int) *sink {
+	return &sink{target: int64(target), done: make(chan struct{})}
+}
+
+func (s *sink) handle(_ context.Context, _ *bus.Notification) error {
+	if s.last != nil {
+		s.last <- time.Now()
+	}
+	if s.n.Add(1) >= s.target {
+		s.once.Do(func() { close(s.done) })
+	}
+	return nil
+}
+
+// pair is A and B for one run, closed together.
+type pair struct {
+	a, b    *fedtest.Backend
+	srv     *bus.NotificationServer
+	closers []func()
+}
+
+func (p *pair) close() {
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		p.closers[i]()
+	}
+}
+
+// pairOptions configure startPair.
+type pairOptions struct {
+	envA, envB   map[string]string
+	federators   int  // of A
+	noFederators bool // none in A (the wire-server model delivers)
+	wrapB        func(http.Handler) http.Handler
+}
+
+// startPair starts B (allowing A), its galley consuming into s, then A
+// (allowing every domain).
+func (w *notifyWorld) startPair(o pairOptions, s *sink) (*pair, error) {
+	p := &pair{}
+	closeBackend := func(be *fedtest.Backend) func() {
+		return func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_ = be.Close(ctx)
+		}
+	}
+	envB := map[string]string{"FED_INGRESS_ORIGIN_RATE": "0", "FED_INGRESS_ORIGIN_CONCURRENCY": "0"}
+	for k, v := range o.envB {
+		envB[k] = v
+	}
+	b, err := fedtest.StartBackend(fedtest.BackendOptions{Domain: domainB, InfraHost: infraB, CA: w.ca, DNS: w.dns, Dir: w.dir,
+		Strategy: "allow-list", AllowList: []string{domainA}, Logger: w.log, Env: envB, WrapIngress: o.wrapB, NoFederators: true})
+	if err != nil {
+		return nil, err
+	}
+	p.b = b
+	p.closers = append(p.closers, closeBackend(b))
+	p.srv, err = bus.ServeNotifications(context.Background(), b.JetStream, b.Subjects, notifyComponent, s.handle,
+		bus.NotificationOptions{Logger: w.log, MaxInFlight: 1024})
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	p.closers = append(p.closers, func() { _ = p.srv.Shutdown(context.Background()) })
+	env := map[string]string{"FED_REQUEST_TIMEOUT": "30s"}
+	for k, v := range o.envA {
+		env[k] = v
+	}
+	a, err := fedtest.StartBackend(fedtest.BackendOptions{Domain: domainA, InfraHost: infraA, CA: w.ca, DNS: w.dns, Dir: w.dir,
+		Strategy: "allow-all", Logger: w.log, Env: env, Federators: max(o.federators, 1), NoFederators: o.noFederators})
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	p.a = a
+	p.closers = append(p.closers, closeBackend(a))
+	return p, nil
+}
+
+// waitStream waits for A's notification stream (the federator creates it
+// at start), or creates it when A runs no federator.
+func waitStream(ctx context.Context, a *fedtest.Backend, create bool) (jetstream.Stream, error) {
+	if create {
+		s, _, err := notify.Ensure(ctx, a.JetStream, notify.OutboundConfig(contract.DefaultNotifyStream, a.Subjects, notify.Limits{Duplicates: 2 * time.Minute}))
+		return s, err
+	}
+	for {
+		s, err := a.JetStream.Stream(ctx, contract.DefaultNotifyStream)
+		if err == nil {
+			return s, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// publishN publishes n notifications from A's galley, spread over the
+// targets, from 16 goroutines.
+func publishN(ctx context.Context, a *fedtest.Backend, targets []string, n, bodySize int) error {
+	body := append(append([]byte(`"`), bytes.Repeat([]byte("x"), max(bodySize-2, 0))...), '"')
+	notifier := a.Notifier("/" + notifyComponent)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				if _, err := notifier.Notify(ctx, targets[int(i)%len(targets)], notifyComponent, notifyRPC, body); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// drainResult is one drain run.
+type drainResult struct {
+	name     string
+	backlog  int
+	elapsed  time.Duration
+	requests int64
+}
+
+func (r drainResult) rate() float64 { return float64(r.backlog) / r.elapsed.Seconds() }
+
+// drainFedbus drains a backlog with fedbus's federator: batch is
+// FED_NOTIFY_BATCH; without remoteBatches B announces no batches.
+func (w *notifyWorld) drainFedbus(ctx context.Context, cfg NotifyConfig, name string, batch, backlog int, remoteBatches bool) (drainResult, error) {
+	var requests atomic.Int64
+	count := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == contract.BatchPath || r.Header.Get(contract.HTTPNotificationID) != "" {
+				requests.Add(1)
+			}
+			next.ServeHTTP(rw, r)
+		})
+	}
+	envB := map[string]string{}
+	if !remoteBatches {
+		envB["FED_INGRESS_BATCH_MAX"] = "0"
+	}
+	s := newSink(backlog)
+	p, err := w.startPair(pairOptions{envA: map[string]string{"FED_NOTIFY_BATCH": strconv.Itoa(batch),
+		"FED_NOTIFY_RETRY_MIN": "1h", "FED_NOTIFY_RETRY_MAX": "1h"}, envB: envB, wrapB: count}, s)
+	if err != nil {
+		return drainResult{}, err
+	}
+	defer p.close()
+	proxy, err := startDelayProxy(p.b.IngressAddr, cfg.RTT)
+	if err != nil {
+		return drainResult{}, err
+	}
+	defer proxy.close()
+	proxy.setOpen(false)
+	w.dns.SetSRV(domainB, 60, testbed.SRVRecord{Target: infraB, Port: proxy.port(), Priority: 10, Weight: 5})
+	if _, err := waitStream(ctx, p.a, false); err != nil {
+		return drainResult{}, err
+	}
+	if err := publishN(ctx, p.a, []string{domainB}, backlog, cfg.BodySize); err != nil {
+		return drainResult{}, err
+	}
+	store, err := notify.OpenStore(ctx, p.a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, true)
+	if err != nil {
+		return drainResult{}, err
+	}
+	for { // the first attempt failed: the backlog waits, nothing in flight
+		st, err := store.State(ctx, domainB)
+		if err != nil {
+			return drainResult{}, err
+		}
+		if st.Attempts > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return drainResult{}, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	proxy.setOpen(true)
+	requests.Store(0)
+	start := time.Now()
+	if _, err := store.RetryNow(ctx, domainB); err != nil { // as fedctl notifications retry
+		return drainResult{}, err
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		return drainResult{}, fmt.Errorf("%s: %d of %d delivered: %w", name, s.n.Load(), backlog, ctx.Err())
+	}
+	return drainResult{name: name, backlog: backlog, elapsed: time.Since(start), requests: requests.Load()}, nil
+}
+
+// drainOneAtATime drains a backlog the way wire-server's federator sends
+// notifications to a remote: one consumer per remote with one message in
+// flight (RabbitMQ prefetch 1), each sent as its own request and
+// acknowledged before the next is fetched.
+func (w *notifyWorld) drainOneAtATime(ctx context.Context, cfg NotifyConfig, backlog int) (drainResult, error) {
+	s := newSink(backlog)
+	p, err := w.startPair(pairOptions{noFederators: true}, s)
+	if err != nil {
+		return drainResult{}, err
+	}
+	defer p.close()
+	proxy, err := startDelayProxy(p.b.IngressAddr, cfg.RTT)
+	if err != nil {
+		return drainResult{}, err
+	}
+	defer proxy.close()
+	stream, err := waitStream(ctx, p.a, true)
+	if err != nil {
+		return drainResult{}, err
+	}
+	if err := publishN(ctx, p.a, []string{domainB}, backlog, cfg.BodySize); err != nil {
+		return drainResult{}, err
+	}
+	filter, _ := p.a.Subjects.NotifyDomain(domainB)
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "one-at-a-time", FilterSubject: filter,
+		AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1, AckWait: time.Minute})
+	if err != nil {
+		return drainResult{}, err
+	}
+	client, err := mtlsClient(p.a, w.ca)
+	if err != nil {
+		return drainResult{}, err
+	}
+	defer client.CloseIdleConnections()
+	base := "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(int(proxy.port())))
+	start := time.Now()
+	for range backlog {
+		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			return drainResult{}, fmt.Errorf("one at a time: fetch: %w", err)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+contract.Path(notifyComponent, notifyRPC), bytes.NewReader(m.Data()))
+		if err != nil {
+			return drainResult{}, err
+		}
+		req.Host = infraB
+		id := m.Headers().Get(contract.HeaderID)
+		req.Header.Set(contract.HTTPOriginDomain, domainA)
+		req.Header.Set(contract.HTTPContentType, contract.ContentTypeJSON)
+		req.Header.Set(contract.HTTPRequestID, id)
+		req.Header.Set(contract.HTTPNotificationID, id)
+		resp, err := client.Do(req)
+		if err != nil {
+			return drainResult{}, fmt.Errorf("one at a time: %w", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return drainResult{}, fmt.Errorf("one at a time: status %d", resp.StatusCode)
+		}
+		if err := m.DoubleAck(ctx); err != nil {
+			return drainResult{}, fmt.Errorf("one at a time: ack: %w", err)
+		}
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		return drainResult{}, ctx.Err()
+	}
+	return drainResult{name: "one at a time (wire-server model)", backlog: backlog, elapsed: time.Since(start), requests: int64(backlog)}, nil
+}
+
+// mtlsClient is an HTTP/2 client with a's certificate that trusts ca, for
+// B's ingress (server name infraB).
+func mtlsClient(a *fedtest.Backend, ca *testbed.CA) (*http.Client, error) {
+	cert, err := tls.LoadX509KeyPair(a.Files.Cert, a.Files.Key)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	tr := &http2.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: infraB, MinVersion: tls.VersionTLS13}}
+	return &http.Client{Transport: tr}, nil
+}
+
+// throughput publishes n notifications spread over destinations domains,
+// all served by B's ingress, delivered by two federator workers of A.
+func (w *notifyWorld) throughput(ctx context.Context, cfg NotifyConfig) (published, delivered time.Duration, err error) {
+	s := newSink(cfg.Throughput)
+	p, err := w.startPair(pairOptions{federators: 2}, s)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.close()
+	port, err := strconv.Atoi(p.b.IngressAddr[len("127.0.0.1:"):])
+	if err != nil {
+		return 0, 0, err
+	}
+	targets := make([]string, cfg.Destinations)
+	for i := range targets {
+		targets[i] = fmt.Sprintf("d%03d.example.net", i)
+		w.dns.SetSRV(targets[i], 3600, testbed.SRVRecord{Target: infraB, Port: uint16(port), Priority: 10, Weight: 5})
+	}
+	if _, err := waitStream(ctx, p.a, false); err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	if err := publishN(ctx, p.a, targets, cfg.Throughput, cfg.BodySize); err != nil {
+		return 0, 0, err
+	}
+	published = time.Since(start)
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		return 0, 0, fmt.Errorf("throughput: %d of %d delivered: %w", s.n.Load(), cfg.Throughput, ctx.Err())
+	}
+	return published, time.Since(start), nil
+}
+
+// latency publishes notifications one at a time, each once the previous
+// one was handled, and returns each one's time from publish to handler.
+func (w *notifyWorld) latency(ctx context.Context, cfg NotifyConfig) ([]time.Duration, error) {
+	const warm = 20
+	s := newSink(cfg.LatencySamples + warm)
+	s.last = make(chan time.Time, 1)
+	p, err := w.startPair(pairOptions{}, s)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
+	if _, err := waitStream(ctx, p.a, false); err != nil {
+		return nil, err
+	}
+	body := []byte(`"x"`)
+	notifier := p.a.Notifier("/" + notifyComponent)
+	var out []time.Duration
+	for i := range cfg.LatencySamples + warm {
+		start := time.Now()
+		if _, err := notifier.Notify(ctx, domainB, notifyComponent, notifyRPC, body); err != nil {
+			return nil, err
+		}
+		select {
+		case at := <-s.last:
+			if i >= warm {
+				out = append(out, at.Sub(start))
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Second):
+			return nil, errors.New("latency: a notification did not arrive within 10s")
+		}
+		time.Sleep(5 * time.Millisecond) // nothing backed up: the next goes alone
+	}
+	return out, nil
+}
+
+// RunNotify runs the notification benchmark and prints its tables.
+func RunNotify(ctx context.Context, cfg NotifyConfig) error {
+	if cfg.Backlog <= 0 || cfg.RTT < 0 || cfg.Destinations <= 0 || cfg.Throughput <= 0 || cfg.LatencySamples <= 0 {
+		return errors.New("notifications: backlog, destinations, throughput and latency samples must be positive")
+	}
+	if cfg.BaselineBacklog <= 0 {
+		cfg.BaselineBacklog = cfg.Backlog
+	}
+	dir, err := os.MkdirTemp("", "fedbench-notify-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ca, err := testbed.NewCA("fedbench notifications CA")
+	if err != nil {
+		return err
+	}
+	dns, err := testbed.NewDNS()
+	if err != nil {
+		return err
+	}
+	if err := dns.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = dns.Stop() }()
+	w := &notifyWorld{ca: ca, dns: dns, dir: dir, log: slog.New(slog.DiscardHandler)}
+	log := cfg.Logger
+	out := cfg.Out
+	fmt.Fprintf(out, "notifications: drain of a backlog to one destination, %s added round trip (delaying proxy on loopback), %d-byte bodies\n", cfg.RTT, cfg.BodySize)
+	var results []drainResult
+	run := func(r drainResult, err error) error {
+		if err != nil {
+			return err
+		}
+		log.Info("drained", "run", r.name, "backlog", r.backlog, "elapsed", r.elapsed)
+		results = append(results, r)
+		return nil
+	}
+	if err := run(w.drainOneAtATime(ctx, cfg, cfg.BaselineBacklog)); err != nil {
+		return err
+	}
+	if err := run(w.drainFedbus(ctx, cfg, "fedbus, remote without batches", 100, cfg.BaselineBacklog, false)); err != nil {
+		return err
+	}
+	for _, b := range cfg.BatchSizes {
+		if err := run(w.drainFedbus(ctx, cfg, fmt.Sprintf("fedbus, batches of %d", b), b, cfg.Backlog, true)); err != nil {
+			return err
+		}
+	}
+	base := results[0].rate()
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\tbacklog\tdrain time\tnotifications/s\trequests\tdrain of "+strconv.Itoa(cfg.Backlog)+"\tvs one at a time\t")
+	for _, r := range results {
+		full := time.Duration(float64(cfg.Backlog) / r.rate() * float64(time.Second))
+		scaled := ""
+		if r.backlog != cfg.Backlog {
+			scaled = " (at this rate)"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%d\t%s%s\t%.1fx\t\n", r.name, r.backlog, r.elapsed.Round(time.Millisecond), r.rate(), r.requests,
+			full.Round(100*time.Millisecond), scaled, r.rate()/base)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	pub, del, err := w.throughput(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nnotifications: throughput, %d notifications to %d destinations (one remote ingress, no added delay), two federator workers\n", cfg.Throughput, cfg.Destinations)
+	fmt.Fprintf(out, "  published in %s (%.0f/s), all delivered after %s: %.0f notifications/s end to end\n",
+		pub.Round(time.Millisecond), float64(cfg.Throughput)/pub.Seconds(), del.Round(time.Millisecond), float64(cfg.Throughput)/del.Seconds())
+	lat, err := w.latency(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	p50, p90, p99 := latencySummary(lat)
+	fmt.Fprintf(out, "\nnotifications: latency from publish to the remote component's handler, nothing backed up (%d, one at a time)\n", len(lat))
+	fmt.Fprintf(out, "  p50 %s  p90 %s  p99 %s\n", ms(p50), ms(p90), ms(p99))
+	return nil
+}
