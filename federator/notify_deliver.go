@@ -37,6 +37,7 @@ type session struct {
 	ctx    context.Context    // ends when the lease is lost
 	cancel context.CancelFunc // of ctx
 	state  notify.State       // the destination's, as of the start
+	drop   bool               // delete the consumer at the end
 
 	mu   sync.Mutex
 	held []*item // fetched, not yet done
@@ -95,7 +96,16 @@ func (n *notifier) session(ctx context.Context, d *dest, force bool) (outcome, t
 	n.mu.Unlock()
 	n.wg.Add(1)
 	go s.keepAlive()
-	return s.run()
+	out, next := s.run()
+	if out == failed && time.Until(next) > consumerIdle {
+		// A destination that waits longer than its consumer would live
+		// keeps none: it is made again at the next attempt.
+		s.drop = true
+		n.mu.Lock()
+		d.cons = nil
+		n.mu.Unlock()
+	}
+	return out, next
 }
 
 // fresh makes sure the consumer hands the destination's notifications out
@@ -152,13 +162,18 @@ func consumerName(domain string) string {
 	return "d_" + strings.ReplaceAll(domain, ".", "_")
 }
 
-// end gives back what is still held, releases the lease and stops the
-// keep-alive.
+// end gives back what is still held, deletes the consumer when asked,
+// releases the lease and stops the keep-alive.
 func (s *session) end() {
 	s.giveBack()
 	s.cancel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	if s.drop {
+		if err := s.n.stream.DeleteConsumer(ctx, consumerName(s.domain)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			s.n.log.Debug("delete destination consumer", "remote", s.domain, "err", err)
+		}
+	}
 	if err := s.lease.Release(ctx); err != nil {
 		s.n.log.Debug("release lease", "remote", s.domain, "err", err)
 	}
@@ -221,14 +236,23 @@ func (s *session) run() (outcome, time.Time) {
 			return trouble, time.Time{}
 		}
 		if len(items) == 0 {
-			info, err := s.cons.Info(s.ctx)
-			if err != nil {
+			// Empty, as far as the consumer knows: it learns of a new
+			// notification a moment after the stream stored it (and the
+			// wake-up may come first). The stream itself tells: every
+			// fetched notification was acknowledged, so one still there
+			// is still to be handed out.
+			_, err := notify.Oldest(s.ctx, n.stream, n.f.subjects, s.domain)
+			if err == nil && again < 200 {
+				again++
+				time.Sleep(time.Duration(min(again, 10)) * time.Millisecond)
+				continue
+			}
+			if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 				return trouble, time.Time{}
 			}
-			if info.NumPending > 0 && again < 100 {
-				again++ // stored after the fetch: fetch again
-				time.Sleep(5 * time.Millisecond)
-				continue
+			if err == nil {
+				n.log.Debug("notifications still in the stream are not handed out; trying later", "remote", s.domain)
+				return trouble, time.Time{}
 			}
 			if s.state.Attempts > 0 && sent {
 				s.recovered()

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -158,4 +159,21 @@ func TestNotificationRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(got[42].Body, &body); err != nil || body.N != 42 {
 		t.Fatalf("body of notification 42: %s (%v)", got[42].Body, err)
 	}
+}
+
+// TestNotificationsOneAtATime: notifications published one at a time, each
+// once the previous one arrived, are each delivered by the wake-up of
+// their own publish (the stream's periodic scan, the safety net, runs only
+// every 30 s here). A notification stored a moment before its
+// destination's consumer learns of it must not be taken for an empty
+// backlog.
+func TestNotificationsOneAtATime(t *testing.T) {
+	w := newWorldWith(t, fedtest.BackendOptions{Env: map[string]string{"FED_NOTIFY_SCAN_INTERVAL": "30s"}}, fedtest.BackendOptions{})
+	r := serveNotifications(t, w.b, "galley")
+	var ids []string
+	for i := range 200 {
+		ids = append(ids, publish(t, w.a, domainB, i, 1)...)
+		waitFor(t, 5*time.Second, fmt.Sprintf("notification %d without waiting for the scan", i), func() bool { return r.len() > i })
+	}
+	checkExactlyOnceInOrder(t, r, ids, domainA)
 }
