@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -45,7 +46,10 @@ const ScenarioNotifications = "notifications"
 //     federator workers;
 //   - latency: LatencySamples notifications published one at a time with
 //     nothing backed up, from the publish to the remote component's
-//     handler.
+//     handler;
+//   - resources: Waiting destinations, each with a backlog of one and
+//     unreachable, what they cost once each failed once and waits for its
+//     next attempt.
 type NotifyConfig struct {
 	Backlog int
 	// BaselineBacklog is the backlog of the two one-per-request runs
@@ -57,9 +61,12 @@ type NotifyConfig struct {
 	Destinations    int
 	Throughput      int
 	LatencySamples  int
-	BodySize        int
-	Out             io.Writer
-	Logger          *slog.Logger // progress
+	// Waiting is the number of destinations of the resources run: each
+	// has one notification and is unreachable (0: no such run).
+	Waiting  int
+	BodySize int
+	Out      io.Writer
+	Logger   *slog.Logger // progress
 }
 
 // The notification benchmark's backends.
@@ -377,38 +384,93 @@ func mtlsClient(a *fedtest.Backend, ca *testbed.CA) (*http.Client, error) {
 	return &http.Client{Transport: tr}, nil
 }
 
-// throughput publishes n notifications spread over destinations domains,
-// all served by B's ingress, delivered by two federator workers of A.
-func (w *notifyWorld) throughput(ctx context.Context, cfg NotifyConfig) (published, delivered time.Duration, err error) {
+// throughput measures notifications to cfg.Destinations domains, all
+// served by B's ingress, delivered by two federator workers of A: the
+// end-to-end rate while components publish (published, delivered: from
+// the first publish), and the drain of a backlog of the same size spread
+// over the destinations (drain).
+func (w *notifyWorld) throughput(ctx context.Context, cfg NotifyConfig) (published, delivered, drain time.Duration, err error) {
+	for phase := range 2 {
+		if err := w.throughputPhase(ctx, cfg, phase, &published, &delivered, &drain); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	return published, delivered, drain, nil
+}
+
+// throughputPhase is one phase of throughput: 0 while published, 1 a
+// backlog drained.
+func (w *notifyWorld) throughputPhase(ctx context.Context, cfg NotifyConfig, phase int, published, delivered, drain *time.Duration) error {
 	s := newSink(cfg.Throughput)
-	p, err := w.startPair(pairOptions{federators: 2}, s)
+	p, err := w.startPair(pairOptions{federators: 2, envA: map[string]string{"FED_NOTIFY_RETRY_MIN": "1h", "FED_NOTIFY_RETRY_MAX": "1h"}}, s)
 	if err != nil {
-		return 0, 0, err
+		return err
 	}
 	defer p.close()
-	port, err := strconv.Atoi(p.b.IngressAddr[len("127.0.0.1:"):])
+	proxy, err := startDelayProxy(p.b.IngressAddr, 0)
 	if err != nil {
-		return 0, 0, err
+		return err
 	}
+	defer proxy.close()
 	targets := make([]string, cfg.Destinations)
 	for i := range targets {
 		targets[i] = fmt.Sprintf("d%03d.example.net", i)
-		w.dns.SetSRV(targets[i], 3600, testbed.SRVRecord{Target: infraB, Port: uint16(port), Priority: 10, Weight: 5})
+		w.dns.SetSRV(targets[i], 3600, testbed.SRVRecord{Target: infraB, Port: proxy.port(), Priority: 10, Weight: 5})
 	}
 	if _, err := waitStream(ctx, p.a, false); err != nil {
-		return 0, 0, err
+		return err
 	}
-	start := time.Now()
+	if phase == 0 { // components publish, fedbus delivers meanwhile
+		start := time.Now()
+		if err := publishN(ctx, p.a, targets, cfg.Throughput, cfg.BodySize); err != nil {
+			return err
+		}
+		*published = time.Since(start)
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			return fmt.Errorf("throughput: %d of %d delivered: %w", s.n.Load(), cfg.Throughput, ctx.Err())
+		}
+		*delivered = time.Since(start)
+		return nil
+	}
+	// a backlog for every destination, then the remote comes back
+	proxy.setOpen(false)
 	if err := publishN(ctx, p.a, targets, cfg.Throughput, cfg.BodySize); err != nil {
-		return 0, 0, err
+		return err
 	}
-	published = time.Since(start)
+	store, err := notify.OpenStore(ctx, p.a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, true)
+	if err != nil {
+		return err
+	}
+	for {
+		states, err := store.States(ctx)
+		if err != nil {
+			return err
+		}
+		if len(states) == len(targets) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	proxy.setOpen(true)
+	start := time.Now()
+	for _, t := range targets { // as fedctl notifications retry
+		if _, err := store.RetryNow(ctx, t); err != nil {
+			return err
+		}
+	}
 	select {
 	case <-s.done:
 	case <-ctx.Done():
-		return 0, 0, fmt.Errorf("throughput: %d of %d delivered: %w", s.n.Load(), cfg.Throughput, ctx.Err())
+		return fmt.Errorf("throughput drain: %d of %d delivered: %w", s.n.Load(), cfg.Throughput, ctx.Err())
 	}
-	return published, time.Since(start), nil
+	*drain = time.Since(start)
+	return nil
 }
 
 // latency publishes notifications one at a time, each once the previous
@@ -446,6 +508,106 @@ func (w *notifyWorld) latency(ctx context.Context, cfg NotifyConfig) ([]time.Dur
 		time.Sleep(5 * time.Millisecond) // nothing backed up: the next goes alone
 	}
 	return out, nil
+}
+
+// waitingCost is the resources run.
+type waitingCost struct {
+	destinations     int
+	took             time.Duration // until every destination had failed once
+	before, after    snapshot      // this process (A, B and their NATS servers)
+	consumers        int           // on A's notification stream
+	leases, states   int
+	consumersSettled int // consumers, leases and goroutines 10 s later
+	leasesSettled    int
+	settled          snapshot
+}
+
+// waiting publishes one notification to each of cfg.Waiting destinations
+// that cannot be reached (connections refused), waits until each failed
+// once (its next attempt 1 to 2 minutes away, as at the start of a long
+// outage), and measures what they cost.
+func (w *notifyWorld) waiting(ctx context.Context, cfg NotifyConfig) (waitingCost, error) {
+	res := waitingCost{destinations: cfg.Waiting}
+	p, err := w.startPair(pairOptions{envA: map[string]string{"FED_NOTIFY_RETRY_MIN": "2m", "FED_NOTIFY_RETRY_MAX": "5m",
+		"FED_NOTIFY_SCAN_INTERVAL": "1m"}}, newSink(1))
+	if err != nil {
+		return res, err
+	}
+	defer p.close()
+	proxy, err := startDelayProxy(p.b.IngressAddr, 0)
+	if err != nil {
+		return res, err
+	}
+	defer proxy.close()
+	proxy.setOpen(false)
+	targets := make([]string, cfg.Waiting)
+	for i := range targets {
+		targets[i] = fmt.Sprintf("w%05d.example.net", i)
+		w.dns.SetSRV(targets[i], 3600, testbed.SRVRecord{Target: infraB, Port: proxy.port(), Priority: 10, Weight: 5})
+	}
+	stream, err := waitStream(ctx, p.a, false)
+	if err != nil {
+		return res, err
+	}
+	store, err := notify.OpenStore(ctx, p.a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, true)
+	if err != nil {
+		return res, err
+	}
+	measure := func(snap *snapshot) error {
+		runtime.GC()
+		var err error
+		*snap, err = takeSnapshot()
+		return err
+	}
+	if err := measure(&res.before); err != nil {
+		return res, err
+	}
+	start := time.Now()
+	if err := publishN(ctx, p.a, targets, cfg.Waiting, cfg.BodySize); err != nil {
+		return res, err
+	}
+	for {
+		states, err := store.States(ctx)
+		if err != nil {
+			return res, err
+		}
+		if len(states) == len(targets) {
+			res.states = len(states)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	res.took = time.Since(start)
+	count := func() (consumers, leases int, err error) {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		holders, err := store.Holders(ctx)
+		return info.State.Consumers, len(holders), err
+	}
+	if err := measure(&res.after); err != nil {
+		return res, err
+	}
+	if res.consumers, res.leases, err = count(); err != nil {
+		return res, err
+	}
+	select {
+	case <-time.After(10 * time.Second):
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	if err := measure(&res.settled); err != nil {
+		return res, err
+	}
+	if res.consumersSettled, res.leasesSettled, err = count(); err != nil {
+		return res, err
+	}
+	return res, nil
 }
 
 // RunNotify runs the notification benchmark and prints its tables.
@@ -512,13 +674,14 @@ func RunNotify(ctx context.Context, cfg NotifyConfig) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	pub, del, err := w.throughput(ctx, cfg)
+	pub, del, drain, err := w.throughput(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "\nnotifications: throughput, %d notifications to %d destinations (one remote ingress, no added delay), two federator workers\n", cfg.Throughput, cfg.Destinations)
-	fmt.Fprintf(out, "  published in %s (%.0f/s), all delivered after %s: %.0f notifications/s end to end\n",
+	fmt.Fprintf(out, "  while published (16 publishers): published in %s (%.0f/s), all delivered after %s: %.0f notifications/s end to end\n",
 		pub.Round(time.Millisecond), float64(cfg.Throughput)/pub.Seconds(), del.Round(time.Millisecond), float64(cfg.Throughput)/del.Seconds())
+	fmt.Fprintf(out, "  a backlog over the %d destinations, drained in %s: %.0f notifications/s\n", cfg.Destinations, drain.Round(time.Millisecond), float64(cfg.Throughput)/drain.Seconds())
 	lat, err := w.latency(ctx, cfg)
 	if err != nil {
 		return err
@@ -526,5 +689,20 @@ func RunNotify(ctx context.Context, cfg NotifyConfig) error {
 	p50, p90, p99 := latencySummary(lat)
 	fmt.Fprintf(out, "\nnotifications: latency from publish to the remote component's handler, nothing backed up (%d, one at a time)\n", len(lat))
 	fmt.Fprintf(out, "  p50 %s  p90 %s  p99 %s\n", ms(p50), ms(p90), ms(p99))
+	if cfg.Waiting <= 0 {
+		return nil
+	}
+	wc, err := w.waiting(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
+	heap := int64(wc.after.HeapInuse) - int64(wc.before.HeapInuse)
+	fmt.Fprintf(out, "\nnotifications: resources, %d unreachable destinations with one notification each; every one failed once after %s and waits for its next attempt\n",
+		wc.destinations, wc.took.Round(time.Second))
+	fmt.Fprintf(out, "  this process (A and B with their NATS servers): goroutines %d -> %d (10 s later %d), heap in use %.1f -> %.1f MiB (10 s later %.1f): %+d bytes per destination\n",
+		wc.before.Goroutines, wc.after.Goroutines, wc.settled.Goroutines, mib(wc.before.HeapInuse), mib(wc.after.HeapInuse), mib(wc.settled.HeapInuse), heap/int64(wc.destinations))
+	fmt.Fprintf(out, "  NATS: %d state keys; consumers %d, leases %d (10 s later %d and %d)\n",
+		wc.states, wc.consumers, wc.leases, wc.consumersSettled, wc.leasesSettled)
 	return nil
 }

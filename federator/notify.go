@@ -99,6 +99,9 @@ type dest struct {
 	state     notify.State // last known (zero: delivering)
 	warned    time.Time    // last long-outage warning
 	cons      jetstream.Consumer
+	// idleSince: drained, nothing scheduled; the record is kept while its
+	// consumer lives (consumerIdle), then forgotten.
+	idleSince time.Time
 }
 
 func (d *dest) dueAt() time.Time { return d.at }
@@ -397,8 +400,9 @@ func (n *notifier) deliver(ctx context.Context, d *dest) {
 		case d.rerun || d.force:
 			n.scheduleLocked(d, now)
 		case d.state.Attempts == 0:
-			d.cons = nil
-			delete(n.dests, d.domain)
+			// Kept while its consumer lives, for the next notification;
+			// the scan forgets it after that.
+			d.idleSince = now
 		default:
 			n.scheduleLocked(d, d.state.NextAttempt)
 		}
@@ -528,11 +532,25 @@ func (n *notifier) scan(ctx context.Context) error {
 	for domain := range counts {
 		n.wake(domain, false)
 	}
+	n.forget(time.Now())
 	if len(invalid) > 0 {
 		n.sweep(ctx, invalid)
 	}
 	n.warn(ctx, counts)
 	return nil
+}
+
+// forget drops the records of destinations drained longer ago than their
+// consumer lives, with nothing scheduled and no failing state: an idle
+// destination costs nothing.
+func (n *notifier) forget(now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for domain, d := range n.dests {
+		if !d.running && d.index < 0 && d.state.Attempts == 0 && !d.idleSince.IsZero() && now.Sub(d.idleSince) > consumerIdle {
+			delete(n.dests, domain)
+		}
+	}
 }
 
 // warn logs the stream's fill level when it crosses 50, 80 or 95%, and, at

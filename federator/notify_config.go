@@ -45,7 +45,7 @@ func defaultNotifyConfig() NotifyConfig {
 		DeadStream:   contract.DefaultDeadStream,
 		DeadMaxAge:   30 * 24 * time.Hour,
 		DeadMaxBytes: 256 << 20,
-		Batch:        100,
+		Batch:        500,
 		BatchBytes:   1 << 20,
 		RetryMin:     time.Second,
 		RetryMax:     5 * time.Minute,

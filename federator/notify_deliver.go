@@ -31,6 +31,7 @@ type item struct {
 // lease.
 type session struct {
 	n      *notifier
+	d      *dest
 	domain string
 	lease  *notify.Lease
 	cons   jetstream.Consumer
@@ -60,14 +61,20 @@ func (n *notifier) session(ctx context.Context, d *dest, force bool) (outcome, t
 		return trouble, time.Time{}
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{n: n, domain: domain, lease: lease, ctx: sctx, cancel: cancel}
+	s := &session{n: n, d: d, domain: domain, lease: lease, ctx: sctx, cancel: cancel}
 	defer s.end()
-	st, err := n.store.State(sctx, domain)
-	if err != nil {
-		return trouble, time.Time{}
+	n.mu.Lock()
+	st := d.state // kept current by the watch of the state bucket
+	n.mu.Unlock()
+	if st.Attempts > 0 {
+		// Failing: the freshest word (another worker may have tried
+		// since, or fedctl asked for a retry).
+		if st, err = n.store.State(sctx, domain); err != nil {
+			return trouble, time.Time{}
+		}
+		n.setState(domain, st)
 	}
 	s.state = st
-	n.setState(domain, st)
 	now := time.Now()
 	if !force && st.Attempts > 0 && st.NextAttempt.After(now) {
 		return failed, st.NextAttempt // another worker failed meanwhile
@@ -253,6 +260,14 @@ func (s *session) run() (outcome, time.Time) {
 			if err == nil {
 				n.log.Debug("notifications still in the stream are not handed out; trying later", "remote", s.domain)
 				return trouble, time.Time{}
+			}
+			n.mu.Lock()
+			rerun := s.d.rerun // woken meanwhile: more came, go on with the lease held
+			s.d.rerun = false
+			n.mu.Unlock()
+			if rerun {
+				again = 0
+				continue
 			}
 			if s.state.Attempts > 0 && sent {
 				s.recovered()

@@ -76,6 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		thru       = fs.Int("throughput", 20000, "notifications mode: notifications of the throughput run")
 		samples    = fs.Int("latency-samples", 300, "notifications mode: notifications of the latency run")
 		body       = fs.Int("body", 256, "notifications mode: bytes of each notification's body")
+		waitingN   = fs.Int("waiting", 10000, "notifications mode: unreachable destinations of the resources run (0: none)")
 	)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -129,7 +130,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		cfg := bench.NotifyConfig{Backlog: *backlog, BaselineBacklog: *baseline, RTT: *rtt, BatchSizes: sizes, Destinations: *dests,
-			Throughput: *thru, LatencySamples: *samples, BodySize: *body, Out: stdout, Logger: log}
+			Throughput: *thru, LatencySamples: *samples, Waiting: *waitingN, BodySize: *body, Out: stdout, Logger: log}
 		if err := bench.RunNotify(ctx, cfg); err != nil {
 			fmt.Fprintln(stderr, "fedbench:", err)
 			return 1
