@@ -138,8 +138,11 @@ integration: images
 ## 10,000-domain memory mode (Go's GC defaults; FED_IDLE_CONN_TIMEOUT 3s, then the default 90s);
 ## the asset mode (a 50 MiB stream-asset through both object stores against a raw HTTPS download,
 ## 5 interleaved rounds, then 8 at once for the memory per transfer, with the production binaries
-## and nats-server as processes); the bus, federator and ingress micro-benchmarks. About 7
-## minutes. BENCH_FLAGS adds fedbench flags to the first run (e.g. -matrix=full).
+## and nats-server as processes); notifications (the drain of 10,000 over 20 ms of added round
+## trip: batches against one per request, whose rate is measured on 1,000; throughput to 100
+## destinations; latency; 10,000 waiting destinations); the bus, federator and ingress
+## micro-benchmarks. About 8 minutes. BENCH_FLAGS adds fedbench flags to the first run (e.g.
+## -matrix=full).
 BENCH_FLAGS ?=
 .PHONY: bench
 bench:
@@ -150,4 +153,5 @@ bench:
 	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=3s
 	$(BIN)/fedbench -scenario=domains -domains=10000 -idle=90s
 	$(BIN)/fedbench -scenario=asset -asset-size=52428800 -rounds=5 -inflight=8 -bin=$(BIN)
+	$(BIN)/fedbench -scenario=notifications -backlog=10000 -baseline-backlog=1000 -batches=50,100,200,500,1000
 	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./bus ./federator ./policy ./discovery ./contract ./ingress

@@ -93,6 +93,16 @@ type sink struct {
 	last   chan time.Time // each handled notification's time, when not nil
 }
 
+// wait waits until every expected notification was handled.
+func (s *sink) wait(ctx context.Context, what string) error {
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s: %d of %d delivered: %w", what, s.n.Load(), s.target, ctx.Err())
+	}
+}
+
 func newSink(target int) *sink {
 	return &sink{target: int64(target), done: make(chan struct{})}
 }
@@ -172,6 +182,22 @@ func (w *notifyWorld) startPair(o pairOptions, s *sink) (*pair, error) {
 	return p, nil
 }
 
+// startProxied is startPair with a delaying proxy (rtt) in front of B's
+// ingress, closed with the pair.
+func (w *notifyWorld) startProxied(o pairOptions, s *sink, rtt time.Duration) (*pair, *delayProxy, error) {
+	p, err := w.startPair(o, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	proxy, err := startDelayProxy(p.b.IngressAddr, rtt)
+	if err != nil {
+		p.close()
+		return nil, nil, err
+	}
+	p.closers = append(p.closers, proxy.close)
+	return p, proxy, nil
+}
+
 // waitStream waits for A's notification stream (the federator creates it
 // at start), or creates it when A runs no federator.
 func waitStream(ctx context.Context, a *fedtest.Backend, create bool) (jetstream.Stream, error) {
@@ -248,17 +274,12 @@ func (w *notifyWorld) drainFedbus(ctx context.Context, cfg NotifyConfig, name st
 		envB["FED_INGRESS_BATCH_MAX"] = "0"
 	}
 	s := newSink(backlog)
-	p, err := w.startPair(pairOptions{envA: map[string]string{"FED_NOTIFY_BATCH": strconv.Itoa(batch),
-		"FED_NOTIFY_RETRY_MIN": "1h", "FED_NOTIFY_RETRY_MAX": "1h"}, envB: envB, wrapB: count}, s)
+	p, proxy, err := w.startProxied(pairOptions{envA: map[string]string{"FED_NOTIFY_BATCH": strconv.Itoa(batch),
+		"FED_NOTIFY_RETRY_MIN": "1h", "FED_NOTIFY_RETRY_MAX": "1h"}, envB: envB, wrapB: count}, s, cfg.RTT)
 	if err != nil {
 		return drainResult{}, err
 	}
 	defer p.close()
-	proxy, err := startDelayProxy(p.b.IngressAddr, cfg.RTT)
-	if err != nil {
-		return drainResult{}, err
-	}
-	defer proxy.close()
 	proxy.setOpen(false)
 	w.dns.SetSRV(domainB, 60, testbed.SRVRecord{Target: infraB, Port: proxy.port(), Priority: 10, Weight: 5})
 	if _, err := waitStream(ctx, p.a, false); err != nil {
@@ -291,10 +312,8 @@ func (w *notifyWorld) drainFedbus(ctx context.Context, cfg NotifyConfig, name st
 	if _, err := store.RetryNow(ctx, domainB); err != nil { // as fedctl notifications retry
 		return drainResult{}, err
 	}
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		return drainResult{}, fmt.Errorf("%s: %d of %d delivered: %w", name, s.n.Load(), backlog, ctx.Err())
+	if err := s.wait(ctx, name); err != nil {
+		return drainResult{}, err
 	}
 	return drainResult{name: name, backlog: backlog, elapsed: time.Since(start), requests: requests.Load()}, nil
 }
@@ -305,16 +324,11 @@ func (w *notifyWorld) drainFedbus(ctx context.Context, cfg NotifyConfig, name st
 // acknowledged before the next is fetched.
 func (w *notifyWorld) drainOneAtATime(ctx context.Context, cfg NotifyConfig, backlog int) (drainResult, error) {
 	s := newSink(backlog)
-	p, err := w.startPair(pairOptions{noFederators: true}, s)
+	p, proxy, err := w.startProxied(pairOptions{noFederators: true}, s, cfg.RTT)
 	if err != nil {
 		return drainResult{}, err
 	}
 	defer p.close()
-	proxy, err := startDelayProxy(p.b.IngressAddr, cfg.RTT)
-	if err != nil {
-		return drainResult{}, err
-	}
-	defer proxy.close()
 	stream, err := waitStream(ctx, p.a, true)
 	if err != nil {
 		return drainResult{}, err
@@ -363,10 +377,8 @@ func (w *notifyWorld) drainOneAtATime(ctx context.Context, cfg NotifyConfig, bac
 			return drainResult{}, fmt.Errorf("one at a time: ack: %w", err)
 		}
 	}
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		return drainResult{}, ctx.Err()
+	if err := s.wait(ctx, "one at a time"); err != nil {
+		return drainResult{}, err
 	}
 	return drainResult{name: "one at a time (wire-server model)", backlog: backlog, elapsed: time.Since(start), requests: int64(backlog)}, nil
 }
@@ -402,16 +414,11 @@ func (w *notifyWorld) throughput(ctx context.Context, cfg NotifyConfig) (publish
 // backlog drained.
 func (w *notifyWorld) throughputPhase(ctx context.Context, cfg NotifyConfig, phase int, published, delivered, drain *time.Duration) error {
 	s := newSink(cfg.Throughput)
-	p, err := w.startPair(pairOptions{federators: 2, envA: map[string]string{"FED_NOTIFY_RETRY_MIN": "1h", "FED_NOTIFY_RETRY_MAX": "1h"}}, s)
+	p, proxy, err := w.startProxied(pairOptions{federators: 2, envA: map[string]string{"FED_NOTIFY_RETRY_MIN": "1h", "FED_NOTIFY_RETRY_MAX": "1h"}}, s, 0)
 	if err != nil {
 		return err
 	}
 	defer p.close()
-	proxy, err := startDelayProxy(p.b.IngressAddr, 0)
-	if err != nil {
-		return err
-	}
-	defer proxy.close()
 	targets := make([]string, cfg.Destinations)
 	for i := range targets {
 		targets[i] = fmt.Sprintf("d%03d.example.net", i)
@@ -426,10 +433,8 @@ func (w *notifyWorld) throughputPhase(ctx context.Context, cfg NotifyConfig, pha
 			return err
 		}
 		*published = time.Since(start)
-		select {
-		case <-s.done:
-		case <-ctx.Done():
-			return fmt.Errorf("throughput: %d of %d delivered: %w", s.n.Load(), cfg.Throughput, ctx.Err())
+		if err := s.wait(ctx, "throughput"); err != nil {
+			return err
 		}
 		*delivered = time.Since(start)
 		return nil
@@ -443,19 +448,8 @@ func (w *notifyWorld) throughputPhase(ctx context.Context, cfg NotifyConfig, pha
 	if err != nil {
 		return err
 	}
-	for {
-		states, err := store.States(ctx)
-		if err != nil {
-			return err
-		}
-		if len(states) == len(targets) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+	if _, err := waitFailing(ctx, store, len(targets)); err != nil {
+		return err
 	}
 	proxy.setOpen(true)
 	start := time.Now()
@@ -464,10 +458,8 @@ func (w *notifyWorld) throughputPhase(ctx context.Context, cfg NotifyConfig, pha
 			return err
 		}
 	}
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		return fmt.Errorf("throughput drain: %d of %d delivered: %w", s.n.Load(), cfg.Throughput, ctx.Err())
+	if err := s.wait(ctx, "throughput drain"); err != nil {
+		return err
 	}
 	*drain = time.Since(start)
 	return nil
@@ -510,6 +502,25 @@ func (w *notifyWorld) latency(ctx context.Context, cfg NotifyConfig) ([]time.Dur
 	return out, nil
 }
 
+// waitFailing waits until n destinations have a failing state, and
+// returns how many have.
+func waitFailing(ctx context.Context, store *notify.Store, n int) (int, error) {
+	for {
+		states, err := store.States(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if len(states) >= n {
+			return len(states), nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // waitingCost is the resources run.
 type waitingCost struct {
 	destinations     int
@@ -528,17 +539,12 @@ type waitingCost struct {
 // outage), and measures what they cost.
 func (w *notifyWorld) waiting(ctx context.Context, cfg NotifyConfig) (waitingCost, error) {
 	res := waitingCost{destinations: cfg.Waiting}
-	p, err := w.startPair(pairOptions{envA: map[string]string{"FED_NOTIFY_RETRY_MIN": "2m", "FED_NOTIFY_RETRY_MAX": "5m",
-		"FED_NOTIFY_SCAN_INTERVAL": "1m"}}, newSink(1))
+	p, proxy, err := w.startProxied(pairOptions{envA: map[string]string{"FED_NOTIFY_RETRY_MIN": "2m", "FED_NOTIFY_RETRY_MAX": "5m",
+		"FED_NOTIFY_SCAN_INTERVAL": "1m"}}, newSink(1), 0)
 	if err != nil {
 		return res, err
 	}
 	defer p.close()
-	proxy, err := startDelayProxy(p.b.IngressAddr, 0)
-	if err != nil {
-		return res, err
-	}
-	defer proxy.close()
 	proxy.setOpen(false)
 	targets := make([]string, cfg.Waiting)
 	for i := range targets {
@@ -566,20 +572,8 @@ func (w *notifyWorld) waiting(ctx context.Context, cfg NotifyConfig) (waitingCos
 	if err := publishN(ctx, p.a, targets, cfg.Waiting, cfg.BodySize); err != nil {
 		return res, err
 	}
-	for {
-		states, err := store.States(ctx)
-		if err != nil {
-			return res, err
-		}
-		if len(states) == len(targets) {
-			res.states = len(states)
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+	if res.states, err = waitFailing(ctx, store, len(targets)); err != nil {
+		return res, err
 	}
 	res.took = time.Since(start)
 	count := func() (consumers, leases int, err error) {
