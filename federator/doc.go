@@ -9,4 +9,11 @@
 // 429 gets nothing from this worker until its Retry-After (1s when
 // absent, at most 60s) has elapsed: its requests fail at once with
 // too-many-requests.
+//
+// With JetStream (Deps.JetStream), the federator also delivers the
+// notifications of contract section 6 (notify.go describes how): it
+// creates their streams and buckets at start, takes each destination's
+// lease in turn, sends its backlog in order (in batches to a fedbus remote
+// that takes them), retries without end with backoff, and sets aside as
+// dead letters the notifications refused for good.
 package federator

@@ -54,6 +54,14 @@
 // A refused request never produces a NATS message. A peer refused for
 // its certificate has its connection closed gracefully (linger.go), so
 // that it reads the whole refusal even while it is still sending.
+//
+// A request carrying Fedbus-Notification-Id is a notification (section 6):
+// after the same checks, it is stored with JetStream on
+// fed.inbox.<component>.<rpc>.<origin> and answered 200 once stored (also
+// when it was stored before). POST /fedbus/notifications carries a batch of
+// them from a fedbus sender (notify.go). Every authenticated request also
+// tells the federators that its origin contacted us (fed.contact.<origin>),
+// so that notifications waiting for it are retried at once.
 package ingress
 
 import (
