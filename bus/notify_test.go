@@ -19,16 +19,12 @@ import (
 	"github.com/fedbus/fedbus/notify"
 )
 
-// startJetStream starts an in-process NATS server with JetStream on file
-// storage and returns the JetStream API of a connection to it.
-func startNotifyJetStream(tb testing.TB) (jetstream.JetStream, *nats.Conn) {
+// newJetStream starts an in-process NATS server with JetStream on file
+// storage (startJetStream) and returns the JetStream API of a connection
+// to it.
+func newJetStream(tb testing.TB) (jetstream.JetStream, *nats.Conn) {
 	tb.Helper()
-	s, err := testbed.StartNATS(tb.TempDir())
-	if err != nil {
-		tb.Fatalf("start nats: %v", err)
-	}
-	tb.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc := connect(tb, s.ClientURL())
+	nc := startJetStream(tb)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		tb.Fatal(err)
@@ -47,7 +43,7 @@ func ensure(tb testing.TB, js jetstream.JetStream, cfg jetstream.StreamConfig) j
 }
 
 func TestNotify(t *testing.T) {
-	js, _ := startNotifyJetStream(t)
+	js, _ := newJetStream(t)
 	sub := newSubjects(t, "fed")
 	n := bus.NewNotifier(js, sub, "/galley")
 	ctx := testCtx(t, 10*time.Second)
@@ -121,7 +117,7 @@ type inbox struct {
 }
 
 func newInbox(tb testing.TB) (*inbox, jetstream.Stream) {
-	js, _ := startNotifyJetStream(tb)
+	js, _ := newJetStream(tb)
 	sub := newSubjects(tb, "fed")
 	s := ensure(tb, js, notify.InboxConfig(contract.DefaultInboxStream, sub, notify.Limits{Duplicates: time.Minute}))
 	return &inbox{tb: tb, js: js, sub: sub}, s
@@ -270,7 +266,7 @@ func TestServeNotificationsInstances(t *testing.T) {
 }
 
 func TestServeNotificationsRefusesBadInput(t *testing.T) {
-	js, _ := startNotifyJetStream(t)
+	js, _ := newJetStream(t)
 	sub := newSubjects(t, "fed")
 	h := func(context.Context, *bus.Notification) error { return nil }
 	if _, err := bus.ServeNotifications(context.Background(), js, sub, "Galley", h, bus.NotificationOptions{Logger: discardLogger()}); !errors.Is(err, contract.ErrInvalidEndpoint) {
