@@ -149,7 +149,7 @@ func (w *notifyWorld) startPair(o pairOptions, s *sink) (*pair, error) {
 			_ = be.Close(ctx)
 		}
 	}
-	envB := map[string]string{"FED_INGRESS_ORIGIN_RATE": "0", "FED_INGRESS_ORIGIN_CONCURRENCY": "0"}
+	envB := map[string]string{"FED_INGRESS_ORIGIN_RATE": "0", "FED_INGRESS_ORIGIN_CONCURRENCY": "0", "FED_INGRESS_CERT_RATE": "0", "FED_INGRESS_CERT_CONCURRENCY": "0"}
 	for k, v := range o.envB {
 		envB[k] = v
 	}

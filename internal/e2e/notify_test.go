@@ -17,7 +17,7 @@ import (
 // retries and leases, so that the tests are quick.
 func notifyEnv(extra map[string]string) map[string]string {
 	env := map[string]string{
-		"FED_INGRESS_ORIGIN_RATE": "0", "FED_INGRESS_ORIGIN_CONCURRENCY": "0",
+		"FED_INGRESS_ORIGIN_RATE": "0", "FED_INGRESS_ORIGIN_CONCURRENCY": "0", "FED_INGRESS_CERT_RATE": "0", "FED_INGRESS_CERT_CONCURRENCY": "0",
 		"FED_NOTIFY_RETRY_MIN": "100ms", "FED_NOTIFY_RETRY_MAX": "1s",
 		"FED_NOTIFY_LEASE_TTL": "3s", "FED_NOTIFY_SCAN_INTERVAL": "2s",
 	}
