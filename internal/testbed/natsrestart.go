@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -24,19 +23,9 @@ func RestartNATS(s *server.Server) (*server.Server, error) {
 	}
 	s.Shutdown()
 	s.WaitForShutdown()
-	opts := &server.Options{Host: "127.0.0.1", Port: addr.Port, NoLog: true, NoSigs: true}
-	if dir != "" {
-		opts.JetStream = true
-		opts.StoreDir = dir
-	}
-	ns, err := server.NewServer(opts)
+	ns, err := startNATS(addr.Port, dir)
 	if err != nil {
 		return nil, fmt.Errorf("restart nats: %w", err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return nil, fmt.Errorf("restart nats: not ready after 10s")
 	}
 	return ns, nil
 }
