@@ -288,7 +288,7 @@ func (w *notifyWorld) drainFedbus(ctx context.Context, cfg NotifyConfig, name st
 	if err := publishN(ctx, p.a, []string{domainB}, backlog, cfg.BodySize); err != nil {
 		return drainResult{}, err
 	}
-	store, err := notify.OpenStore(ctx, p.a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, true)
+	store, err := notify.OpenStore(ctx, p.a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, 1)
 	if err != nil {
 		return drainResult{}, err
 	}
@@ -444,7 +444,7 @@ func (w *notifyWorld) throughputPhase(ctx context.Context, cfg NotifyConfig, pha
 	if err := publishN(ctx, p.a, targets, cfg.Throughput, cfg.BodySize); err != nil {
 		return err
 	}
-	store, err := notify.OpenStore(ctx, p.a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, true)
+	store, err := notify.OpenStore(ctx, p.a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, 1)
 	if err != nil {
 		return err
 	}
@@ -555,7 +555,7 @@ func (w *notifyWorld) waiting(ctx context.Context, cfg NotifyConfig) (waitingCos
 	if err != nil {
 		return res, err
 	}
-	store, err := notify.OpenStore(ctx, p.a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, true)
+	store, err := notify.OpenStore(ctx, p.a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, 1)
 	if err != nil {
 		return res, err
 	}

@@ -44,7 +44,7 @@ func notifications(ctx context.Context, cfg Config, js jetstream.JetStream, args
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", names.Stream, err)
 	}
-	store, err := notify.OpenStore(ctx, js, names, 0, false)
+	store, err := notify.OpenStore(ctx, js, names, 0, 0)
 	if err != nil {
 		return err
 	}

@@ -54,7 +54,7 @@ func TestNotificationCommands(t *testing.T) {
 	if _, _, err := notify.Ensure(ctx, js, notify.DeadConfig(names.Dead, sub, notify.Limits{Duplicates: time.Minute})); err != nil {
 		t.Fatal(err)
 	}
-	store, err := notify.OpenStore(ctx, js, names, 10*time.Second, true)
+	store, err := notify.OpenStore(ctx, js, names, 10*time.Second, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

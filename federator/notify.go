@@ -57,11 +57,12 @@ const consumerIdle = time.Minute
 
 // notifier delivers the notifications of one federator process.
 type notifier struct {
-	f   *Federator
-	cfg NotifyConfig
-	js  jetstream.JetStream
-	id  string // this process's lease holder name
-	log *slog.Logger
+	f        *Federator
+	cfg      NotifyConfig
+	replicas int // of the streams and buckets it creates (FED_JETSTREAM_REPLICAS)
+	js       jetstream.JetStream
+	id       string // this process's lease holder name
+	log      *slog.Logger
 
 	// Set up by setup, before anything else runs.
 	stream  jetstream.Stream
@@ -123,7 +124,7 @@ const (
 func newNotifier(f *Federator, js jetstream.JetStream) *notifier {
 	host, _ := os.Hostname()
 	return &notifier{
-		f: f, cfg: f.cfg.Notify, js: js,
+		f: f, cfg: f.cfg.Notify, js: js, replicas: max(f.cfg.JetStreamReplicas, 1),
 		id:    host + "/" + strconv.Itoa(os.Getpid()) + "/" + nuid.Next()[:8],
 		log:   f.log.With("part", "notify"),
 		dests: make(map[string]*dest), caps: make(map[string]batchCap),
@@ -170,7 +171,7 @@ func (n *notifier) setup(ctx context.Context) error {
 	defer cancel()
 	subjects := n.f.subjects
 	stream, created, err := notify.Ensure(ctx, n.js, notify.OutboundConfig(n.cfg.Stream, subjects,
-		notify.Limits{MaxBytes: n.cfg.MaxBytes, Duplicates: n.cfg.Duplicates, Replicas: n.cfg.Replicas}))
+		notify.Limits{MaxBytes: n.cfg.MaxBytes, Duplicates: n.cfg.Duplicates, Replicas: n.replicas}))
 	if err != nil {
 		return err
 	}
@@ -178,7 +179,7 @@ func (n *notifier) setup(ctx context.Context) error {
 		n.log.Info("notification stream created", "stream", n.cfg.Stream, "max_bytes", n.cfg.MaxBytes, "duplicate_window", n.cfg.Duplicates.String())
 	}
 	dead, created, err := notify.Ensure(ctx, n.js, notify.DeadConfig(n.cfg.DeadStream, subjects,
-		notify.Limits{MaxBytes: n.cfg.DeadMaxBytes, MaxAge: n.cfg.DeadMaxAge, Duplicates: 2 * time.Minute, Replicas: n.cfg.Replicas}))
+		notify.Limits{MaxBytes: n.cfg.DeadMaxBytes, MaxAge: n.cfg.DeadMaxAge, Duplicates: 2 * time.Minute, Replicas: n.replicas}))
 	if err != nil {
 		return err
 	}
@@ -186,7 +187,7 @@ func (n *notifier) setup(ctx context.Context) error {
 		n.log.Info("dead-letter stream created", "stream", n.cfg.DeadStream, "max_age", n.cfg.DeadMaxAge.String(), "max_bytes", n.cfg.DeadMaxBytes)
 	}
 	names := notify.Names{Stream: n.cfg.Stream, Dead: n.cfg.DeadStream}
-	store, err := notify.OpenStore(ctx, n.js, names, n.cfg.LeaseTTL, true)
+	store, err := notify.OpenStore(ctx, n.js, names, n.cfg.LeaseTTL, n.replicas)
 	if err != nil {
 		return err
 	}

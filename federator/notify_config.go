@@ -15,7 +15,6 @@ type NotifyConfig struct {
 	Stream     string        `env:"FED_NOTIFY_STREAM" desc:"JetStream stream of outbound notifications (fed.notify.>), created when missing; its key-value buckets <name>_STATE and <name>_LEASES too"`
 	MaxBytes   int64         `env:"FED_NOTIFY_MAX_BYTES" desc:"bytes the notification stream may hold when the federator creates it; a full stream refuses new notifications and evicts none (0: the server's limit)"`
 	Duplicates time.Duration `env:"FED_NOTIFY_DUPLICATE_WINDOW" desc:"how long a notification id (Nats-Msg-Id) is remembered: publishing the same id again within it stores nothing new"`
-	Replicas   int           `env:"FED_NOTIFY_REPLICAS" desc:"replicas of the streams and buckets the federator creates (1 on a single server, 3 in a cluster)"`
 
 	DeadStream   string        `env:"FED_NOTIFY_DEAD_STREAM" desc:"JetStream stream of dead letters (fed.dead.>), created when missing"`
 	DeadMaxAge   time.Duration `env:"FED_NOTIFY_DEAD_MAX_AGE" desc:"how long dead letters are kept (0: forever)"`
@@ -41,7 +40,6 @@ func defaultNotifyConfig() NotifyConfig {
 		Stream:       contract.DefaultNotifyStream,
 		MaxBytes:     1 << 30,
 		Duplicates:   2 * time.Minute,
-		Replicas:     1,
 		DeadStream:   contract.DefaultDeadStream,
 		DeadMaxAge:   30 * 24 * time.Hour,
 		DeadMaxBytes: 256 << 20,
@@ -72,9 +70,6 @@ func (c *NotifyConfig) validate() error {
 	}
 	if c.Duplicates <= 0 {
 		add("FED_NOTIFY_DUPLICATE_WINDOW must be positive")
-	}
-	if c.Replicas < 1 || c.Replicas > 5 {
-		add("FED_NOTIFY_REPLICAS must be 1 to 5")
 	}
 	if c.DeadMaxAge < 0 || c.MaxAge < 0 {
 		add("FED_NOTIFY_DEAD_MAX_AGE and FED_NOTIFY_MAX_AGE must not be negative")

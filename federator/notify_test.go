@@ -122,7 +122,7 @@ func TestNotifyConfigValidate(t *testing.T) {
 	}
 	bad := NotifyConfig{Stream: "a.b", DeadStream: "a.b", Batch: 0, RetryMin: time.Second, RetryMax: time.Millisecond, LeaseTTL: time.Second}
 	err := bad.validate()
-	for _, want := range []string{"FED_NOTIFY_STREAM", "must differ", "FED_NOTIFY_DUPLICATE_WINDOW", "FED_NOTIFY_REPLICAS", "FED_NOTIFY_BATCH ",
+	for _, want := range []string{"FED_NOTIFY_STREAM", "must differ", "FED_NOTIFY_DUPLICATE_WINDOW", "FED_NOTIFY_BATCH ",
 		"FED_NOTIFY_BATCH_BYTES", "FED_NOTIFY_RETRY_MAX", "FED_NOTIFY_CONCURRENCY", "FED_NOTIFY_LEASE_TTL", "FED_NOTIFY_SCAN_INTERVAL"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)

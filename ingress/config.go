@@ -101,8 +101,6 @@ type Config struct {
 	// InboxDuplicates is the inbox's deduplication window of
 	// <origin>/<ce-id>, FED_INBOX_DUPLICATE_WINDOW.
 	InboxDuplicates time.Duration `env:"FED_INBOX_DUPLICATE_WINDOW" desc:"how long the inbound stream remembers <origin>/<notification id> to recognise a notification sent again (fedbus senders are recognised after it too, by their sequence)"`
-	// InboxReplicas is the replicas of the inbox and its marks bucket.
-	InboxReplicas int `env:"FED_INBOX_REPLICAS" desc:"replicas of the inbound stream and its bucket when the ingress creates them (1 on a single server, 3 in a cluster)"`
 	// BatchMax and BatchMaxBytes bound a batch of notifications from a
 	// fedbus sender; the ingress announces them on its answers.
 	BatchMax      int   `env:"FED_INGRESS_BATCH_MAX" desc:"notifications a fedbus sender may send in one batch request (announced to senders; 0: no batches)"`
@@ -130,7 +128,6 @@ func NewConfig() Config {
 		InboxStream:       contract.DefaultInboxStream,
 		InboxMaxBytes:     1 << 30,
 		InboxDuplicates:   2 * time.Minute,
-		InboxReplicas:     1,
 		BatchMax:          1000,
 		BatchMaxBytes:     4 << 20,
 	}
@@ -167,9 +164,6 @@ func (c *Config) validateOwn() error {
 	}
 	if c.InboxDuplicates <= 0 {
 		errs = append(errs, fmt.Errorf("FED_INBOX_DUPLICATE_WINDOW must be positive, got %v", c.InboxDuplicates))
-	}
-	if c.InboxReplicas < 1 || c.InboxReplicas > 5 {
-		errs = append(errs, fmt.Errorf("FED_INBOX_REPLICAS must be 1 to 5, got %d", c.InboxReplicas))
 	}
 	if c.BatchMax < 0 || c.BatchMax > 10000 {
 		errs = append(errs, fmt.Errorf("FED_INGRESS_BATCH_MAX must be 0 to 10000, got %d", c.BatchMax))

@@ -49,7 +49,7 @@ func (in *Ingress) inboxReady(ctx context.Context) (*notify.Marks, *contract.Err
 	}
 	cfg := notify.InboxConfig(in.cfg.InboxStream, in.subjects, notify.Limits{
 		MaxBytes: in.cfg.InboxMaxBytes, MaxMsgSize: int32(min(in.cfg.MaxBodyBytes+64<<10, 1<<30)),
-		Duplicates: in.cfg.InboxDuplicates, Replicas: in.cfg.InboxReplicas})
+		Duplicates: in.cfg.InboxDuplicates, Replicas: in.cfg.JetStreamReplicas})
 	_, created, err := notify.Ensure(ctx, ib.js, cfg)
 	if err != nil {
 		in.log.Warn("inbound notification stream not available", "stream", in.cfg.InboxStream, "err", err)
@@ -59,7 +59,7 @@ func (in *Ingress) inboxReady(ctx context.Context) (*notify.Marks, *contract.Err
 		in.log.Info("inbound notification stream created", "stream", in.cfg.InboxStream, "max_bytes", in.cfg.InboxMaxBytes,
 			"duplicate_window", in.cfg.InboxDuplicates.String())
 	}
-	marks, err := notify.OpenMarks(ctx, ib.js, in.cfg.InboxStream, in.cfg.InboxReplicas)
+	marks, err := notify.OpenMarks(ctx, ib.js, in.cfg.InboxStream, in.cfg.JetStreamReplicas)
 	if err != nil {
 		in.log.Warn("notification marks bucket not available", "err", err)
 		return nil, contract.Errorf(contract.LabelComponentUnavailable, "the notification inbox is not available")

@@ -84,7 +84,10 @@ func TestEnsure(t *testing.T) {
 
 func TestLeases(t *testing.T) {
 	js := newJS(t)
-	store, err := OpenStore(ctx(t), js, names, 2*time.Second, true)
+	if _, err := OpenStore(ctx(t), js, names, 2*time.Second, 0); err == nil {
+		t.Fatal("replicas 0 opened missing buckets")
+	}
+	store, err := OpenStore(ctx(t), js, names, 2*time.Second, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +141,7 @@ func TestLeases(t *testing.T) {
 
 func TestState(t *testing.T) {
 	js := newJS(t)
-	store, err := OpenStore(ctx(t), js, names, 2*time.Second, true)
+	store, err := OpenStore(ctx(t), js, names, 2*time.Second, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +223,7 @@ func TestBacklogDeadLettersAndReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := OpenStore(ctx(t), js, names, 5*time.Second, true)
+	store, err := OpenStore(ctx(t), js, names, 5*time.Second, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

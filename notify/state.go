@@ -44,11 +44,14 @@ type Store struct {
 	leaseTTL      time.Duration
 }
 
-// OpenStore opens (with create, creates when missing) the state and lease
-// buckets of names. A lease expires leaseTTL after it was last refreshed.
-func OpenStore(ctx context.Context, js jetstream.JetStream, names Names, leaseTTL time.Duration, create bool) (*Store, error) {
+// OpenStore opens the state and lease buckets of names. With replicas
+// above 0 it creates missing ones with that many replicas (a federator,
+// FED_JETSTREAM_REPLICAS); with 0 it only opens existing ones (fedctl). A
+// lease expires leaseTTL after it was last refreshed.
+func OpenStore(ctx context.Context, js jetstream.JetStream, names Names, leaseTTL time.Duration, replicas int) (*Store, error) {
 	open := func(cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-		if create {
+		if replicas > 0 {
+			cfg.Replicas = replicas
 			return bucket(ctx, js, cfg)
 		}
 		kv, err := js.KeyValue(ctx, cfg.Bucket)

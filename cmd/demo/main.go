@@ -434,7 +434,7 @@ func notificationStory(ctx context.Context, p *printer, a, b *fedtest.Backend, l
 		return err
 	}
 	p.hop("[A] galley: notification on-member-join for b.example.com stored in JetStream (%s, fed.notify.galley.on-member-join.b.example.com, id %s)", contract.DefaultNotifyStream, id)
-	store, err := notify.OpenStore(sctx, a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, true)
+	store, err := notify.OpenStore(sctx, a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, 1)
 	if err != nil {
 		return err
 	}

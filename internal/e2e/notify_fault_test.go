@@ -65,7 +65,7 @@ func TestNotificationsSurviveAnOutage(t *testing.T) {
 func destinationState(tb testing.TB, be *fedtest.Backend) func(domain string) notify.State {
 	tb.Helper()
 	store, err := notify.OpenStore(withTimeout(tb, 10*time.Second), be.JetStream,
-		notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, true)
+		notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, 1)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestNotificationsSurviveAKilledFederator(t *testing.T) {
 	r := serveNotifications(t, w.b, "galley")
 	ids := backlog(t, w, 1000)
 	waitFor(t, 30*time.Second, "the drain to start", func() bool { return r.len() >= 100 })
-	store, err := notify.OpenStore(withTimeout(t, 5*time.Second), w.a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, false)
+	store, err := notify.OpenStore(withTimeout(t, 5*time.Second), w.a.JetStream, notify.Names{Stream: contract.DefaultNotifyStream, Dead: contract.DefaultDeadStream}, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
