@@ -21,8 +21,8 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/asset"
-	"github.com/fedbus/fedbus/internal/fedtest"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/fedtest"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // ScenarioAsset is the name of the asset mode.

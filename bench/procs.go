@@ -22,7 +22,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // The separate-process mode (RunProcs): fedbus measured the way it is

@@ -10,7 +10,7 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // TestNATSDownIsComponentUnavailable: while the connection is down

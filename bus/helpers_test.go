@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 	"github.com/nats-io/nats.go"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // TestLameDuckMove: a component serving on a server that enters lame-duck

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // TestLoopPublishFailed: a reply whose publish fails is replaced by a

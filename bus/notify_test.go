@@ -15,8 +15,8 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/notify"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // newJetStream starts an in-process NATS server with JetStream on file

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/internal/fedtest"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/fedtest"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 const (

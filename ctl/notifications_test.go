@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/notify"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // TestNotificationCommands runs fedctl notifications against the streams

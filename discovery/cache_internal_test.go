@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // TestCacheBound: a cache never holds more than its bound, however many

@@ -16,7 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/fedbus/fedbus/discovery"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // permutations returns every order of ts.

@@ -9,7 +9,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/fedbus/fedbus/discovery"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // TestRequireDNSSEC checks that with RequireDNSSEC the identity check

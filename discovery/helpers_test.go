@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/discovery"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // env is a testbed DNS server, a fake clock, a captured log and a

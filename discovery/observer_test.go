@@ -8,7 +8,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/fedbus/fedbus/discovery"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // counter is an Observer that counts.

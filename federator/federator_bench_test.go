@@ -3,12 +3,13 @@ package federator
 import (
 	"bytes"
 	"context"
-	"github.com/fedbus/fedbus/metrics"
 	"io"
 	"net/http"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/fedbus/fedbus/metrics"
 
 	"github.com/nats-io/nats.go"
 

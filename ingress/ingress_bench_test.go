@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"github.com/fedbus/fedbus/metrics"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,13 +12,15 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/fedbus/fedbus/metrics"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/discovery"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/policy"
+	"github.com/fedbus/fedbus/test/testbed"
 	"github.com/fedbus/fedbus/tlsconf"
 )
 

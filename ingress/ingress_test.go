@@ -19,7 +19,7 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // TestSuccess sends requests that pass every check, over HTTP/2 and

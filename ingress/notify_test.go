@@ -14,8 +14,8 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/policy"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // notifyWorld is a stub world whose ingress takes notifications into a

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // TestNATSDownAnswers503: with NATS gone, a request gets

@@ -24,7 +24,7 @@ import (
 
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // ---- helpers ---------------------------------------------------------------

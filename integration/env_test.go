@@ -31,8 +31,8 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 
 	"github.com/fedbus/fedbus/bus"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/policy"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // The two backends of the suite.

@@ -16,8 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/setup"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // freePort returns a loopback port nothing listens on.

@@ -17,8 +17,8 @@ func TestBinariesLinkNoTestScaffolding(t *testing.T) {
 	forbidden := []string{
 		"testing",
 		"github.com/nats-io/nats-server/v2/server",
-		"github.com/fedbus/fedbus/internal/testbed",
-		"github.com/fedbus/fedbus/internal/fedtest",
+		"github.com/fedbus/fedbus/test/testbed",
+		"github.com/fedbus/fedbus/test/fedtest",
 		"github.com/testcontainers/testcontainers-go",
 	}
 	for _, bin := range []string{"federator", "ingress"} {

@@ -5,5 +5,5 @@
 // whole life of a binary (read the configuration, start, wait for a
 // signal, shut down gracefully), so that cmd/federator and cmd/ingress
 // stay a few lines each. Test scaffolding lives elsewhere
-// (internal/fedtest); the binaries never link it.
+// (test/fedtest); the binaries never link it.
 package setup

@@ -16,9 +16,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/fedbus/fedbus/config"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/ops"
 	"github.com/fedbus/fedbus/setup"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // startNATSOn starts an embedded NATS server on 127.0.0.1:port (-1: any).

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/fedbus/fedbus/config"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // TestOpenErrorHidesNATSPassword: when the NATS connection fails, the

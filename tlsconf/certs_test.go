@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 	"github.com/fedbus/fedbus/tlsconf"
 )
 

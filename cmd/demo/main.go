@@ -30,10 +30,10 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/asset"
-	"github.com/fedbus/fedbus/internal/fedtest"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/internal/version"
 	"github.com/fedbus/fedbus/notify"
+	"github.com/fedbus/fedbus/test/fedtest"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // profile is what the stand-in brig knows of a user.

@@ -30,8 +30,8 @@ import (
 	"syscall"
 
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/internal/version"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // defaultBackends are the two backends of docker-compose.yml.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // TestCommandLine: fedctl as an operator meets it, against a real NATS

@@ -15,7 +15,7 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/asset"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 func TestBrigHandle(t *testing.T) {

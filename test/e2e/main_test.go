@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/federator"
-	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/setup"
+	"github.com/fedbus/fedbus/test/fedtest"
 )
 
 // helperEnv, set to "federator", makes the test binary run as a federator

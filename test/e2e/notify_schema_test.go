@@ -9,9 +9,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/fedtest"
 	"github.com/fedbus/fedbus/policy"
 	"github.com/fedbus/fedbus/schemas"
+	"github.com/fedbus/fedbus/test/fedtest"
 )
 
 // TestNotificationMessagesMatchTheSchemas validates the real messages of

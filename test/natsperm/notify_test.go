@@ -16,9 +16,9 @@ import (
 	"github.com/fedbus/fedbus/ctl"
 	"github.com/fedbus/fedbus/discovery"
 	"github.com/fedbus/fedbus/federator"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/notify"
 	"github.com/fedbus/fedbus/policy"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // jsOf is the JetStream API of a client.

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/fedtest"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/fedtest"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // The federator's outbound safeguards: FED_REQUIRE_DNSSEC for the remote's

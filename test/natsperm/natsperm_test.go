@@ -21,8 +21,8 @@ import (
 	"github.com/fedbus/fedbus/config"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/ctl"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/setup"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 const (
@@ -711,7 +711,7 @@ func TestSetupOpen(t *testing.T) {
 	})
 }
 
-// TestFedctl runs fedctl's commands (internal/ctl) as the fedctl user, and
+// TestFedctl runs fedctl's commands (ctl) as the fedctl user, and
 // shows that the federator, which may read the bucket, cannot change it.
 func TestFedctl(t *testing.T) {
 	s := startServer(t)

@@ -15,10 +15,10 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/fedtest"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/notify"
 	"github.com/fedbus/fedbus/policy"
+	"github.com/fedbus/fedbus/test/fedtest"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // deadLetters returns the dead letters of be (to domain when not empty).

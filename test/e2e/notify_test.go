@@ -10,7 +10,7 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/fedtest"
+	"github.com/fedbus/fedbus/test/fedtest"
 )
 
 // notifyEnv is the configuration of the notification tests: short

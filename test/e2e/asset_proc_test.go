@@ -18,8 +18,8 @@ import (
 
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/asset"
-	"github.com/fedbus/fedbus/internal/fedtest"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/fedtest"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // procWorld is backends A and B whose NATS servers, federators and

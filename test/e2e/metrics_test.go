@@ -25,10 +25,10 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/fedtest"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/ops"
 	"github.com/fedbus/fedbus/setup"
+	"github.com/fedbus/fedbus/test/fedtest"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // opsServer serves the ops endpoints of one process of a backend on

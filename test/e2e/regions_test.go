@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedbus/fedbus/internal/fedtest"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/fedtest"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // TestRegionsPreferLocalFederators runs backend A in two regions: two NATS

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/fedtest"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/notify"
+	"github.com/fedbus/fedbus/test/fedtest"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // outage is how long B's ingress is down in TestNotificationsSurviveAnOutage

@@ -23,9 +23,9 @@ import (
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/federator"
 	"github.com/fedbus/fedbus/ingress"
-	"github.com/fedbus/fedbus/internal/testbed"
 	"github.com/fedbus/fedbus/policy"
 	"github.com/fedbus/fedbus/setup"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // BackendOptions describe one in-process backend.

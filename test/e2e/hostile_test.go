@@ -14,8 +14,8 @@ import (
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
-	"github.com/fedbus/fedbus/internal/fedtest"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/fedtest"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // Hostile remotes and hostile sizes: a remote's redirect is never

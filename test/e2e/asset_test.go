@@ -22,8 +22,8 @@ import (
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/internal/asset"
-	"github.com/fedbus/fedbus/internal/fedtest"
-	"github.com/fedbus/fedbus/internal/testbed"
+	"github.com/fedbus/fedbus/test/fedtest"
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 // cargohold is the stand-in cargohold: stream-asset answers with the
