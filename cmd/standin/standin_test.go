@@ -247,7 +247,7 @@ func TestStreamAsset(t *testing.T) {
 	}
 	const size = 3<<20 + 5
 	var stdout, stderr testbed.LogBuffer
-	code := run(context.Background(), []string{"call", "-retry-for", "5s", "-timeout", "5s", "-sha256", "b.example.com", "cargohold", asset.RPC,
+	code := run(context.Background(), []string{"call", "-retry-for", "15s", "-timeout", "30s", "-sha256", "b.example.com", "cargohold", asset.RPC,
 		string(asset.Body("3-2-standin", size))}, envconfig.MapLookuper(map[string]string{"FED_NATS_URL": url}), &stdout, &stderr)
 	sum := asset.Digest("3-2-standin", size)
 	want := fmt.Sprintf("sha256 %x  %d bytes  application/octet-stream\n", sum[:], size)
