@@ -104,15 +104,16 @@ func New(cfg Config, deps Deps) (*Federator, error) {
 	}
 	client := newRemoteClient(domain, cfg, deps.Resolver, deps.Certs, now, deps.Metrics)
 	client.objects = deps.Objects
+	rs := newRemotes(cfg.MaxPerRemote, cfg.RemoteDownAfter, maxRecords, now)
 	return &Federator{
 		cfg: cfg, deps: deps, subjects: subjects, domain: domain,
-		status:     newStatusTracker(deps.NATS, subjects, contract.ServiceSource(domain, "federator"), cfg.RemoteDownAfter, log, deps.Metrics, now),
+		status:     newStatusTracker(deps.NATS, subjects, contract.ServiceSource(domain, "federator"), rs, log, deps.Metrics, now),
 		components: slices.Clone(cfg.Components),
 		log:        log,
 		source:     contract.ServiceSource(domain, "federator"),
 		now:        now,
 		client:     client,
-		remotes:    newRemotes(cfg.MaxPerRemote, maxWaits, now),
+		remotes:    rs,
 		metrics:    deps.Metrics,
 	}, nil
 }
@@ -130,7 +131,7 @@ func (f *Federator) Start(ctx context.Context) error {
 		return fmt.Errorf("start federator: %w", err)
 	}
 	f.loop = loop
-	f.status.start(ctx, f.cfg.StatusBucket)
+	f.status.start(ctx, f.cfg.StatusBucket, f.cfg.JetStreamReplicas)
 	f.metrics.AddPending(f.subjects.OutAll(), loop.PendingBytes)
 	if f.deps.JetStream != nil {
 		f.notify = newNotifier(f, f.deps.JetStream)
@@ -196,17 +197,12 @@ func (f *Federator) handle(ctx context.Context, subject string, ev bus.Event) bu
 	return a.reply(ev, f.source)
 }
 
-// logChange says, once, that a remote became unreachable or reachable
-// again (as this worker's requests show it): one WARN per change, not one
-// per request.
-func (f *Federator) logChange(ch Change, requestID string, err error) {
-	if ch.Down {
-		f.log.Warn("remote unreachable: its requests fail until one reaches it again",
-			"remote", ch.Domain, "reason", ch.Reason, "request_id", requestID, "err", contract.AsError(err).Message)
-		return
-	}
-	f.log.Warn("remote reachable again", "remote", ch.Domain, "down_since", ch.Since.UTC().Format(time.RFC3339),
-		"down_for", f.now().Sub(ch.Since).Round(time.Millisecond).String(), "reason_was", ch.Reason, "request_id", requestID)
+// observe feeds the outcome of an exchange with r's remote (a request or
+// a notification delivery, started at start, that reached discovery or
+// the network; id names it in the logs) to its record, and tells a change
+// of the remote's reachability (status.go).
+func (f *Federator) observe(r *remote, start time.Time, err error, id string) {
+	f.status.observe(f.remotes.outcome(r, start, err), r.domain, start, id)
 }
 
 // labelOf returns the contract label of err ("" for nil).
@@ -232,11 +228,13 @@ func (f *Federator) Endpoints() []bus.ServiceEndpoint {
 // discovery.
 const EndpointName = "outbound"
 
-// Remotes returns what this worker knows of the remotes it called
-// recently: last success, last failure, requests in flight (the data of
-// its NATS micro service stats, which fedctl remotes status reads).
+// Remotes returns what this worker knows of the remotes it exchanged
+// with recently (requests and notification deliveries), from their
+// records, the most recent first: last success, last failure, requests in
+// flight (the data of its NATS micro service stats, which fedctl remotes
+// status reads).
 func (f *Federator) Remotes() []RemoteRecord {
-	return f.status.records(f.remotes.inFlightOf)
+	return f.remotes.records(maxStatsRemotes)
 }
 
 // SetMaxPerRemote changes the per-remote limit of requests in flight (0: no
@@ -284,10 +282,7 @@ func (f *Federator) call(ctx context.Context, route contract.Route, ev bus.Event
 	if err == nil && f.notify != nil {
 		f.notify.reachable(route.Domain)
 	}
-	if ch, ok := f.remotes.outcome(rec, err); ok {
-		f.logChange(ch, ev.ID, err)
-	}
-	f.status.observe(route.Domain, sent, err)
+	f.observe(rec, sent, err, ev.ID)
 	var tm *tooManyError
 	if errors.As(err, &tm) && tm.wait > 0 {
 		until := f.now().Add(tm.wait)

@@ -28,6 +28,7 @@ type testFederatorOptions struct {
 	logger        *slog.Logger      // default: discarded
 	now           func() time.Time  // Deps.Now
 	allowSelf     bool              // FED_ALLOW_SELF_CALLS
+	natsURL       string            // a NATS server to use (default: an embedded one of its own)
 }
 
 // testFederator is a federator of benchOrigin and what it runs on.
@@ -71,12 +72,15 @@ func newTestFederator(tb testing.TB, o testFederatorOptions) testFederator {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ns, err := testbed.StartNATS("")
-	if err != nil {
-		tb.Fatal(err)
+	if o.natsURL == "" {
+		ns, err := testbed.StartNATS("")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		o.natsURL = ns.ClientURL()
 	}
-	tb.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
+	nc, err := nats.Connect(o.natsURL)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -36,11 +36,13 @@ import (
 //   - while its delivery fails, a state key (attempts, next attempt, last
 //     error), written at each failed attempt.
 //
-// Every federator process keeps, in memory, one small record per
+// Every federator process keeps, in memory, the delivery state of each
 // destination it knows to have a backlog or a state (from the wake-up
 // messages the stream republishes for each stored notification, the
-// state bucket it watches, and a periodic scan of the stream's subjects),
-// and a schedule of when each is due. A due destination is delivered by
+// state bucket it watches, and a periodic scan of the stream's subjects)
+// in the remote's record (remotes.go: a dest, which pins the record while
+// the destination is scheduled, delivered or failing), and a schedule of
+// when each is due. A due destination is delivered by
 // one of at most Concurrency goroutines: it takes the lease (of several
 // workers, one gets it), fetches a batch from the consumer, sends it (one
 // request when the remote accepts batches, else one request per
@@ -70,12 +72,12 @@ type notifier struct {
 	store   *notify.Store
 	created time.Time // the stream's creation time: the epochs of HTTPNotificationEpoch
 
+	// mu guards the dests (found through the registry, f.remotes) and
+	// what follows.
 	mu     sync.Mutex
-	dests  map[string]*dest
 	due    timeHeap[*dest]
 	active int
-	caps   map[string]batchCap // remotes that accept batches
-	full   int                 // last logged fill level of the stream (percent step)
+	full   int // last logged fill level of the stream (percent step)
 	// failing counts the records with a failing state.
 	failing atomic.Int64
 
@@ -85,9 +87,11 @@ type notifier struct {
 	subs []*nats.Subscription
 }
 
-// dest is this process's record of one destination with a backlog or a
-// failing state.
+// dest is this process's delivery state of one destination with a
+// backlog or a failing state, in the remote's record (rec); the
+// notifier's mutex guards it.
 type dest struct {
+	rec     *remote
 	domain  string
 	at      time.Time // when it is due
 	index   int       // in notifier.due; -1 when not scheduled
@@ -99,35 +103,20 @@ type dest struct {
 	heldUntil time.Time
 	state     notify.State // last known (zero: delivering)
 	warned    time.Time    // last long-outage warning
-	cons      jetstream.Consumer
-	// idleSince: drained, nothing scheduled; the record is kept while its
-	// consumer lives (consumerIdle), then forgotten.
-	idleSince time.Time
+	// cons: its consumer, kept with the record (made again when the
+	// server deleted it, consumerIdle after its last use).
+	cons jetstream.Consumer
 }
 
 func (d *dest) dueAt() time.Time { return d.at }
 func (d *dest) setIndex(i int)   { d.index = i }
-
-// batchCap is what a remote said about batches (HTTPBatchMax*).
-type batchCap struct {
-	entries int
-	bytes   int64
-	until   time.Time
-}
-
-// Bounds of the memory of remotes' batch support.
-const (
-	maxCaps = 10000
-	capTTL  = time.Hour
-)
 
 func newNotifier(f *Federator, js jetstream.JetStream) *notifier {
 	host, _ := os.Hostname()
 	return &notifier{
 		f: f, cfg: f.cfg.Notify, js: js, replicas: max(f.cfg.JetStreamReplicas, 1),
 		id:    host + "/" + strconv.Itoa(os.Getpid()) + "/" + nuid.Next()[:8],
-		log:   f.log.With("part", "notify"),
-		dests: make(map[string]*dest), caps: make(map[string]batchCap),
+		log:  f.log.With("part", "notify"),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
 }
@@ -249,14 +238,17 @@ func (n *notifier) stopping() bool {
 	}
 }
 
-// getLocked returns the record of domain, made when missing. n.mu held.
+// getLocked returns the delivery state of domain, made when missing, its
+// record pinned until settleLocked. n.mu held.
 func (n *notifier) getLocked(domain string) *dest {
-	d := n.dests[domain]
-	if d == nil {
-		d = &dest{domain: domain, index: -1}
-		n.dests[domain] = d
-	}
-	return d
+	return n.f.remotes.dest(domain)
+}
+
+// settleLocked lets d's record go when d is neither scheduled, being
+// delivered nor failing (the registry may then evict it, least recently
+// used first), and pins it otherwise. n.mu held.
+func (n *notifier) settleLocked(d *dest) {
+	n.f.remotes.setDelivering(d.rec, d.running || d.index >= 0 || d.state.Attempts > 0)
 }
 
 // wake schedules domain: a notification was stored for it (or found by the
@@ -266,6 +258,7 @@ func (n *notifier) wake(domain string, force bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	d := n.getLocked(domain)
+	defer n.settleLocked(d)
 	if !force && now.Before(d.heldUntil) {
 		return // another worker delivers it
 	}
@@ -287,7 +280,7 @@ func (n *notifier) reachable(domain string) {
 		return // the request path's common case: no lock
 	}
 	n.mu.Lock()
-	d := n.dests[domain]
+	d := n.f.remotes.findDest(domain)
 	failing := d != nil && d.state.Attempts > 0
 	n.mu.Unlock()
 	if failing {
@@ -381,6 +374,7 @@ func (n *notifier) deliver(ctx context.Context, d *dest) {
 	now := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	defer n.settleLocked(d)
 	d.running = false
 	n.active--
 	n.kickLocked()
@@ -401,9 +395,8 @@ func (n *notifier) deliver(ctx context.Context, d *dest) {
 		case d.rerun || d.force:
 			n.scheduleLocked(d, now)
 		case d.state.Attempts == 0:
-			// Kept while its consumer lives, for the next notification;
-			// the scan forgets it after that.
-			d.idleSince = now
+			// Let go: the record (and the consumer with it) stays while
+			// the registry has room, for the next notification.
 		default:
 			n.scheduleLocked(d, d.state.NextAttempt)
 		}
@@ -411,13 +404,12 @@ func (n *notifier) deliver(ctx context.Context, d *dest) {
 	d.rerun = false
 }
 
-// setState records the state of domain (after this process wrote it).
-func (n *notifier) setState(domain string, st notify.State) {
+// setState records the state of d (after this process wrote it).
+func (n *notifier) setState(d *dest, st notify.State) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if d := n.dests[domain]; d != nil {
-		n.setStateLocked(d, st)
-	}
+	n.setStateLocked(d, st)
+	n.settleLocked(d)
 }
 
 // setStateLocked sets d's state and keeps the count of failing
@@ -487,14 +479,15 @@ func (n *notifier) onState(e jetstream.KeyValueEntry) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	d := n.dests[domain]
 	if st.Attempts == 0 {
-		if d != nil {
+		if d := n.f.remotes.findDest(domain); d != nil {
 			n.setStateLocked(d, notify.State{})
+			n.settleLocked(d)
 		}
 		return
 	}
-	d = n.getLocked(domain)
+	d := n.getLocked(domain)
+	defer n.settleLocked(d)
 	n.setStateLocked(d, st)
 	if st.NextAttempt.IsZero() {
 		d.force = true // fedctl: retry now
@@ -533,25 +526,11 @@ func (n *notifier) scan(ctx context.Context) error {
 	for domain := range counts {
 		n.wake(domain, false)
 	}
-	n.forget(time.Now())
 	if len(invalid) > 0 {
 		n.sweep(ctx, invalid)
 	}
 	n.warn(ctx, counts)
 	return nil
-}
-
-// forget drops the records of destinations drained longer ago than their
-// consumer lives, with nothing scheduled and no failing state: an idle
-// destination costs nothing.
-func (n *notifier) forget(now time.Time) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for domain, d := range n.dests {
-		if !d.running && d.index < 0 && d.state.Attempts == 0 && !d.idleSince.IsZero() && now.Sub(d.idleSince) > consumerIdle {
-			delete(n.dests, domain)
-		}
-	}
 }
 
 // warn logs the stream's fill level when it crosses 50, 80 or 95%, and, at
@@ -584,7 +563,7 @@ func (n *notifier) warn(ctx context.Context, counts map[string]uint64) {
 	var long []outage
 	n.mu.Lock()
 	for domain, count := range counts {
-		d := n.dests[domain]
+		d := n.f.remotes.findDest(domain)
 		if d == nil || count == 0 || d.state.Attempts == 0 || now.Sub(d.state.FailingSince) < time.Hour || now.Sub(d.warned) < time.Hour {
 			continue
 		}

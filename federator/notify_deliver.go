@@ -72,7 +72,7 @@ func (n *notifier) session(ctx context.Context, d *dest, force bool) (outcome, t
 		if st, err = n.store.State(sctx, domain); err != nil {
 			return trouble, time.Time{}
 		}
-		n.setState(domain, st)
+		n.setState(d, st)
 	}
 	s.state = st
 	now := time.Now()
@@ -236,9 +236,7 @@ func (s *session) run() (outcome, time.Time) {
 		if err != nil {
 			n.log.Debug("fetch", "remote", s.domain, "err", err)
 			n.mu.Lock()
-			if d := n.dests[s.domain]; d != nil {
-				d.cons = nil // made again next time
-			}
+			s.d.cons = nil // made again next time
 			n.mu.Unlock()
 			return trouble, time.Time{}
 		}
@@ -417,7 +415,7 @@ func (s *session) process(items []*item) (delivered bool, fail *delivery) {
 		}
 		var results []delivery
 		var k int
-		if cap, ok := n.batchCap(s.domain); ok && n.cfg.Batch > 1 {
+		if cap, ok := n.f.remotes.batch(s.domain); ok && n.cfg.Batch > 1 {
 			k = batchLen(ready, min(n.cfg.Batch, cap.entries), min(n.cfg.BatchBytes, cap.bytes))
 			results = n.sendBatch(s.ctx, s, ready[:k])
 		}
@@ -570,7 +568,7 @@ func (s *session) failed(f *delivery) time.Time {
 	if err := n.store.PutState(ctx, s.domain, st); err != nil {
 		n.log.Debug("put state", "remote", s.domain, "err", err)
 	}
-	n.setState(s.domain, st)
+	n.setState(s.d, st)
 	s.state = st
 	level := n.log.Info
 	if st.Attempts == 1 || st.Attempts%10 == 0 {
@@ -593,7 +591,7 @@ func (s *session) recovered() {
 	n.log.Info("destination delivers again", "remote", s.domain, "after_attempts", s.state.Attempts,
 		"failing_for", time.Since(s.state.FailingSince).Round(time.Second).String())
 	s.state = notify.State{}
-	n.setState(s.domain, s.state)
+	n.setState(s.d, s.state)
 }
 
 // backoff is the wait after the attempts-th failure: min doubled each

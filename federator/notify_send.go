@@ -37,6 +37,7 @@ type notifyAnswer struct {
 func (n *notifier) sendOne(ctx context.Context, s *session, it *item) delivery {
 	body := it.ev.Data
 	path := contract.Path(it.route.Component, it.route.RPC)
+	start := n.f.now()
 	a, err := n.exchange(ctx, s.domain, it.ev.ID, func(ctx context.Context, base string) (*http.Request, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
 		if err != nil {
@@ -51,12 +52,23 @@ func (n *notifier) sendOne(ctx context.Context, s *session, it *item) delivery {
 		return req, nil
 	})
 	if err != nil {
+		n.f.observe(s.d.rec, start, err, it.ev.ID)
 		return n.networkFailure(err)
 	}
 	if a.status >= 200 && a.status <= 299 {
 		n.noteCap(s.domain, a.header)
 	}
-	return n.verdict(s.domain, a.status, a.header, a.body)
+	v := n.verdict(s.domain, a.status, a.header, a.body)
+	n.f.observe(s.d.rec, start, errOf(v.err), it.ev.ID)
+	return v
+}
+
+// errOf returns e as an error (nil for nil).
+func errOf(e *contract.Error) error {
+	if e == nil {
+		return nil
+	}
+	return e
 }
 
 // sendBatch delivers items as one batch (contract.Batch) to a remote that
@@ -76,6 +88,7 @@ func (n *notifier) sendBatch(ctx context.Context, s *session, items []*item) []d
 		return nil
 	}
 	id := bus.NewID()
+	start := n.f.now()
 	a, err := n.exchange(ctx, s.domain, id, func(ctx context.Context, base string) (*http.Request, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+contract.BatchPath, bytes.NewReader(body))
 		if err != nil {
@@ -85,17 +98,22 @@ func (n *notifier) sendBatch(ctx context.Context, s *session, items []*item) []d
 		return req, nil
 	})
 	if err != nil {
+		n.f.observe(s.d.rec, start, err, id)
 		return []delivery{n.networkFailure(err)}
 	}
 	if a.status != http.StatusOK {
+		// An answer: the remote is reachable, whatever it said.
+		v := n.verdict(s.domain, a.status, a.header, a.body)
+		n.f.observe(s.d.rec, start, errOf(v.err), id)
 		if contract.Retryable(a.status) {
-			return []delivery{n.verdict(s.domain, a.status, a.header, a.body)}
+			return []delivery{v}
 		}
 		n.log.Info("remote refused a batch; sending its notifications one by one", "remote", s.domain, "status", a.status,
 			"answer", contract.Truncate(string(a.body), 200))
 		n.dropCap(s.domain)
 		return nil
 	}
+	n.f.observe(s.d.rec, start, nil, id)
 	var resp contract.BatchResponse
 	if err := json.Unmarshal(a.body, &resp); err != nil || len(resp.Results) > len(items) {
 		n.dropCap(s.domain)
@@ -246,36 +264,10 @@ func (n *notifier) noteCap(domain string, h http.Header) {
 		n.dropCap(domain)
 		return
 	}
-	now := time.Now()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if _, ok := n.caps[domain]; !ok && len(n.caps) >= maxCaps {
-		for d, c := range n.caps { // forget expired ones, else any one
-			if now.After(c.until) || len(n.caps) >= maxCaps {
-				delete(n.caps, d)
-			}
-			if len(n.caps) < maxCaps {
-				break
-			}
-		}
-	}
-	n.caps[domain] = batchCap{entries: entries, bytes: size, until: now.Add(capTTL)}
+	n.f.remotes.setBatch(domain, entries, size)
 }
 
+// dropCap forgets that domain takes batches.
 func (n *notifier) dropCap(domain string) {
-	n.mu.Lock()
-	delete(n.caps, domain)
-	n.mu.Unlock()
-}
-
-// batchCap returns what domain accepts in one batch, if it accepts batches.
-func (n *notifier) batchCap(domain string) (batchCap, bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c, ok := n.caps[domain]
-	if ok && time.Now().After(c.until) {
-		delete(n.caps, domain)
-		return batchCap{}, false
-	}
-	return c, ok
+	n.f.remotes.setBatch(domain, 0, 0)
 }

@@ -155,7 +155,7 @@ func TestBackoffAfterRemote429(t *testing.T) {
 			clock.Advance(time.Millisecond)
 			succeeds(benchTarget)
 			sent(3)
-			if n := tf.f.remotes.len(); n != 0 {
+			if _, _, n, _ := tf.f.remotes.counts(); n != 0 {
 				t.Errorf("%d backoff entries left after the end, want 0", n)
 			}
 		})
@@ -249,7 +249,7 @@ func TestBackoffs(t *testing.T) {
 		wait    time.Duration // from the clock's time
 		active  []string      // domains that must be backed off now
 		idle    []string      // domains that must not
-		len     int           // entries after the step
+		len     int           // entries (remotes waiting) after the step
 	}
 	tests := []struct {
 		name  string
@@ -288,7 +288,7 @@ func TestBackoffs(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := testbed.NewClock(clockStart)
-			b := newRemotes(0, tc.max, clock.Now)
+			b := newRemotes(0, 3, tc.max, clock.Now)
 			for i, s := range tc.steps {
 				clock.Advance(s.advance)
 				if s.set != "" {
@@ -304,8 +304,8 @@ func TestBackoffs(t *testing.T) {
 						t.Errorf("step %d: %s backed off until %v", i, d, until)
 					}
 				}
-				if n := b.len(); n != s.len {
-					t.Errorf("step %d: %d entries, want %d", i, n, s.len)
+				if records, _, n, _ := b.counts(); n != s.len || records > tc.max {
+					t.Errorf("step %d: %d entries (%d records), want %d (at most %d records)", i, n, records, s.len, tc.max)
 				}
 			}
 		})
@@ -316,14 +316,14 @@ func TestBackoffs(t *testing.T) {
 // waiting: the count stays at the cap, and the latest ones are kept.
 func TestBackoffsStayBounded(t *testing.T) {
 	clock := testbed.NewClock(clockStart)
-	b := newRemotes(0, maxWaits, clock.Now)
-	const total = 3 * maxWaits
+	b := newRemotes(0, 3, maxRecords, clock.Now)
+	const total = 3 * maxRecords
 	for i := range total {
 		// Each later domain waits longer: the earliest ones are evicted.
 		b.wait(fmt.Sprintf("d%d.test", i), clock.Now().Add(time.Minute+time.Duration(i)*time.Millisecond))
 	}
-	if n := b.len(); n != maxWaits {
-		t.Fatalf("%d entries, want the cap %d", n, maxWaits)
+	if records, _, n, _ := b.counts(); n != maxRecords || records != maxRecords {
+		t.Fatalf("%d entries (%d records), want the cap %d", n, records, maxRecords)
 	}
 	if _, ok := b.waiting("d0.test"); ok {
 		t.Error("the soonest-expiring domain was kept")
@@ -332,8 +332,11 @@ func TestBackoffsStayBounded(t *testing.T) {
 		t.Error("the latest domain was evicted")
 	}
 	clock.Advance(time.Hour)
-	if _, ok := b.waiting("any.test"); ok || b.len() != 0 {
-		t.Errorf("%d entries after every wait ended, want 0", b.len())
+	if _, ok := b.waiting("any.test"); ok {
+		t.Error("a domain waits after every wait ended")
+	}
+	if records, pinned, n, _ := b.counts(); n != 0 || pinned != 0 || records > maxRecords {
+		t.Errorf("%d entries, %d pinned records (of %d) after every wait ended, want 0", n, pinned, records)
 	}
 }
 

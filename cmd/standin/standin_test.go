@@ -237,7 +237,9 @@ func TestStreamAsset(t *testing.T) {
 		defer rcancel()
 		reply, err := nc.RequestMsgWithContext(rctx, ev.Message(in))
 		if err != nil {
-			return
+			// Answered like the federator does (component-unavailable
+			// while serve is not subscribed yet: the caller retries).
+			reply = bus.ErrorReply(ev.Structured, "//a.example.com/federator", bus.NATSError(in, err)).Message(m.Reply)
 		}
 		reply.Subject = m.Reply
 		_ = nc.PublishMsg(reply)

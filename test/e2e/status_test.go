@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -37,41 +38,8 @@ func TestRemoteDownAndUpOnce(t *testing.T) {
 				Strategy: "allow-list", AllowList: []string{domainA}})
 			serve(t, b, "brig", component)
 
-			subject, err := a.Subjects.Status(domainB)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var (
-				mu     sync.Mutex
-				events []bus.Event
-			)
-			sub, err := a.NATS.Subscribe(subject, func(m *nats.Msg) {
-				ev, err := bus.Decode(m)
-				if err != nil {
-					t.Errorf("status event: %v", err)
-					return
-				}
-				// The event is what schemas/asyncapi.json describes.
-				headers := map[string]string{contract.TypeRemoteDown: "RemoteDownHeaders", contract.TypeRemoteUp: "RemoteUpHeaders"}[ev.Type]
-				if err := schemas.ValidateHeaders(headers, m.Header); err != nil {
-					t.Errorf("status event headers: %v", err)
-				}
-				if sch, err := schemas.AsyncAPISchema("RemoteStatus"); err != nil {
-					t.Error(err)
-				} else if v, err := jsonschema.UnmarshalJSON(bytes.NewReader(m.Data)); err != nil {
-					t.Error(err)
-				} else if err := sch.Validate(v); err != nil {
-					t.Errorf("status event body %s: %v", m.Data, err)
-				}
-				mu.Lock()
-				events = append(events, ev)
-				mu.Unlock()
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = sub.Unsubscribe() })
-			count := func() int { mu.Lock(); defer mu.Unlock(); return len(events) }
+			status := watchStatus(t, a, domainB)
+			count := func() int { return len(status.events()) }
 
 			// Load: 8 callers until the end of the test.
 			var ok, failed atomic.Int64
@@ -115,28 +83,109 @@ func TestRemoteDownAndUpOnce(t *testing.T) {
 			ok0 := ok.Load()
 			waitFor(t, 5*time.Second, "more successes", func() bool { return ok.Load() > ok0+100 })
 
-			mu.Lock()
-			defer mu.Unlock()
-			if len(events) != 2 {
-				t.Fatalf("%d status events, want 2: %+v", len(events), events)
-			}
-			for i, want := range []string{contract.TypeRemoteDown, contract.TypeRemoteUp} {
-				ev := events[i]
-				if ev.Type != want {
-					t.Errorf("event %d: type %s, want %s", i, ev.Type, want)
-				}
-				var body struct {
-					Domain string    `json:"domain"`
-					Since  time.Time `json:"since"`
-					Reason string    `json:"reason"`
-				}
-				if err := json.Unmarshal(ev.Data, &body); err != nil {
-					t.Fatalf("event %d body %s: %v", i, ev.Data, err)
-				}
-				if body.Domain != domainB || body.Since.IsZero() || body.Reason == "" {
-					t.Errorf("event %d body: %s", i, ev.Data)
-				}
-			}
+			checkDownThenUp(t, status.events(), domainB)
 		})
+	}
+}
+
+// TestNotificationsAloneTellReachability: with no request traffic at all,
+// the failing deliveries of A's notifications to B (B's ingress stopped)
+// judge B down, and the delivery that reaches B again judges it up: one
+// rule and one record per remote for requests and notifications, one
+// fedbus.remote.down and one fedbus.remote.up.
+func TestNotificationsAloneTellReachability(t *testing.T) {
+	w := newNotifyWorld(t, 2, nil, nil)
+	r := serveNotifications(t, w.b, "galley")
+	status := watchStatus(t, w.a, domainB)
+	if err := w.b.StopIngress(withTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	ids := publish(t, w.a, domainB, 0, 20)
+	waitFor(t, 15*time.Second, "the down event", func() bool { return len(status.events()) >= 1 })
+	if got := r.len(); got != 0 {
+		t.Fatalf("%d notifications arrived while B's ingress was down", got)
+	}
+	if err := w.b.StartIngress(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "20 notifications", func() bool { return r.len() >= len(ids) })
+	waitFor(t, 10*time.Second, "the up event", func() bool { return len(status.events()) >= 2 })
+	checkExactlyOnceInOrder(t, r, ids, domainA)
+	checkDownThenUp(t, status.events(), domainB)
+}
+
+// statusLog collects the remote status events of one domain that a
+// backend publishes, each checked against schemas/asyncapi.json.
+type statusLog struct {
+	mu   sync.Mutex
+	list []bus.Event
+}
+
+func (l *statusLog) events() []bus.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.list)
+}
+
+// watchStatus collects the status events of domain on be until the test
+// ends.
+func watchStatus(tb testing.TB, be *fedtest.Backend, domain string) *statusLog {
+	tb.Helper()
+	subject, err := be.Subjects.Status(domain)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l := &statusLog{}
+	sub, err := be.NATS.Subscribe(subject, func(m *nats.Msg) {
+		ev, err := bus.Decode(m)
+		if err != nil {
+			tb.Errorf("status event: %v", err)
+			return
+		}
+		headers := map[string]string{contract.TypeRemoteDown: "RemoteDownHeaders", contract.TypeRemoteUp: "RemoteUpHeaders"}[ev.Type]
+		if err := schemas.ValidateHeaders(headers, m.Header); err != nil {
+			tb.Errorf("status event headers: %v", err)
+		}
+		if sch, err := schemas.AsyncAPISchema("RemoteStatus"); err != nil {
+			tb.Error(err)
+		} else if v, err := jsonschema.UnmarshalJSON(bytes.NewReader(m.Data)); err != nil {
+			tb.Error(err)
+		} else if err := sch.Validate(v); err != nil {
+			tb.Errorf("status event body %s: %v", m.Data, err)
+		}
+		l.mu.Lock()
+		l.list = append(l.list, ev)
+		l.mu.Unlock()
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = sub.Unsubscribe() })
+	return l
+}
+
+// checkDownThenUp checks that events are one fedbus.remote.down and then
+// one fedbus.remote.up of domain, each with its since and reason.
+func checkDownThenUp(tb testing.TB, events []bus.Event, domain string) {
+	tb.Helper()
+	if len(events) != 2 {
+		tb.Fatalf("%d status events, want 2: %+v", len(events), events)
+	}
+	for i, want := range []string{contract.TypeRemoteDown, contract.TypeRemoteUp} {
+		ev := events[i]
+		if ev.Type != want {
+			tb.Errorf("event %d: type %s, want %s", i, ev.Type, want)
+		}
+		var body struct {
+			Domain string    `json:"domain"`
+			Since  time.Time `json:"since"`
+			Reason string    `json:"reason"`
+		}
+		if err := json.Unmarshal(ev.Data, &body); err != nil {
+			tb.Fatalf("event %d body %s: %v", i, ev.Data, err)
+		}
+		if body.Domain != domain || body.Since.IsZero() || body.Reason == "" {
+			tb.Errorf("event %d body: %s", i, ev.Data)
+		}
 	}
 }
