@@ -115,7 +115,7 @@ func newNotifier(f *Federator, js jetstream.JetStream) *notifier {
 	host, _ := os.Hostname()
 	return &notifier{
 		f: f, cfg: f.cfg.Notify, js: js, replicas: max(f.cfg.JetStreamReplicas, 1),
-		id:    host + "/" + strconv.Itoa(os.Getpid()) + "/" + nuid.Next()[:8],
+		id:   host + "/" + strconv.Itoa(os.Getpid()) + "/" + nuid.Next()[:8],
 		log:  f.log.With("part", "notify"),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
