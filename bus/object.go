@@ -309,6 +309,8 @@ func objectTooLarge(size, limit int64) *contract.Error {
 // came, and keeps its first failure so that Put can tell it from the
 // store's.
 type source struct {
+	// ctx is the transfer's context: kept in the struct because Read,
+	// which io.Reader fixes, takes none (as net/http.Request keeps its own).
 	ctx      context.Context
 	r        io.Reader
 	limit    int64
@@ -465,6 +467,8 @@ func (o *Objects) Delete(ctx context.Context, ref ObjectRef) error {
 // out the last bytes (a corrupt object ends with an error, never with
 // io.EOF). Close it.
 type ObjectReader struct {
+	// ctx bounds the reads of the chunks: kept in the struct because
+	// Read, which io.Reader fixes, takes none (as net/http.Request does).
 	ctx         context.Context
 	ref         ObjectRef
 	contentType string

@@ -77,7 +77,9 @@ type Body struct {
 	inline *bytes.Reader
 	obj    *ObjectReader
 	objs   *Objects
-	ctx    context.Context
+	// ctx is the call's context, for Close's delete of the object: kept
+	// because io.Closer's Close takes none.
+	ctx context.Context
 }
 
 // Read implements io.Reader.
