@@ -102,6 +102,14 @@ type observation struct {
 	reached, failed bool // reachability(err)
 	changed         bool // the judgement changed: ch says how
 	ch              change
+	// down: the record is judged down after the outcome, since since, for
+	// reason; err is the outcome's message (a failure). A worker whose
+	// write of a change to the status bucket failed writes it again at
+	// the next failure (status.go).
+	down   bool
+	since  time.Time
+	reason string
+	err    string
 }
 
 // outcome records the outcome of an exchange with r (a request or a
@@ -145,7 +153,9 @@ func (rs *remotes) outcome(r *remote, start time.Time, err error) observation {
 			rs.downs++
 			o.changed, o.ch = true, change{domain: r.domain, down: true, since: now, reason: e.Label, err: e.Message}
 		}
+		o.err = contract.AsError(err).Message
 	}
+	o.down, o.since, o.reason = r.down, r.changed, r.reason
 	return o
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
@@ -337,5 +338,86 @@ func TestRemoteStatusOncePerChange(t *testing.T) {
 	settled(StateUp)
 	if got := seen(); len(got) != 2 {
 		t.Errorf("events %v after two failures of a worker that saw the remote up again, want no more", got)
+	}
+}
+
+// TestRemoteStatusWrittenAgain: a worker whose write of a down change to
+// the status bucket failed (here the bucket is gone) writes it at its
+// next failure once the bucket is back: the change is not lost, and the
+// event is published once.
+func TestRemoteStatusWrittenAgain(t *testing.T) {
+	ns, err := testbed.StartNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	var buf testbed.LogBuffer
+	remote := &flakyRemote{}
+	tf := newTestFederator(t, testFederatorOptions{transport: remote, logger: slog.New(slog.NewJSONHandler(&buf, nil)), natsURL: ns.ClientURL()})
+	f := tf.f
+	f.status.start(context.Background(), contract.DefaultStatusBucket, 1)
+	t.Cleanup(f.status.stop)
+
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := f.subjects.Status(benchTarget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events atomic.Int64
+	sub, err := nc.Subscribe(status, func(*nats.Msg) { events.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	subject, err := f.subjects.Out("brig", "echo", benchTarget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(n int) {
+		for range n {
+			f.handle(context.Background(), subject, bus.Event{ID: bus.NewID(), Source: "/brig", Type: contract.TypeRequest, Data: []byte(`{}`)})
+		}
+	}
+	idle := func() bool {
+		f.status.mu.Lock()
+		defer f.status.mu.Unlock()
+		return len(f.status.pending) == 0
+	}
+
+	if err := js.DeleteKeyValue(context.Background(), contract.DefaultStatusBucket); err != nil {
+		t.Fatal(err)
+	}
+	remote.mode.Store(remoteDown)
+	send(3) // judged down; the write fails
+	waitFor(t, 10*time.Second, "the failed write", func() bool {
+		return idle() && len(logLines(t, &buf, "remote status not recorded")) == 1
+	})
+	if _, _, _, down := f.remotes.counts(); down != 1 {
+		t.Fatalf("%d records judged down, want 1", down)
+	}
+	if _, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: contract.DefaultStatusBucket, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	send(1) // still down: written now
+	waitFor(t, 10*time.Second, "the down event", func() bool { return events.Load() == 1 })
+	waitFor(t, 10*time.Second, "the write to end", idle)
+	send(2) // written already: nothing more
+	if err := f.deps.NATS.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the writes to end", idle)
+	if n := events.Load(); n != 1 {
+		t.Errorf("%d events, want one %s", n, contract.TypeRemoteDown)
 	}
 }

@@ -216,12 +216,16 @@ func (st *statusTracker) observe(o observation, domain string, start time.Time, 
 	g, known := st.global[domain]
 	down := known && g.State == StateDown
 	switch {
-	case o.changed && o.ch.down && !down:
-		if known && start.Before(g.Since) {
-			return // started before the remote was last seen up
+	case o.failed && o.down && !down:
+		// The record judged the remote down: by this failure (a change),
+		// or earlier while the write of that change failed; a judgement
+		// older than the bucket's last change is not written (the bucket's
+		// up clears it, remotes.sawUp).
+		if known && (start.Before(g.Since) || o.since.Before(g.Since)) {
+			return // started, or judged, before the remote was last seen up
 		}
-		st.transitionLocked(RemoteState{Domain: domain, State: StateDown, Label: o.ch.reason,
-			Reason: o.ch.reason + ": " + contract.Truncate(o.ch.err, 300)}, id, o.ch.err)
+		st.transitionLocked(RemoteState{Domain: domain, State: StateDown, Label: o.reason,
+			Reason: o.reason + ": " + contract.Truncate(o.err, 300)}, id, o.err)
 	case o.reached && down && !start.Before(g.Since):
 		st.transitionLocked(RemoteState{Domain: domain, State: StateUp, Reason: domain + " answers again"}, id, "")
 	}
