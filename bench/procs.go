@@ -496,7 +496,8 @@ func (pw *procWorld) fedEnv(domain string, files testbed.Files, peer string, var
 		"FED_DOMAIN=" + domain, "FED_DNS_SERVER=" + pw.dns.Addr(), "FED_STRATEGY=allow-list", "FED_ALLOW_LIST=" + peer,
 		"FED_TLS_CERT=" + files.Cert, "FED_TLS_KEY=" + files.Key, "FED_TLS_CA=" + files.CA,
 		"FED_ALLOW_PRIVATE_TARGETS=true", "FED_LOG_LEVEL=warn",
-		"FED_KV_BUCKET=", // static configuration: the benchmark's NATS has no JetStream
+		"FED_OPS_ADDR=127.0.0.1:0", // each process its own port, on loopback (not the host's shared :9090)
+		"FED_KV_BUCKET=",           // static configuration: the benchmark's NATS has no JetStream
 		// The benchmark measures the request path, not the limits.
 		"FED_INGRESS_ORIGIN_RATE=0", "FED_INGRESS_ORIGIN_CONCURRENCY=0", "FED_INGRESS_CERT_RATE=0", "FED_INGRESS_CERT_CONCURRENCY=0",
 	}

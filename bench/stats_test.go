@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedbus/fedbus/test/testbed"
 )
 
 func TestPercentile(t *testing.T) {
@@ -110,5 +113,17 @@ func TestNginxConf(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("nginx.conf lacks %q", want)
 		}
+	}
+}
+
+// TestFedEnvOwnOpsPort: the federators and ingresses of the procs mode,
+// several on one host, each listen for their operations endpoint on a
+// port of their own on loopback (the default :9090 made the second
+// process refuse to start).
+func TestFedEnvOwnOpsPort(t *testing.T) {
+	pw := &procWorld{dns: testbed.StartDNS(t)}
+	env := pw.fedEnv("a.example.com", testbed.Files{}, "b.example.com", nil)
+	if !slices.Contains(env, "FED_OPS_ADDR=127.0.0.1:0") {
+		t.Errorf("environment %q lacks FED_OPS_ADDR=127.0.0.1:0", env)
 	}
 }
