@@ -97,8 +97,11 @@ func (c *Client) call(ctx context.Context, targetDomain, component, rpc string, 
 	if ev.ID == "" {
 		ev.ID = NewID()
 	}
-	ctx, span := tracing.Start(ctx, "fedbus.call "+component+"."+rpc, trace.SpanKindClient, ev.TraceParent,
-		tracing.AttrComponent.String(component), tracing.AttrRPC.String(rpc), tracing.AttrDomain.String(targetDomain), tracing.AttrRequestID.String(ev.ID))
+	var span tracing.Span
+	if tracing.On() { // off: no span name or attributes made
+		ctx, span = tracing.Start(ctx, "fedbus.call "+component+"."+rpc, trace.SpanKindClient, ev.TraceParent,
+			tracing.AttrComponent.String(component), tracing.AttrRPC.String(rpc), tracing.AttrDomain.String(targetDomain), tracing.AttrRequestID.String(ev.ID))
+	}
 	// The caller's span (fedbus's, or the component's own OpenTelemetry
 	// span) continues in the request.
 	ev.TraceParent = tracing.TraceParent(ctx, ev.TraceParent)

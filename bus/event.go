@@ -47,8 +47,11 @@ func Decode(msg *nats.Msg) (Event, error) {
 }
 
 func isStructured(contentType string) bool {
-	if contentType == "" {
+	switch contentType {
+	case "", contract.ContentTypeJSON: // binary mode's common case, without ParseMediaType's allocations
 		return false
+	case contract.ContentTypeCEJSON:
+		return true
 	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	return err == nil && mt == contract.ContentTypeCEJSON
@@ -185,6 +188,9 @@ func decodeStructured(h nats.Header, body []byte) (Event, error) {
 // isJSONType reports whether a content type is JSON (application/json or
 // a +json suffix).
 func isJSONType(ct string) bool {
+	if ct == contract.ContentTypeJSON {
+		return true
+	}
 	mt, _, err := mime.ParseMediaType(ct)
 	return err == nil && (mt == contract.ContentTypeJSON || strings.HasSuffix(mt, "+json"))
 }

@@ -81,8 +81,11 @@ func (s *Server) handle(ctx context.Context, subject string, ev Event) Event {
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(ev.TimeoutMs)*time.Millisecond)
 		defer cancel()
 	}
-	ctx, span := tracing.Start(ctx, "fedbus.handle "+route.Component+"."+route.RPC, trace.SpanKindServer, ev.TraceParent,
-		tracing.AttrComponent.String(route.Component), tracing.AttrRPC.String(route.RPC), tracing.AttrDomain.String(origin), tracing.AttrRequestID.String(ev.ID))
+	var span tracing.Span
+	if tracing.On() { // off: no span name or attributes made
+		ctx, span = tracing.Start(ctx, "fedbus.handle "+route.Component+"."+route.RPC, trace.SpanKindServer, ev.TraceParent,
+			tracing.AttrComponent.String(route.Component), tracing.AttrRPC.String(route.RPC), tracing.AttrDomain.String(origin), tracing.AttrRequestID.String(ev.ID))
+	}
 	req := &Request{ID: ev.ID, Origin: origin, Component: route.Component, RPC: route.RPC, TraceParent: tracing.TraceParent(ctx, ev.TraceParent), Body: ev.Data, objects: &s.objects}
 	body, err := s.handler(ctx, req)
 	span.End(err, labelOf(err))

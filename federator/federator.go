@@ -176,8 +176,10 @@ func (f *Federator) handle(ctx context.Context, subject string, ev bus.Event) bu
 		err = f.refuse(err)
 	} else {
 		var span tracing.Span
-		ctx, span = tracing.Start(ctx, "federator "+route.Component+"."+route.RPC, trace.SpanKindServer, ev.TraceParent,
-			tracing.AttrComponent.String(route.Component), tracing.AttrRPC.String(route.RPC), tracing.AttrDomain.String(route.Domain), tracing.AttrRequestID.String(ev.ID))
+		if tracing.On() { // off: no span name or attributes made
+			ctx, span = tracing.Start(ctx, "federator "+route.Component+"."+route.RPC, trace.SpanKindServer, ev.TraceParent,
+				tracing.AttrComponent.String(route.Component), tracing.AttrRPC.String(route.RPC), tracing.AttrDomain.String(route.Domain), tracing.AttrRequestID.String(ev.ID))
+		}
 		a, err = f.call(ctx, route, ev)
 		span.End(err, labelOf(err))
 	}

@@ -65,8 +65,8 @@ func (rc *remoteClient) inlineLimit(ev bus.Event) int64 {
 // (parameters such as charset aside). No content type counts as JSON, the
 // contract's body of section 2.
 func isJSON(contentType string) bool {
-	if contentType == "" {
-		return true
+	if contentType == "" || contentType == contract.ContentTypeJSON {
+		return true // the common case, without ParseMediaType's allocations
 	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	return err == nil && mt == contract.ContentTypeJSON

@@ -266,11 +266,14 @@ func (rc *remoteClient) do(ctx context.Context, route contract.Route, ev bus.Eve
 // post sends one HTTP request to one target.
 func (rc *remoteClient) post(ctx context.Context, t discovery.Target, route contract.Route, ev bus.Event) (_ *answer, err error) {
 	path := contract.Path(route.Component, route.RPC)
-	ctx, span := tracing.Start(ctx, http.MethodPost+" "+path, trace.SpanKindClient, "",
-		tracing.AttrDomain.String(route.Domain), semconv.ServerAddress(t.Host), semconv.ServerPort(int(t.Port)), semconv.HTTPRequestMethodPost)
+	var span tracing.Span
+	if tracing.On() { // off: no span name or attributes made
+		ctx, span = tracing.Start(ctx, http.MethodPost+" "+path, trace.SpanKindClient, "",
+			tracing.AttrDomain.String(route.Domain), semconv.ServerAddress(t.Host), semconv.ServerPort(int(t.Port)), semconv.HTTPRequestMethodPost)
+	}
 	var status int
 	defer func() {
-		if status != 0 {
+		if status != 0 && span.Recording() {
 			span.SetAttributes(semconv.HTTPResponseStatusCode(status))
 		}
 		span.End(err, labelOf(err))

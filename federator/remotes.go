@@ -2,7 +2,6 @@ package federator
 
 import (
 	"container/heap"
-	"container/list"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -26,8 +25,11 @@ const maxRecords = 10000
 // except dest's, which the notifier guards.
 type remote struct {
 	domain string
-	used   time.Time     // last use: evicted and listed by it
-	elem   *list.Element // in remotes.idle while it may be evicted; nil while pinned
+	used   time.Time // last use: evicted and listed by it
+	// prev, next: its neighbours in remotes.idle while listed (it may be
+	// evicted); not listed while pinned.
+	prev, next *remote
+	listed     bool
 
 	// inFlight counts the requests to the remote now in flight
 	// (FED_MAX_IN_FLIGHT_PER_REMOTE).
@@ -185,7 +187,7 @@ type remotes struct {
 
 	mu       sync.Mutex
 	byDomain map[string]*remote
-	idle     list.List         // the records that may be evicted, most recently used first
+	idle     idleList          // the records that may be evicted, most recently used first
 	waits    timeHeap[*remote] // records with a wait, the earliest end first
 	downs    int               // records judged down
 }
@@ -219,15 +221,14 @@ func (rs *remotes) settleLocked(r *remote, now time.Time) {
 	r.used = now
 	switch {
 	case r.pinned():
-		if r.elem != nil {
-			rs.idle.Remove(r.elem)
-			r.elem = nil
+		if r.listed {
+			rs.idle.remove(r)
 		}
-	case r.elem == nil:
-		r.elem = rs.idle.PushFront(r)
+	case !r.listed:
+		rs.idle.pushFront(r)
 		rs.trimLocked(rs.max, r)
 	default:
-		rs.idle.MoveToFront(r.elem)
+		rs.idle.moveToFront(r)
 	}
 }
 
@@ -236,17 +237,56 @@ func (rs *remotes) settleLocked(r *remote, now time.Time) {
 // held.
 func (rs *remotes) trimLocked(n int, keep *remote) {
 	for len(rs.byDomain) > n {
-		e := rs.idle.Back()
-		if e == nil {
+		r := rs.idle.back
+		if r == nil || r == keep {
 			return
 		}
-		r, _ := e.Value.(*remote)
-		if r == keep {
-			return
-		}
-		rs.idle.Remove(e)
-		r.elem = nil
+		rs.idle.remove(r)
 		delete(rs.byDomain, r.domain)
+	}
+}
+
+// idleList is a doubly-linked list of records through their own prev and
+// next fields: a record moves in and out of it on every request, without
+// an allocation (container/list allocates an element per insertion).
+type idleList struct {
+	front, back *remote
+	n           int
+}
+
+// Len returns the number of records listed.
+func (l *idleList) Len() int { return l.n }
+
+func (l *idleList) pushFront(r *remote) {
+	r.prev, r.next, r.listed = nil, l.front, true
+	if l.front != nil {
+		l.front.prev = r
+	} else {
+		l.back = r
+	}
+	l.front = r
+	l.n++
+}
+
+func (l *idleList) remove(r *remote) {
+	if r.prev != nil {
+		r.prev.next = r.next
+	} else {
+		l.front = r.next
+	}
+	if r.next != nil {
+		r.next.prev = r.prev
+	} else {
+		l.back = r.prev
+	}
+	r.prev, r.next, r.listed = nil, nil, false
+	l.n--
+}
+
+func (l *idleList) moveToFront(r *remote) {
+	if l.front != r {
+		l.remove(r)
+		l.pushFront(r)
 	}
 }
 

@@ -286,3 +286,50 @@ func BenchmarkRegistryNewDomain(b *testing.B) {
 		})
 	}
 }
+
+// TestIdleList: the registry's list keeps its order through pushes, moves
+// and removals, at either end and in the middle.
+func TestIdleList(t *testing.T) {
+	order := func(l *idleList) []string {
+		var out []string
+		for r := l.front; r != nil; r = r.next {
+			out = append(out, r.domain)
+		}
+		var back []string
+		for r := l.back; r != nil; r = r.prev {
+			back = append([]string{r.domain}, back...)
+		}
+		if !slices.Equal(out, back) || len(out) != l.Len() {
+			t.Fatalf("front to back %v, back to front %v, Len %d", out, back, l.Len())
+		}
+		return out
+	}
+	a, b, c, d := &remote{domain: "a"}, &remote{domain: "b"}, &remote{domain: "c"}, &remote{domain: "d"}
+	var l idleList
+	tests := []struct {
+		name string
+		op   func()
+		want []string
+	}{
+		{"push", func() { l.pushFront(a); l.pushFront(b); l.pushFront(c) }, []string{"c", "b", "a"}},
+		{"move the back", func() { l.moveToFront(a) }, []string{"a", "c", "b"}},
+		{"move the front", func() { l.moveToFront(a) }, []string{"a", "c", "b"}},
+		{"move the middle", func() { l.moveToFront(c) }, []string{"c", "a", "b"}},
+		{"remove the middle", func() { l.remove(a) }, []string{"c", "b"}},
+		{"remove the back", func() { l.remove(b) }, []string{"c"}},
+		{"push again", func() { l.pushFront(d); l.pushFront(a) }, []string{"a", "d", "c"}},
+		{"remove the front", func() { l.remove(a) }, []string{"d", "c"}},
+		{"remove all", func() { l.remove(c); l.remove(d) }, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.op()
+			if got := order(&l); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if a.listed || b.listed || c.listed || d.listed {
+		t.Error("a removed record still says it is listed")
+	}
+}

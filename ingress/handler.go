@@ -62,11 +62,13 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// No per-request logger on the hot path: each line written carries the
 	// request id itself.
 	log := in.log
-	ctx, span := tracing.Start(r.Context(), "ingress", trace.SpanKindServer, contract.CleanTraceParent(r.Header.Get(contract.HTTPTraceParent)),
-		tracing.AttrRequestID.String(req.id))
-	req.span = span
-	if span.Recording() {
-		r = r.WithContext(ctx)
+	if tracing.On() { // off: no attributes made
+		ctx, span := tracing.Start(r.Context(), "ingress", trace.SpanKindServer, contract.CleanTraceParent(r.Header.Get(contract.HTTPTraceParent)),
+			tracing.AttrRequestID.String(req.id))
+		req.span = span
+		if span.Recording() {
+			r = r.WithContext(ctx)
+		}
 	}
 
 	reply, err := in.safeHandle(w, r, req, log)
@@ -491,8 +493,11 @@ func (in *Ingress) publish(ctx context.Context, req *request, traceParent string
 		return bus.Event{}, contract.Errorf(contract.LabelTimeout, "the request deadline passed before it was published")
 	}
 	req.published = true
-	ctx, span := tracing.Start(ctx, "fedbus.publish "+req.component+"."+req.rpc, trace.SpanKindClient, traceParent,
-		tracing.AttrComponent.String(req.component), tracing.AttrRPC.String(req.rpc), tracing.AttrDomain.String(req.origin))
+	var span tracing.Span
+	if tracing.On() { // off: no span name or attributes made
+		ctx, span = tracing.Start(ctx, "fedbus.publish "+req.component+"."+req.rpc, trace.SpanKindClient, traceParent,
+			tracing.AttrComponent.String(req.component), tracing.AttrRPC.String(req.rpc), tracing.AttrDomain.String(req.origin))
+	}
 	ev := bus.Event{
 		ID:              req.id,
 		Source:          contract.OriginSource(req.origin, req.component),
