@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
@@ -156,4 +157,38 @@ func call(tb testing.TB, f *Federator, target, id string) ([]byte, error) {
 		return nil, err
 	}
 	return a.body, nil
+}
+
+// startJetStream starts a NATS server with JetStream on file storage for
+// the test and returns its URL and a client connection with its
+// JetStream API, all closed at the end of the test.
+func startJetStream(tb testing.TB) (url string, nc *nats.Conn, js jetstream.JetStream) {
+	tb.Helper()
+	ns, err := testbed.StartNATS(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err = nats.Connect(ns.ClientURL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err = jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ns.ClientURL(), nc, js
+}
+
+// sendRequests has f handle n requests of brig's echo to benchTarget.
+func sendRequests(tb testing.TB, f *Federator, n int) {
+	tb.Helper()
+	subject, err := f.subjects.Out("brig", "echo", benchTarget)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for range n {
+		f.handle(context.Background(), subject, bus.Event{ID: bus.NewID(), Source: "/brig", Type: contract.TypeRequest, Data: []byte(`{}`)})
+	}
 }

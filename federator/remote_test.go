@@ -20,9 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/fedbus/fedbus/bus"
 	"github.com/fedbus/fedbus/contract"
 	"github.com/fedbus/fedbus/discovery"
@@ -315,20 +312,7 @@ func TestRemoteClientRefusesRedirects(t *testing.T) {
 func TestRemoteClientLargeAnswers(t *testing.T) {
 	const limit, maxObject = 4096, 64 << 10
 	w := newRemoteWorld(t, limit)
-	ns, err := testbed.StartNATS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, js := startJetStream(t)
 	objs, err := bus.NewObjects(js, bus.ObjectsConfig{MaxBytes: maxObject})
 	if err != nil {
 		t.Fatal(err)

@@ -72,15 +72,7 @@ func TestRemoteStateLogs(t *testing.T) {
 	remote := &flakyRemote{}
 	tf := newTestFederator(t, testFederatorOptions{transport: remote,
 		logger: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	subject, err := tf.f.subjects.Out("brig", "echo", benchTarget)
-	if err != nil {
-		t.Fatal(err)
-	}
-	send := func(n int) {
-		for range n {
-			tf.f.handle(context.Background(), subject, bus.Event{ID: bus.NewID(), Source: "/brig", Type: contract.TypeRequest, Data: []byte(`{}`)})
-		}
-	}
+	send := func(n int) { sendRequests(t, tf.f, n) }
 	const down, up = "remote unreachable: its requests fail until one reaches it again", "remote reachable again"
 
 	remote.mode.Store(remoteDown)
@@ -218,26 +210,17 @@ func TestReachability(t *testing.T) {
 // event and one WARN line; the records of the other three are up again
 // (two failures of theirs change nothing).
 func TestRemoteStatusOncePerChange(t *testing.T) {
-	ns, err := testbed.StartNATS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	url, nc, _ := startJetStream(t)
 	var buf testbed.LogBuffer
 	logger := slog.New(slog.NewJSONHandler(&buf, nil))
 	remote := &flakyRemote{}
 	var workers []*Federator
 	for range 4 {
-		tf := newTestFederator(t, testFederatorOptions{transport: remote, logger: logger, natsURL: ns.ClientURL()})
+		tf := newTestFederator(t, testFederatorOptions{transport: remote, logger: logger, natsURL: url})
 		tf.f.status.start(context.Background(), contract.DefaultStatusBucket, 1)
 		t.Cleanup(tf.f.status.stop)
 		workers = append(workers, tf.f)
 	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
 	status, err := workers[0].subjects.Status(benchTarget)
 	if err != nil {
 		t.Fatal(err)
@@ -259,15 +242,6 @@ func TestRemoteStatusOncePerChange(t *testing.T) {
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
-	}
-	subject, err := workers[0].subjects.Out("brig", "echo", benchTarget)
-	if err != nil {
-		t.Fatal(err)
-	}
-	send := func(f *Federator, n int) {
-		for range n {
-			f.handle(context.Background(), subject, bus.Event{ID: bus.NewID(), Source: "/brig", Type: contract.TypeRequest, Data: []byte(`{}`)})
-		}
 	}
 	// settled: every worker knows the bucket's state of the remote, and
 	// writes nothing; then the events published are delivered.
@@ -302,7 +276,7 @@ func TestRemoteStatusOncePerChange(t *testing.T) {
 	remote.mode.Store(remoteDown)
 	for range 5 {
 		for _, f := range workers[:3] {
-			send(f, 1)
+			sendRequests(t, f, 1)
 		}
 	}
 	settled(StateDown)
@@ -315,7 +289,7 @@ func TestRemoteStatusOncePerChange(t *testing.T) {
 	}
 
 	remote.mode.Store(remoteUp)
-	send(workers[3], 1)
+	sendRequests(t, workers[3], 1)
 	settled(StateUp)
 	if got := seen(); !slices.Equal(got, []string{contract.TypeRemoteDown, contract.TypeRemoteUp}) {
 		t.Fatalf("events %v, want %s then %s", got, contract.TypeRemoteDown, contract.TypeRemoteUp)
@@ -334,7 +308,7 @@ func TestRemoteStatusOncePerChange(t *testing.T) {
 	})
 
 	remote.mode.Store(remoteDown)
-	send(workers[0], 2)
+	sendRequests(t, workers[0], 2)
 	settled(StateUp)
 	if got := seen(); len(got) != 2 {
 		t.Errorf("events %v after two failures of a worker that saw the remote up again, want no more", got)
@@ -346,27 +320,14 @@ func TestRemoteStatusOncePerChange(t *testing.T) {
 // next failure once the bucket is back: the change is not lost, and the
 // event is published once.
 func TestRemoteStatusWrittenAgain(t *testing.T) {
-	ns, err := testbed.StartNATS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	url, nc, js := startJetStream(t)
 	var buf testbed.LogBuffer
 	remote := &flakyRemote{}
-	tf := newTestFederator(t, testFederatorOptions{transport: remote, logger: slog.New(slog.NewJSONHandler(&buf, nil)), natsURL: ns.ClientURL()})
+	tf := newTestFederator(t, testFederatorOptions{transport: remote, logger: slog.New(slog.NewJSONHandler(&buf, nil)), natsURL: url})
 	f := tf.f
 	f.status.start(context.Background(), contract.DefaultStatusBucket, 1)
 	t.Cleanup(f.status.stop)
 
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	status, err := f.subjects.Status(benchTarget)
 	if err != nil {
 		t.Fatal(err)
@@ -377,15 +338,6 @@ func TestRemoteStatusWrittenAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	subject, err := f.subjects.Out("brig", "echo", benchTarget)
-	if err != nil {
-		t.Fatal(err)
-	}
-	send := func(n int) {
-		for range n {
-			f.handle(context.Background(), subject, bus.Event{ID: bus.NewID(), Source: "/brig", Type: contract.TypeRequest, Data: []byte(`{}`)})
-		}
-	}
 	idle := func() bool {
 		f.status.mu.Lock()
 		defer f.status.mu.Unlock()
@@ -396,7 +348,7 @@ func TestRemoteStatusWrittenAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	remote.mode.Store(remoteDown)
-	send(3) // judged down; the write fails
+	sendRequests(t, f, 3) // judged down; the write fails
 	waitFor(t, 10*time.Second, "the failed write", func() bool {
 		return idle() && len(logLines(t, &buf, "remote status not recorded")) == 1
 	})
@@ -406,10 +358,10 @@ func TestRemoteStatusWrittenAgain(t *testing.T) {
 	if _, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: contract.DefaultStatusBucket, History: 1}); err != nil {
 		t.Fatal(err)
 	}
-	send(1) // still down: written now
+	sendRequests(t, f, 1) // still down: written now
 	waitFor(t, 10*time.Second, "the down event", func() bool { return events.Load() == 1 })
 	waitFor(t, 10*time.Second, "the write to end", idle)
-	send(2) // written already: nothing more
+	sendRequests(t, f, 2) // written already: nothing more
 	if err := f.deps.NATS.Flush(); err != nil {
 		t.Fatal(err)
 	}
